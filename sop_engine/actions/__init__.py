@@ -1,0 +1,15 @@
+"""Executors, one per action: `async def run(step, fields, ctx) -> result dict`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import browser, data, http
+from .context import ActionContext
+
+Executor = Callable[[Any, dict[str, Any], ActionContext], Awaitable[dict[str, Any]]]
+
+EXECUTORS: dict[str, Executor] = {**browser.EXECUTORS, **data.EXECUTORS, **http.EXECUTORS}
+
+__all__ = ["EXECUTORS", "ActionContext", "Executor"]

@@ -1,0 +1,251 @@
+"""The SOP document: its model, loading from YAML or JSON, and every check made before a run starts."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .durations import Duration
+from .steps import NAME_PATTERN, STEP_MODELS, ErrorPolicy, RetrySpec, Step
+
+InputType = Literal["string", "integer", "number", "boolean", "list", "dict"]
+_NO_DEFAULT = object()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a document, with where it is."""
+
+    where: str  # "step 'type' (steps[1].steps[0]), field 'value'" or "inputs.items"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+    def as_dict(self) -> dict[str, str]:
+        return {"where": self.where, "message": self.message}
+
+
+class DocumentError(ValueError):
+    """A document, or the inputs given to it, that cannot run. Holds every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: InputType = "string"
+    default: Any = _NO_DEFAULT
+    secret: bool = False
+    description: str | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _NO_DEFAULT
+
+
+class Defaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: Duration = 30.0
+    retry: RetrySpec = RetrySpec()
+    on_error: ErrorPolicy = "fail"
+
+
+class Sop(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sop: Literal[1] = Field(description="format version")
+    id: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    name: str | None = None
+    description: str | None = None
+    inputs: dict[str, InputSpec] = {}
+    outputs: list[str] = []
+    defaults: Defaults = Defaults()
+    timeout: Duration | None = None  # the whole run
+    max_parallel: int = Field(1, ge=1, le=64)
+    steps: list[Any] = Field(min_length=1)
+
+    @property
+    def secret_inputs(self) -> set[str]:
+        return {name for name, spec in self.inputs.items() if spec.secret}
+
+    def walk(self) -> list[Step]:
+        """Every step of the document, depth first, in document order."""
+        found: list[Step] = []
+
+        def visit(steps: list[Step]) -> None:
+            for step in steps:
+                found.append(step)
+                for child in step.children():
+                    visit(child)
+
+        visit(self.steps)
+        return found
+
+
+@dataclass(frozen=True)
+class LoadedSop:
+    sop: Sop
+    source: str
+    content_hash: str
+    base_dir: Path | None = None
+
+
+# loading -------------------------------------------------------------------------------------
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if not isinstance(part, int) or True)
+
+
+def _where_step(raw: Any, path: str) -> str:
+    sid = raw.get("id") if isinstance(raw, dict) else None
+    return f"step '{sid}' ({path})" if sid else f"step at {path}"
+
+
+def _parse_step(raw: Any, path: str, problems: list[Problem]) -> Step | None:
+    if not isinstance(raw, dict):
+        problems.append(Problem(f"step at {path}", "a step is a mapping with at least 'id' and 'action'"))
+        return None
+    where = _where_step(raw, path)
+    action = raw.get("action")
+    model = STEP_MODELS.get(action) if isinstance(action, str) else None
+    if model is None:
+        hint = difflib.get_close_matches(str(action), STEP_MODELS, n=1)
+        said = f"unknown action {action!r}" if action is not None else "field 'action' is required"
+        problems.append(Problem(where, said + (f" (did you mean '{hint[0]}'?)" if hint else "")))
+        return None
+    try:
+        step = model.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "missing":
+                message = "is required"
+            elif err["type"] == "extra_forbidden":
+                message = f"is not a field of '{action}'"
+            problems.append(Problem(f"{where}, field '{field}'" if field else where, message))
+        return None
+    for name, children in (("steps", "steps"), ("then", "then"), ("else_", "else")):
+        raw_children = getattr(step, name, None)
+        if isinstance(raw_children, list):
+            parsed = [_parse_step(c, f"{path}.{children}[{i}]", problems) for i, c in enumerate(raw_children)]
+            setattr(step, name, [p for p in parsed if p is not None])
+    return step
+
+
+def parse_text(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
+        raise DocumentError([Problem(where, f"not valid YAML or JSON: {getattr(exc, 'problem', exc)}")]) from None
+
+
+def load_sop(text: str, base_dir: Path | None = None) -> LoadedSop:
+    """Parse and check a document; raises DocumentError listing every problem found."""
+    from .graph import check_document  # the graph checks need parsed steps
+
+    raw = parse_text(text)
+    if not isinstance(raw, dict):
+        raise DocumentError([Problem("document", "an SOP is a mapping with 'sop', 'id' and 'steps'")])
+    problems: list[Problem] = []
+    try:
+        sop = Sop.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            message = "is required" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
+            problems.append(Problem(field, message))
+        raise DocumentError(problems) from None
+    parsed = [_parse_step(s, f"steps[{i}]", problems) for i, s in enumerate(sop.steps)]
+    sop.steps = [p for p in parsed if p is not None]
+    if problems:
+        raise DocumentError(problems)
+    for name in sop.inputs:
+        if not _is_name(name):
+            problems.append(Problem(f"inputs.{name}", "is not a variable name (letters, digits, _)"))
+    problems.extend(check_document(sop))
+    if problems:
+        raise DocumentError(problems)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return LoadedSop(sop=sop, source=text, content_hash=digest, base_dir=base_dir)
+
+
+def load_sop_file(path: str | Path) -> LoadedSop:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DocumentError([Problem(str(path), f"cannot read: {exc.strerror or exc}")]) from None
+    return load_sop(text, base_dir=path.resolve().parent)
+
+
+def _is_name(name: str) -> bool:
+    import re
+
+    return re.match(NAME_PATTERN, name) is not None
+
+
+# inputs --------------------------------------------------------------------------------------
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+    "list": (list,), "dict": (dict,),
+}
+
+
+def _fits(value: Any, type_name: str) -> bool:
+    if isinstance(value, bool) and type_name != "boolean":
+        return False
+    return isinstance(value, _TYPES[type_name])
+
+
+def resolve_inputs(sop: Sop, given: dict[str, Any]) -> dict[str, Any]:
+    """The run's inputs: given values checked against their declared types, defaults filled in."""
+    problems: list[Problem] = []
+    resolved: dict[str, Any] = {}
+    for name in given:
+        if name not in sop.inputs:
+            known = ", ".join(sop.inputs) or "none"
+            problems.append(Problem(f"input '{name}'", f"is not an input of this SOP (its inputs: {known})"))
+    for name, spec in sop.inputs.items():
+        if name in given:
+            value = given[name]
+        elif spec.required:
+            problems.append(Problem(f"input '{name}'", f"is required ({spec.type})"))
+            continue
+        else:
+            value = spec.default
+        if value is None and not spec.required and name not in given:
+            resolved[name] = None
+            continue
+        if not _fits(value, spec.type):
+            shown = "***" if spec.secret else json.dumps(value, default=str)
+            problems.append(Problem(f"input '{name}'", f"must be {spec.type}, got {shown}"))
+            continue
+        resolved[name] = value
+    if problems:
+        raise DocumentError(problems)
+    return resolved
+
+
+def parse_cli_value(text: str) -> Any:
+    """`--input NAME=VALUE`: JSON when it parses, else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -1,0 +1,73 @@
+"""Database tables. Only store.py opens sessions on them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class SopDocumentRow(SQLModel, table=True):
+    __tablename__ = "sop_documents"
+    __table_args__ = (UniqueConstraint("sop_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sop_id: str = Field(index=True)
+    version: int
+    name: str | None = None
+    content_hash: str = Field(index=True)
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime
+
+
+class RunRow(SQLModel, table=True):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_status_priority", "status", "priority", "created_at"),)
+
+    id: str = Field(primary_key=True)
+    document_id: int = Field(foreign_key="sop_documents.id")
+    sop_id: str = Field(index=True)
+    sop_version: int
+    status: str
+    priority: int = 1  # 0 high, 1 normal, 2 low
+    inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    outputs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class StepRunRow(SQLModel, table=True):
+    __tablename__ = "step_runs"
+    __table_args__ = (UniqueConstraint("run_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    key: str  # add[0].type
+    step_id: str
+    parent_key: str | None = None
+    action: str
+    status: str
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    inputs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    outputs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    reason: str | None = None  # why skipped or blocked
+    artifacts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class RunEventRow(SQLModel, table=True):
+    __tablename__ = "run_events"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id")
+    seq: int
+    type: str
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    at: datetime
