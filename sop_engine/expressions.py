@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from typing import Any
@@ -10,12 +11,17 @@ from jinja2 import StrictUndefined, TemplateError, Undefined, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_env.filters["fromjson"] = json.loads
 _LONE = re.compile(r"^\s*\{\{((?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
 _BUILTINS = frozenset(_env.globals)
 
 
 class ExpressionError(ValueError):
     """A template that does not parse, or that fails when rendered."""
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def is_template(text: str) -> bool:
@@ -30,7 +36,7 @@ def _compiled(source: str) -> Any:
             return _env.compile_expression(lone.group(1), undefined_to_none=False)
         return _env.from_string(source)
     except TemplateError as exc:
-        raise ExpressionError(f"template {source!r} does not parse: {exc}") from None
+        raise ExpressionError(f"template {source!r} does not parse: {_first_line(exc)}") from None
 
 
 @lru_cache(maxsize=4096)
@@ -39,7 +45,7 @@ def _names(source: str, bare: bool) -> frozenset[str]:
     try:
         found = meta.find_undeclared_variables(_env.parse(text))
     except TemplateError as exc:
-        raise ExpressionError(f"template {source!r} does not parse: {exc}") from None
+        raise ExpressionError(f"template {source!r} does not parse: {_first_line(exc)}") from None
     return frozenset(found - _BUILTINS)
 
 
@@ -61,7 +67,7 @@ def names_in_condition(condition: Any) -> set[str]:
 
 
 def _describe(exc: Exception) -> str:
-    text = str(exc)
+    text = _first_line(exc)
     if "is undefined" in text:
         return f"{text} (declare it in the step's inputs, and make sure it has a value)"
     return text

@@ -327,7 +327,7 @@ class Execution:
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(policy.attempts), wait=policy.wait(),
             retry=tenacity.retry_if_exception(is_retryable), reraise=True,
-            before_sleep=lambda state: self._retrying(key, state))
+            before_sleep=self._announce_retry(key))
         async for attempt in retrying:
             with attempt:
                 number = attempt.retry_state.attempt_number
@@ -338,11 +338,14 @@ class Execution:
                     return await self._attempt(executor, step, fields, ctx)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def _retrying(self, key: str, state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        error = exc.as_dict() if isinstance(exc, StepError) else {"message": str(exc)}
-        await self.emit("step.retried", {"key": key, "attempt": state.attempt_number, "error": error,
-                                         "wait_s": round(state.upcoming_sleep, 3)})
+    def _announce_retry(self, key: str) -> Any:
+        async def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            error = exc.as_dict() if isinstance(exc, StepError) else {"message": str(exc)}
+            await self.emit("step.retried", {"key": key, "attempt": state.attempt_number, "error": error,
+                                             "wait_s": round(state.upcoming_sleep, 3)})
+
+        return before_sleep
 
     async def _attempt(self, executor: Any, step: Step, fields: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         try:
