@@ -251,13 +251,16 @@ async def assert_(step: Assert, f: dict[str, Any], ctx: ActionContext) -> dict[s
 
 def _assertion_error(step: Assert, f: dict[str, Any], page: Page, exc: AssertionError) -> StepError:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    found = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Received")), None)
-    check, expected = next((k, f.get(k, getattr(step, k))) for k in ("url", "count", "text", "contains", "value",
-                                                                      "visible") if getattr(step, k) is not None)
+    found = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(("Actual value:", "Received"))), None)
+    problem = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Error:")), None)
+    if problem:
+        found = problem
+    check = next(k for k in ("url", "count", "text", "contains", "value", "visible") if getattr(step, k) is not None)
+    expected: Any = f.get(check, getattr(step, check))
     if check == "visible":
-        check, expected = ("visible", True) if step.visible else ("hidden", True)
-    target = f"url" if check == "url" else f"{f['selector']!r}"
-    message = f"assert {check} of {target}: expected {expected!r}" + (f", found {found}" if found else "")
+        check, expected = ("visible" if step.visible else "hidden"), True
+    target = "the url" if check == "url" else repr(f["selector"])
+    message = f"assert {check} of {target}: expected {expected!r}" + (f", found {found!r}" if found else "")
     return StepError(ErrorKind.ASSERTION, message, selector=f.get("selector"), url=page.url,
                      expected=expected, found=found)
 
