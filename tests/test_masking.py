@@ -24,8 +24,8 @@ def test_a_secret_that_contains_another_is_masked_whole():
 
 def test_masks_inside_nested_lists_dicts_and_keys():
     mask = Masker(["s3cret"])
-    value = {"user": "ann", "s3cret": ["a s3cret", {"deep": "s3cret!"}], "n": 1, "ok": True, "none": None}
-    assert mask(value) == {"user": "ann", "***": ["a ***", {"deep": "***!"}], "n": 1, "ok": True, "none": None}
+    value = {"user": "ann", "s3cret": ["a s3cret", {"deep": "s3cret!"}], "n": 1, "ok": True, "no": None}
+    assert mask(value) == {"user": "ann", "***": ["a ***", {"deep": "***!"}], "n": 1, "ok": True, "no": None}
 
 
 def test_tuples_come_back_as_masked_lists():

@@ -63,8 +63,9 @@ def test_no_jitter_means_no_random_part():
 
 def _retrying(policy: RetryPolicy, sleeps: list[float]) -> tenacity.Retrying:
     # how the runner drives attempts, with the sleeps recorded instead of slept
-    return tenacity.Retrying(stop=tenacity.stop_after_attempt(policy.attempts), wait=policy.wait(),
-                             retry=tenacity.retry_if_exception(is_retryable), reraise=True, sleep=sleeps.append)
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.attempts), wait=policy.wait(),
+        retry=tenacity.retry_if_exception(is_retryable), reraise=True, sleep=sleeps.append)
 
 
 def test_a_retryable_error_is_tried_every_attempt_with_backoff():
@@ -113,7 +114,7 @@ def test_only_step_errors_are_retryable():
 
 def test_describe_adds_the_page_when_the_message_does_not_say_it():
     url = "http://127.0.0.1:8765/todo.html"
-    assert StepError(ErrorKind.TIMEOUT, "fill timed out", url=url).describe() == f"fill timed out (page: {url})"
+    assert StepError(ErrorKind.TIMEOUT, "timed out", url=url).describe() == f"timed out (page: {url})"
     assert StepError(ErrorKind.NAVIGATION, f"cannot load {url}", url=url).describe() == f"cannot load {url}"
     assert StepError(ErrorKind.ACTION, "bad script").describe() == "bad script"
 

@@ -34,15 +34,15 @@ RUN_MOVES = {
 
 
 def test_status_values_are_the_stored_strings():
-    assert [s.value for s in StepStatus] == ["pending", "running", "completed", "failed", "skipped", "blocked"]
-    assert [s.value for s in RunStatus] == ["queued", "running", "paused", "completed", "failed", "cancelled"]
+    assert [s.value for s in S] == ["pending", "running", "completed", "failed", "skipped", "blocked"]
+    assert [s.value for s in R] == ["queued", "running", "paused", "completed", "failed", "cancelled"]
     assert StepStatus("blocked") is S.BLOCKED
     assert RunStatus.PAUSED == "paused"
 
 
 def test_terminal_sets():
-    assert STEP_TERMINAL == {S.COMPLETED, S.FAILED, S.SKIPPED, S.BLOCKED}
-    assert RUN_TERMINAL == {R.COMPLETED, R.FAILED, R.CANCELLED}
+    assert frozenset({S.COMPLETED, S.FAILED, S.SKIPPED, S.BLOCKED}) == STEP_TERMINAL
+    assert frozenset({R.COMPLETED, R.FAILED, R.CANCELLED}) == RUN_TERMINAL
 
 
 @pytest.mark.parametrize(("current", "new"), sorted(STEP_MOVES))

@@ -52,7 +52,7 @@ async def translated(page: Page, what: str, selector: str | None, timeout: float
         if any(mark in message for mark in _CLOSED):
             raise StepError(ErrorKind.BROWSER, f"{what}: the browser went away ({message})",
                             selector=selector) from None
-        kind = ErrorKind.NAVIGATION if message.startswith(("net::", "NS_ERROR")) else ErrorKind.ACTION
+        kind = ErrorKind.NAVIGATION if "net::ERR_" in message else ErrorKind.ACTION
         raise StepError(kind, f"{what}: {message}", selector=selector, url=_safe_url(page)) from None
 
 
