@@ -14,7 +14,7 @@ from rich.console import Console
 from .browser import BrowserHost, BrowserNotFound
 from .document import DocumentError, LoadedSop, load_sop_file, parse_cli_value, resolve_inputs
 from .events import Event
-from .runner import RunOutcome, Runner
+from .runner import Runner, RunOutcome
 from .states import RunStatus
 from .store import Store
 

@@ -99,10 +99,7 @@ def evaluate_condition(condition: str | bool, variables: dict[str, Any]) -> bool
     """A condition is a template (`"{{ n > 2 }}"`) or a bare expression (`"n > 2"`)."""
     if isinstance(condition, bool):
         return condition
-    if is_template(condition):
-        result = render(condition, variables)
-    else:
-        result = render("{{ " + condition + " }}", variables)
+    result = render(condition if is_template(condition) else "{{ " + condition + " }}", variables)
     if isinstance(result, str):
         return result.strip().lower() not in ("", "false", "0", "no", "none", "null")
     return bool(result)

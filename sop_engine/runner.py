@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import ChainMap
 from collections.abc import Iterable, Mapping
@@ -150,10 +151,8 @@ class Execution:
 
     async def close(self) -> None:
         if self._context is not None:
-            try:
+            with contextlib.suppress(Exception):  # the browser may already be gone: nothing to release
                 await self._context.close()
-            except Exception:  # the browser may already be gone; nothing left to release
-                pass
             self._context = None
         if self._http is not None:
             await self._http.aclose()

@@ -12,7 +12,7 @@ import pytest_asyncio
 from sop_engine.browser import BrowserHost
 from sop_engine.document import load_sop, resolve_inputs
 from sop_engine.events import Event
-from sop_engine.runner import RunOutcome, Runner
+from sop_engine.runner import Runner, RunOutcome
 from sop_engine.static_site import serve_folder
 from sop_engine.store import Store
 

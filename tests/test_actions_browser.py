@@ -21,7 +21,11 @@ steps:
   - {id: head, action: extract, selector: "#orders thead tr", outputs: {html: "{{ result.html | length > 10 }}"}}
   - {id: form, action: navigate, url: "$SITE/form.html"}
   - {id: plan, action: extract, selector: "#plan", outputs: {value: value}}
-  - {id: nothing, action: extract, selector: ".absent", optional: true, outputs: {none: "{{ [result.text, result.count] }}"}}
+  - id: nothing
+    action: extract
+    selector: .absent
+    optional: true
+    outputs: {none: "{{ [result.text, result.count] }}"}
 """)
     assert outcome.status == RunStatus.COMPLETED, outcome.error
     assert outcome.outputs == {"first": "A-100", "all": ["A-100", "A-101", "A-102", "A-103"], "n": 4,
@@ -49,7 +53,11 @@ steps:
   - {id: bottom, action: scroll, to: bottom}
   - {id: up, action: scroll, by: -100, outputs: {scrolled: "{{ result.scroll_y > 0 }}"}}
   - {id: title, action: evaluate, script: "() => document.title", outputs: {title: value}}
-  - {id: shot, action: screenshot, selector: "#plan", file: plan.png, outputs: {shot: "{{ result.path.endswith('plan.png') }}"}}
+  - id: shot
+    action: screenshot
+    selector: "#plan"
+    file: plan.png
+    outputs: {shot: "{{ result.path.endswith('plan.png') }}"}
   - {id: read, action: extract, selector: "#result", outputs: {result: "{{ result.text | fromjson }}"}}
 """)
     assert outcome.status == RunStatus.COMPLETED, outcome.error

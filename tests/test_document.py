@@ -2,15 +2,8 @@ import hashlib
 
 import pytest
 
-from sop_engine.document import (
-    DocumentError,
-    Problem,
-    load_sop,
-    load_sop_file,
-    parse_cli_value,
-    resolve_inputs,
-)
-from sop_engine.steps import Loop, Probe, uses_browser
+from sop_engine.document import DocumentError, load_sop, load_sop_file, parse_cli_value, resolve_inputs
+from sop_engine.steps import Loop, Probe
 
 EXAMPLE = """\
 sop: 1
@@ -64,13 +57,12 @@ def test_the_example_loads_as_written():
     loaded = load_sop(EXAMPLE)
     sop = loaded.sop
     assert [s.id for s in sop.walk()] == ["open", "add", "type", "enter", "read"]
-    assert sop.defaults.timeout == 10.0
-    assert sop.defaults.on_error == "fail"
+    assert (sop.defaults.timeout, sop.defaults.retry.attempts, sop.defaults.on_error) == (10.0, 1, "fail")
     assert sop.secret_inputs == {"password"}
-    assert sop.inputs["base_url"].required is False
+    assert not any(spec.required for spec in sop.inputs.values())
     assert sop.outputs == ["left", "labels"]
     loop = sop.steps[1]
-    assert isinstance(loop, Loop)
+    assert isinstance(loop, Loop) and loop.steps[0].inputs == ["item"]
     assert (loop.for_each, loop.as_, loop.max_iterations) == ("{{ items }}", "item", 1000)
     assert sop.steps[2].outputs == {"left": "count", "labels": "texts"}
     assert loaded.source == EXAMPLE
@@ -102,7 +94,8 @@ LOG = _one_step("{id: a, action: log, message: m}")
         (LOG.replace("sop: 1\n", ""), [("sop", "is required")]),
         (LOG + "bogus: 1\n", [("bogus", "Extra inputs are not permitted")]),
         (LOG + "defaults: {timeout: -1}\n", [("defaults.timeout", "a duration cannot be negative")]),
-        (LOG + "inputs: {bad-name: {}}\n", [("inputs.bad-name", "is not a variable name (letters, digits, _)")]),
+        (LOG + "inputs: {bad-name: {}}\n",
+         [("inputs.bad-name", "is not a variable name (letters, digits, _)")]),
     ],
 )
 def test_document_problems(text, problems):
@@ -173,32 +166,14 @@ def test_a_default_of_the_wrong_type_is_a_document_problem():
     assert [w for w, _ in problems] == ["inputs.items"]
 
 
-def test_problem_text():
-    assert str(Problem("inputs.x", "is wrong")) == "inputs.x: is wrong"
-    assert str(Problem("", "is wrong")) == "is wrong"
-    assert Problem("w", "m").as_dict() == {"where": "w", "message": "m"}
-
-
 def test_step_fields():
     text = _one_step("{id: a, action: set, values: {x: 1, y: '{{ n }}'}, inputs: [n]}") + "inputs: {n: {}}\n"
     assert load_sop(text).sop.steps[0].outputs == {"x": "x", "y": "y"}  # a set step's values are its outputs
-    step = load_sop(_one_step("{id: a, action: extract, selector: s, outputs: [count], when: {missing: x}}")).sop.steps[0]
+    text = _one_step("{id: a, action: extract, selector: s, outputs: [count], when: {missing: x}}")
+    step = load_sop(text).sop.steps[0]
     assert step.outputs == {"count": "count"}
     assert step.when == Probe(missing="x") and step.when.selector == "x"
     assert step.templated() == {"selector": "s"}
-
-
-@pytest.mark.parametrize(
-    ("step", "browser"),
-    [
-        ("{id: a, action: log, message: m}", False),
-        ("{id: a, action: click, selector: b}", True),
-        ("{id: a, action: loop, repeat: 2, steps: [{id: b, action: click, selector: c}]}", False),
-        ("{id: a, action: loop, for_each_element: li, steps: [{id: b, action: log, message: m}]}", True),
-    ],
-)
-def test_uses_browser(step, browser):
-    assert uses_browser(load_sop(_one_step(step)).sop.steps[0]) is browser
 
 
 def test_resolve_inputs_fills_in_defaults():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,8 +17,22 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 from ..durations import format_duration
 from ..errors import ErrorKind, StepError
 from ..expressions import evaluate_condition
-from ..steps import (Assert, Check, Click, Evaluate, Extract, Fill, Navigate, Press, Screenshot, Scroll, Select,
-                     TypeText, Upload, Wait)
+from ..steps import (
+    Assert,
+    Check,
+    Click,
+    Evaluate,
+    Extract,
+    Fill,
+    Navigate,
+    Press,
+    Screenshot,
+    Scroll,
+    Select,
+    TypeText,
+    Upload,
+    Wait,
+)
 from .context import ActionContext
 
 _CLOSED = ("has been closed", "Target closed", "Browser closed", "Connection closed")
@@ -36,10 +51,8 @@ async def translated(page: Page, what: str, selector: str | None, timeout: float
         url = page.url
         count = None
         if selector:
-            try:
+            with contextlib.suppress(PlaywrightError):
                 count = await page.locator(selector).count()
-            except PlaywrightError:
-                pass
         if selector and count == 0:
             raise StepError(ErrorKind.ELEMENT_NOT_FOUND,
                             f"{what}: no element matched {selector!r} within {format_duration(timeout)}",
@@ -68,8 +81,7 @@ async def navigate(step: Navigate, f: dict[str, Any], ctx: ActionContext) -> dic
     url = str(f["url"])
     async with translated(page, f"navigate to {url}", None, ctx.timeout):
         response = await page.goto(url, wait_until=step.wait_until, timeout=_ms(ctx.timeout))
-    if response is not None and response.status >= 400:
-        pass  # an error page is still a page; `status` lets an assert step decide
+    # an error page (4xx, 5xx) is still a page: `status` lets a later step decide
     return {"url": page.url, "status": response.status if response else None}
 
 
