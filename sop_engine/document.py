@@ -105,10 +105,6 @@ class LoadedSop:
 # loading -------------------------------------------------------------------------------------
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc if not isinstance(part, int) or True)
-
-
 def _where_step(raw: Any, path: str) -> str:
     sid = raw.get("id") if isinstance(raw, dict) else None
     return f"step '{sid}' ({path})" if sid else f"step at {path}"
