@@ -9,8 +9,13 @@ from typing import Any
 from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
 
 _ON_PATH = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-QUIET_FLAGS = ("--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--no-first-run", "--disable-default-apps")
+QUIET_FLAGS = (
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-default-apps",
+)
 
 
 class BrowserNotFound(RuntimeError):
@@ -60,7 +65,8 @@ class BrowserHost:
             except Exception as exc:
                 raise BrowserNotFound(
                     f"Chromium did not start: {str(exc).splitlines()[0]}. Run `make setup`, or set "
-                    "SOP_BROWSER to a Chromium or Chrome executable.") from None
+                    "SOP_BROWSER to a Chromium or Chrome executable."
+                ) from None
         return self
 
     async def new_context(self, **options: Any) -> BrowserContext:

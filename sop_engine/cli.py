@@ -40,7 +40,7 @@ def _load(file: Path) -> LoadedSop:
         raise _invalid(exc, f"{file} is not a valid SOP:") from None
 
 
-def _given_inputs(pairs: list[str], inputs_json: Path | None) -> dict[str, Any]:
+def _given_inputs(pairs: list[str], inputs_json: Path | None, types: dict[str, str]) -> dict[str, Any]:
     given: dict[str, Any] = {}
     if inputs_json is not None:
         try:
@@ -57,7 +57,7 @@ def _given_inputs(pairs: list[str], inputs_json: Path | None) -> dict[str, Any]:
         if not sep or not name:
             err.print(f"[red]--input {pair!r}: write NAME=VALUE[/]")
             raise typer.Exit(EXIT_INVALID)
-        given[name.strip()] = parse_cli_value(value)
+        given[name.strip()] = parse_cli_value(value, types.get(name.strip()))
     return given
 
 
@@ -77,8 +77,10 @@ class ConsoleProgress:
                 detail = f"[dim]{_escape(data['reason'])}[/]"
             out.print(f"  {_MARKS[status]} {_escape(data['key'])}  {detail}")
         elif event.type == "step.retried":
-            out.print(f"  [yellow]↻[/] {_escape(data['key'])} attempt {data['attempt']} failed, retrying in "
-                      f"{data['wait_s']}s: {_escape(data['error'].get('message', ''))}")
+            out.print(
+                f"  [yellow]↻[/] {_escape(data['key'])} attempt {data['attempt']} failed, retrying in "
+                f"{data['wait_s']}s: {_escape(data['error'].get('message', ''))}"
+            )
         elif event.type == "log":
             out.print(f"  [cyan]log[/] {_escape(data['key'])}: {_escape(data['message'])}")
 
@@ -96,10 +98,22 @@ def _summary(store: Store, outcome: RunOutcome) -> dict[str, Any]:
         duration = None
         if row.started_at and row.finished_at:
             duration = round((row.finished_at - row.started_at).total_seconds() * 1000, 1)
-        steps.append({"key": row.key, "status": row.status, "attempts": row.attempts, "duration_ms": duration,
-                      "error": row.error.get("message") if row.error else None})
-    return {"run_id": outcome.run_id, "status": outcome.status.value, "outputs": outcome.outputs,
-            "error": outcome.error, "steps": steps}
+        steps.append(
+            {
+                "key": row.key,
+                "status": row.status,
+                "attempts": row.attempts,
+                "duration_ms": duration,
+                "error": row.error.get("message") if row.error else None,
+            }
+        )
+    return {
+        "run_id": outcome.run_id,
+        "status": outcome.status.value,
+        "outputs": outcome.outputs,
+        "error": outcome.error,
+        "steps": steps,
+    }
 
 
 async def _execute(loaded: LoadedSop, inputs: dict[str, Any], headed: bool, progress: bool) -> tuple[Store, RunOutcome]:
@@ -155,7 +169,9 @@ def run(
 ) -> None:
     """Run an SOP headless, start to finish: exit code 0 completed, 1 failed, 2 invalid."""
     loaded = _load(file)
-    raise typer.Exit(run_document(loaded, _given_inputs(input, inputs_json), headed=headed, as_json=as_json))
+    types = {name: spec.type for name, spec in loaded.sop.inputs.items()}
+    given = _given_inputs(input, inputs_json, types)
+    raise typer.Exit(run_document(loaded, given, headed=headed, as_json=as_json))
 
 
 @app.command()

@@ -171,9 +171,11 @@ def load_sop(text: str, base_dir: Path | None = None) -> LoadedSop:
     sop.steps = [p for p in parsed if p is not None]
     if problems:
         raise DocumentError(problems)
-    for name in sop.inputs:
+    for name, spec in sop.inputs.items():
         if not _is_name(name):
             problems.append(Problem(f"inputs.{name}", "is not a variable name (letters, digits, _)"))
+        if not spec.required and spec.default is not None and not _fits(spec.default, spec.type):
+            problems.append(Problem(f"inputs.{name}", f"default must be {spec.type}, got {spec.default!r}"))
     problems.extend(check_document(sop))
     if problems:
         raise DocumentError(problems)
@@ -199,8 +201,12 @@ def _is_name(name: str) -> bool:
 # inputs --------------------------------------------------------------------------------------
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
-    "list": (list,), "dict": (dict,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "list": (list,),
+    "dict": (dict,),
 }
 
 
@@ -239,8 +245,10 @@ def resolve_inputs(sop: Sop, given: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def parse_cli_value(text: str) -> Any:
-    """`--input NAME=VALUE`: JSON when it parses, else the text itself."""
+def parse_cli_value(text: str, type_name: str | None = None) -> Any:
+    """`--input NAME=VALUE`: the text itself for a string input, else JSON when it parses, else the text."""
+    if type_name == "string":
+        return text
     try:
         return json.loads(text)
     except ValueError:

@@ -18,15 +18,24 @@ class ErrorKind(StrEnum):
     INTERRUPTED = "interrupted"  # the run was cancelled or timed out while the step ran
 
 
-RETRYABLE = frozenset({ErrorKind.TIMEOUT, ErrorKind.ELEMENT_NOT_FOUND, ErrorKind.NAVIGATION,
-                       ErrorKind.BROWSER, ErrorKind.HTTP})
+RETRYABLE = frozenset(
+    {ErrorKind.TIMEOUT, ErrorKind.ELEMENT_NOT_FOUND, ErrorKind.NAVIGATION, ErrorKind.BROWSER, ErrorKind.HTTP}
+)
 
 
 class StepError(Exception):
     """A step's failure, readable on its own: which step, which selector, what URL, expected vs found."""
 
-    def __init__(self, kind: ErrorKind, message: str, *, selector: str | None = None, url: str | None = None,
-                 expected: Any = None, found: Any = None) -> None:
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        selector: str | None = None,
+        url: str | None = None,
+        expected: Any = None,
+        found: Any = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message

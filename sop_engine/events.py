@@ -20,8 +20,7 @@ class Event:
     at: datetime = field(default_factory=utcnow)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "seq": self.seq, "type": self.type, "data": self.data,
-                "at": self.at.isoformat()}
+        return {"run_id": self.run_id, "seq": self.seq, "type": self.type, "data": self.data, "at": self.at.isoformat()}
 
 
 class EventSink(Protocol):

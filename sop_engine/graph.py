@@ -71,7 +71,8 @@ class Graph:
     def ready(self, status: Mapping[str, StepStatus]) -> list[str]:
         """Pending steps whose dependencies are done, in document order."""
         return [
-            sid for sid, node in self.nodes.items()
+            sid
+            for sid, node in self.nodes.items()
             if status[sid] == StepStatus.PENDING
             and all(status[d] in _SATISFIED for d in node.needs)
             and all(status[d] in STEP_TERMINAL for d in node.after)
@@ -80,7 +81,8 @@ class Graph:
     def blocked(self, status: Mapping[str, StepStatus]) -> list[str]:
         """Pending steps that can never run: a step they need failed or is blocked itself."""
         return [
-            sid for sid, node in self.nodes.items()
+            sid
+            for sid, node in self.nodes.items()
             if status[sid] == StepStatus.PENDING and any(status[d] in _BROKEN for d in node.needs)
         ]
 
@@ -94,14 +96,22 @@ class Graph:
         return found
 
 
+def subtree_ids(step: Step) -> set[str]:
+    ids = {step.id}
+    for children in step.children():
+        for child in children:
+            ids |= subtree_ids(child)
+    return ids
+
+
 def build_graph(steps: list[Step]) -> Graph:
     producer = {name: s.id for s in steps for name in step_outputs(s)}
-    ids = {s.id for s in steps}
+    owner = {sid: s.id for s in steps for sid in subtree_ids(s)}  # a nested step stands for its top sibling
     last_on_tab: dict[str, str] = {}
     nodes: dict[str, Node] = {}
     for step in steps:
         needs = {producer[n] for n in free_names(step) if n in producer and producer[n] != step.id}
-        needs |= free_dependencies(step) & ids
+        needs |= {owner[d] for d in free_dependencies(step) if d in owner and owner[d] != step.id}
         tabs = tabs_used(step)
         after = {last_on_tab[t] for t in tabs if t in last_on_tab}
         for tab in tabs:
@@ -120,7 +130,7 @@ def check_document(sop: Sop) -> list[Problem]:
         if n > 1:
             problems.append(Problem(f"step '{sid}'", f"the id '{sid}' is used by {n} steps; ids must be unique"))
     all_ids = set(counts)
-    _check_scope(sop.steps, set(sop.inputs), set(sop.inputs), all_ids, problems)
+    _check_scope(sop.steps, set(sop.inputs), set(sop.inputs), all_ids, problems, frozenset())
     top = set(sop.inputs).union(*(step_outputs(s) for s in sop.steps))
     for name in sop.outputs:
         if name not in top:
@@ -128,23 +138,40 @@ def check_document(sop: Sop) -> list[Problem]:
     return problems
 
 
-def _check_scope(steps: list[Step], outer: set[str], sop_inputs: set[str], all_ids: set[str],
-                 problems: list[Problem]) -> None:
+def _check_scope(
+    steps: list[Step],
+    outer: set[str],
+    sop_inputs: set[str],
+    all_ids: set[str],
+    problems: list[Problem],
+    ancestors: frozenset[str],
+) -> None:
     seen: dict[str, str] = {}
     for step in steps:
         for name in step_outputs(step):
             if name in seen:
-                problems.append(Problem(f"step '{step.id}'", f"output '{name}' is also an output of "
-                                        f"step '{seen[name]}' at the same level"))
+                problems.append(
+                    Problem(
+                        f"step '{step.id}'",
+                        f"output '{name}' is also an output of step '{seen[name]}' at the same level",
+                    )
+                )
             elif name in sop_inputs:
                 problems.append(Problem(f"step '{step.id}'", f"output '{name}' has the name of an SOP input"))
             seen[name] = step.id
     available = outer | set(seen)
     for step in steps:
         _check_step(step, available, all_ids, problems)
+        for dep in set(step.depends_on) & ancestors:
+            problems.append(
+                Problem(
+                    f"step '{step.id}', field 'depends_on'",
+                    f"'{dep}' contains step '{step.id}': a step cannot wait for its own container",
+                )
+            )
         for children in step.children():
             inner = available | _bound_inside(step)
-            _check_scope(children, inner, sop_inputs, all_ids, problems)
+            _check_scope(children, inner, sop_inputs, all_ids, problems, ancestors | {step.id})
     graph = build_graph(steps)
     try:
         TopologicalSorter({sid: n.needs | n.after for sid, n in graph.nodes.items()}).prepare()
@@ -155,8 +182,12 @@ def _check_scope(steps: list[Step], outer: set[str], sop_inputs: set[str], all_i
 
 def _uses(step: Step, names: Iterable[str], allowed: set[str], field: str, problems: list[Problem]) -> None:
     for name in sorted(set(names) - allowed):
-        problems.append(Problem(f"step '{step.id}', field '{field}'",
-                                f"step '{step.id}' uses '{name}', which it does not declare in its inputs"))
+        problems.append(
+            Problem(
+                f"step '{step.id}', field '{field}'",
+                f"step '{step.id}' uses '{name}', which it does not declare in its inputs",
+            )
+        )
 
 
 def _names(step: Step, field: str, value: object, condition: bool, problems: list[Problem]) -> set[str]:
@@ -171,18 +202,26 @@ def _check_step(step: Step, available: set[str], all_ids: set[str], problems: li
     declared = set(step.inputs)
     for name in step.inputs:
         if name not in available:
-            problems.append(Problem(
-                f"step '{step.id}', field 'inputs'",
-                f"step '{step.id}' declares input '{name}', which is not an SOP input, a loop variable in "
-                "scope, or an output of another step"))
+            problems.append(
+                Problem(
+                    f"step '{step.id}', field 'inputs'",
+                    f"step '{step.id}' declares input '{name}', which is not an SOP input, a loop variable in "
+                    "scope, or an output of another step",
+                )
+            )
     for field, value in step.templated().items():
         _uses(step, _names(step, field, value, False, problems), declared, field, problems)
     if step.when is not None:
         _uses(step, _names(step, "when", step.when, True, problems), declared, "when", problems)
     for name, source in step.outputs.items():
         if "{" in source:
-            _uses(step, _names(step, f"outputs.{name}", source, False, problems), declared | {"result"},
-                  f"outputs.{name}", problems)
+            _uses(
+                step,
+                _names(step, f"outputs.{name}", source, False, problems),
+                declared | {"result"},
+                f"outputs.{name}",
+                problems,
+            )
     for dep in step.depends_on:
         if dep not in all_ids or dep == step.id:
             problems.append(Problem(f"step '{step.id}', field 'depends_on'", f"'{dep}' is not another step's id"))
@@ -198,8 +237,12 @@ def _check_loop(loop: Loop, declared: set[str], problems: list[Problem]) -> None
     body_outputs = set().union(*(step_outputs(c) for c in loop.steps))
     for name, var in loop.collect.items():
         if var not in body_outputs:
-            problems.append(Problem(f"step '{loop.id}', field 'collect.{name}'",
-                                    f"'{var}' is not an output of a step in the loop's body"))
+            problems.append(
+                Problem(
+                    f"step '{loop.id}', field 'collect.{name}'",
+                    f"'{var}' is not an output of a step in the loop's body",
+                )
+            )
     scope = declared | body_outputs | {loop.as_, "index"}
     for field, cond in (("while", loop.while_), ("until", loop.until)):
         if cond is not None:

@@ -24,7 +24,8 @@ class RetryPolicy:
     def wait(self) -> tenacity.wait.wait_base:
         if self.backoff == "linear":
             base: tenacity.wait.wait_base = tenacity.wait_incrementing(
-                start=self.delay, increment=self.delay, max=self.max_delay)
+                start=self.delay, increment=self.delay, max=self.max_delay
+            )
         elif self.backoff == "exponential":
             base = tenacity.wait_exponential(multiplier=self.delay, max=self.max_delay)
         else:

@@ -64,8 +64,9 @@ class Runner:
         masker = Masker([inputs.get(n) for n in loaded.sop.secret_inputs])
         shown = {n: MASK if n in loaded.sop.secret_inputs else masker(v) for n, v in inputs.items()}
         run = self.store.create_run(document, shown, RunStatus.QUEUED.value, priority)
-        self.store.record(Event(run.id, 1, "run.created", {"status": RunStatus.QUEUED.value,
-                                                            "sop_id": run.sop_id, "inputs": shown}))
+        self.store.record(
+            Event(run.id, 1, "run.created", {"status": RunStatus.QUEUED.value, "sop_id": run.sop_id, "inputs": shown})
+        )
         return run
 
     async def execute(self, run_id: str, loaded: LoadedSop, inputs: dict[str, Any]) -> RunOutcome:
@@ -124,14 +125,24 @@ class Execution:
 
     # I/O shared by the steps -----------------------------------------------------------------
 
-    async def emit(self, type_: str, data: dict[str, Any], *, run: dict[str, Any] | None = None,
-                   step: tuple[str, dict[str, Any]] | None = None,
-                   new_steps: list[dict[str, Any]] | None = None) -> None:
+    async def emit(
+        self,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        run: dict[str, Any] | None = None,
+        step: tuple[str, dict[str, Any]] | None = None,
+        new_steps: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Store a state change with its event in one transaction, then tell the sinks."""
         self.seq += 1
         event = Event(self.run_id, self.seq, type_, self.mask(data))
-        self.store.record(event, run=self.mask(run) if run else None,
-                          step=(step[0], self.mask(step[1])) if step else None, new_steps=new_steps or ())
+        self.store.record(
+            event,
+            run=self.mask(run) if run else None,
+            step=(step[0], self.mask(step[1])) if step else None,
+            new_steps=new_steps or (),
+        )
         for sink in self.runner.sinks:
             await sink.emit(event)
 
@@ -161,8 +172,11 @@ class Execution:
 
     async def run(self) -> RunOutcome:
         now = utcnow()
-        await self.emit("run.updated", {"status": RunStatus.RUNNING.value},
-                        run={"status": RunStatus.RUNNING.value, "started_at": now})
+        await self.emit(
+            "run.updated",
+            {"status": RunStatus.RUNNING.value},
+            run={"status": RunStatus.RUNNING.value, "started_at": now},
+        )
         produced: dict[str, Any] = {}
         status, error = RunStatus.COMPLETED, None
         try:
@@ -184,8 +198,11 @@ class Execution:
         return RunOutcome(self.run_id, status, self.mask(outputs), self.mask(error))
 
     async def _finish(self, status: RunStatus, outputs: dict[str, Any], error: str | None) -> None:
-        await self.emit("run.updated", {"status": status.value, "outputs": outputs, "error": error},
-                        run={"status": status.value, "outputs": outputs, "error": error, "finished_at": utcnow()})
+        await self.emit(
+            "run.updated",
+            {"status": status.value, "outputs": outputs, "error": error},
+            run={"status": status.value, "outputs": outputs, "error": error, "finished_at": utcnow()},
+        )
 
     def graph(self, steps: list[Step]) -> Graph:
         graph = self._graphs.get(id(steps))
@@ -193,14 +210,23 @@ class Execution:
             graph = self._graphs[id(steps)] = build_graph(steps)
         return graph
 
-    async def run_scope(self, steps: list[Step], env: ChainMap[str, Any], prefix: str,
-                        parent: str | None) -> dict[str, Any]:
+    async def run_scope(
+        self, steps: list[Step], env: ChainMap[str, Any], prefix: str, parent: str | None
+    ) -> dict[str, Any]:
         """Run a list of sibling steps in dependency order; returns the outputs they produced."""
         graph = self.graph(steps)
         status = {s.id: StepStatus.PENDING for s in steps}
         local: dict[str, Any] = env.maps[0]
-        rows = [{"key": prefix + s.id, "step_id": s.id, "parent_key": parent, "action": s.action,
-                 "status": StepStatus.PENDING.value} for s in steps]
+        rows = [
+            {
+                "key": prefix + s.id,
+                "step_id": s.id,
+                "parent_key": parent,
+                "action": s.action,
+                "status": StepStatus.PENDING.value,
+            }
+            for s in steps
+        ]
         await self.emit("steps.added", {"parent": parent, "keys": [r["key"] for r in rows]}, new_steps=rows)
         running: dict[asyncio.Task[StepStatus], str] = {}
         try:
@@ -230,9 +256,11 @@ class Execution:
         failed = sorted(d for d in graph.nodes[sid].needs if status[d] in (StepStatus.FAILED, StepStatus.BLOCKED))
         reason = f"needs {', '.join(prefix + d for d in failed)}, which did not complete"
         now = utcnow()
-        await self.emit("step.updated", {"key": prefix + sid, "status": "blocked", "reason": reason},
-                        step=(prefix + sid, {"status": "blocked", "reason": reason, "started_at": now,
-                                             "finished_at": now}))
+        await self.emit(
+            "step.updated",
+            {"key": prefix + sid, "status": "blocked", "reason": reason},
+            step=(prefix + sid, {"status": "blocked", "reason": reason, "started_at": now, "finished_at": now}),
+        )
         return StepStatus.BLOCKED
 
     # one step --------------------------------------------------------------------------------
@@ -267,28 +295,38 @@ class Execution:
         for name in step_outputs(step):
             env.maps[0][name] = None  # a skipped step's outputs read as none
         now = utcnow()
-        await self.emit("step.updated", {"key": key, "status": "skipped", "reason": reason},
-                        step=(key, {"status": "skipped", "reason": reason, "started_at": now, "finished_at": now}))
+        await self.emit(
+            "step.updated",
+            {"key": key, "status": "skipped", "reason": reason},
+            step=(key, {"status": "skipped", "reason": reason, "started_at": now, "finished_at": now}),
+        )
 
     async def _start(self, key: str, variables: dict[str, Any], attempt: int = 1) -> None:
         shown = self._shown_inputs(variables)
-        await self.emit("step.updated", {"key": key, "status": "running", "attempt": attempt, "inputs": shown},
-                        step=(key, {"status": "running", "attempts": attempt, "started_at": utcnow(),
-                                    "inputs": shown}))
+        await self.emit(
+            "step.updated",
+            {"key": key, "status": "running", "attempt": attempt, "inputs": shown},
+            step=(key, {"status": "running", "attempts": attempt, "started_at": utcnow(), "inputs": shown}),
+        )
 
     async def _complete(self, key: str, outputs: dict[str, Any], started: float, artifacts: list[str]) -> None:
         duration_ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
         values: dict[str, Any] = {"status": "completed", "finished_at": utcnow(), "outputs": outputs}
         if artifacts:
             values["artifacts"] = artifacts
-        await self.emit("step.updated", {"key": key, "status": "completed", "outputs": outputs,
-                                         "duration_ms": duration_ms}, step=(key, values))
+        await self.emit(
+            "step.updated",
+            {"key": key, "status": "completed", "outputs": outputs, "duration_ms": duration_ms},
+            step=(key, values),
+        )
 
     async def _fail(self, step: Step, key: str, exc: StepError, artifacts: list[str]) -> StepStatus:
         error = exc.as_dict()
-        await self.emit("step.updated", {"key": key, "status": "failed", "error": error, "artifacts": artifacts},
-                        step=(key, {"status": "failed", "finished_at": utcnow(), "error": error,
-                                    "artifacts": artifacts}))
+        await self.emit(
+            "step.updated",
+            {"key": key, "status": "failed", "error": error, "artifacts": artifacts},
+            step=(key, {"status": "failed", "finished_at": utcnow(), "error": error, "artifacts": artifacts}),
+        )
         policy = step.on_error or self.sop.defaults.on_error
         if policy == "continue":
             return StepStatus.FAILED
@@ -324,15 +362,21 @@ class Execution:
         policy = RetryPolicy.from_spec(step.retry or self.sop.defaults.retry)
         executor = EXECUTORS[step.action]
         retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(policy.attempts), wait=policy.wait(),
-            retry=tenacity.retry_if_exception(is_retryable), reraise=True,
-            before_sleep=self._announce_retry(key))
+            stop=tenacity.stop_after_attempt(policy.attempts),
+            wait=policy.wait(),
+            retry=tenacity.retry_if_exception(is_retryable),
+            reraise=True,
+            before_sleep=self._announce_retry(key),
+        )
         async for attempt in retrying:
             with attempt:
                 number = attempt.retry_state.attempt_number
                 if number > 1:
-                    await self.emit("step.updated", {"key": key, "status": "running", "attempt": number},
-                                    step=(key, {"attempts": number}))
+                    await self.emit(
+                        "step.updated",
+                        {"key": key, "status": "running", "attempt": number},
+                        step=(key, {"attempts": number}),
+                    )
                 async with self.limit:
                     return await self._attempt(executor, step, fields, ctx)
         raise AssertionError("unreachable: tenacity reraises the last error")
@@ -341,8 +385,10 @@ class Execution:
         async def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             error = exc.as_dict() if isinstance(exc, StepError) else {"message": str(exc)}
-            await self.emit("step.retried", {"key": key, "attempt": state.attempt_number, "error": error,
-                                             "wait_s": round(state.upcoming_sleep, 3)})
+            await self.emit(
+                "step.retried",
+                {"key": key, "attempt": state.attempt_number, "error": error, "wait_s": round(state.upcoming_sleep, 3)},
+            )
 
         return before_sleep
 
@@ -352,8 +398,11 @@ class Execution:
             async with asyncio.timeout(ctx.timeout + 1.0):
                 return await executor(step, fields, ctx)
         except TimeoutError:
-            raise StepError(ErrorKind.TIMEOUT, f"{step.action} did not finish within {format_duration(ctx.timeout)}",
-                            url=self._tab_url(step.tab)) from None
+            raise StepError(
+                ErrorKind.TIMEOUT,
+                f"{step.action} did not finish within {format_duration(ctx.timeout)}",
+                url=self._tab_url(step.tab),
+            ) from None
         except (StepError, asyncio.CancelledError):
             raise
         except Exception as exc:  # an executor's unexpected error still fails only its step
@@ -381,8 +430,11 @@ class Execution:
                 outputs[name] = result[source]
             else:
                 fields = ", ".join(sorted(result)) or "none"
-                raise StepError(ErrorKind.ACTION, f"output '{name}' reads '{source}', which the {step.action} "
-                                f"result does not have (it has: {fields})")
+                raise StepError(
+                    ErrorKind.ACTION,
+                    f"output '{name}' reads '{source}', which the {step.action} "
+                    f"result does not have (it has: {fields})",
+                )
         return outputs
 
     # conditions and steps holding steps -------------------------------------------------------
@@ -418,8 +470,11 @@ class Execution:
             return await body
         except RunFailed as exc:
             error = StepError(ErrorKind.ACTION, str(exc))
-            await self.emit("step.updated", {"key": key, "status": "failed", "error": error.as_dict()},
-                            step=(key, {"status": "failed", "finished_at": utcnow(), "error": error.as_dict()}))
+            await self.emit(
+                "step.updated",
+                {"key": key, "status": "failed", "error": error.as_dict()},
+                step=(key, {"status": "failed", "finished_at": utcnow(), "error": error.as_dict()}),
+            )
             raise
 
     async def _loop_items(self, loop: Loop, variables: dict[str, Any], key: str) -> list[Any] | None:
@@ -466,16 +521,21 @@ class Execution:
         try:
             items = await self._loop_items(loop, variables, key)
             if items is not None and len(items) > loop.max_iterations:
-                raise StepError(ErrorKind.ACTION, f"loop {key} has {len(items)} items, more than max_iterations "
-                                f"({loop.max_iterations})")
+                raise StepError(
+                    ErrorKind.ACTION,
+                    f"loop {key} has {len(items)} items, more than max_iterations ({loop.max_iterations})",
+                )
             while items is None or index < len(items):
                 item = items[index] if items is not None else index
                 scope = {**variables, **last, loop.as_: item, "index": index}
                 if loop.while_ is not None and not await self.condition(loop.while_, scope, loop):
                     break
                 if index >= loop.max_iterations:
-                    raise StepError(ErrorKind.ACTION, f"loop {key} ran {loop.max_iterations} iterations and its "
-                                    "condition still asks for more (raise max_iterations if that is expected)")
+                    raise StepError(
+                        ErrorKind.ACTION,
+                        f"loop {key} ran {loop.max_iterations} iterations and its "
+                        "condition still asks for more (raise max_iterations if that is expected)",
+                    )
                 body_env = env.new_child({loop.as_: item, "index": index}).new_child()
                 last = await self._nested(loop, key, self.run_scope(loop.steps, body_env, f"{prefix}{index}].", key))
                 for name, var in loop.collect.items():

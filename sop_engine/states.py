@@ -27,12 +27,8 @@ STEP_TERMINAL = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.S
 RUN_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 _STEP_MOVES: dict[StepStatus, frozenset[StepStatus]] = {
-    StepStatus.PENDING: frozenset(
-        {StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.BLOCKED, StepStatus.FAILED}
-    ),
-    StepStatus.RUNNING: frozenset(
-        {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.PENDING}
-    ),
+    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.BLOCKED, StepStatus.FAILED}),
+    StepStatus.RUNNING: frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.PENDING}),
     # a person may retry or skip a failed step, and rerun a completed one
     StepStatus.FAILED: frozenset({StepStatus.PENDING, StepStatus.SKIPPED}),
     StepStatus.COMPLETED: frozenset({StepStatus.PENDING}),

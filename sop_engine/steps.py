@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .durations import Duration
 
@@ -42,7 +42,18 @@ class Probe(Strict):
         return self.exists if self.exists is not None else self.missing  # type: ignore[return-value]
 
 
-Condition = str | bool | Probe
+def _as_condition(value: Any) -> Any:
+    if isinstance(value, dict):
+        try:
+            return Probe.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    if not isinstance(value, str | bool | Probe):
+        raise ValueError("a condition is a template, an expression, true/false, or {exists|missing: selector}")
+    return value
+
+
+Condition = Annotated[str | bool | Probe, BeforeValidator(_as_condition)]
 
 
 class Step(Strict):
@@ -204,8 +215,7 @@ class Assert(BrowserStep):
             if self.selector or on_selector:
                 raise ValueError("'url' stands alone: no selector or element check beside it")
         elif self.selector is None:
-            raise ValueError("assert needs 'selector' (with text, contains, count, visible or value), "
-                             "'url', or 'that'")
+            raise ValueError("assert needs 'selector' (with text, contains, count, visible or value), 'url', or 'that'")
         elif len(on_selector) != 1:
             raise ValueError("assert on a selector takes exactly one of text, contains, count, visible, value")
         return self
@@ -301,8 +311,9 @@ class Loop(Step):
 
     @model_validator(mode="after")
     def _one_form(self) -> Loop:
-        forms = [f for f in ("for_each", "repeat", "for_each_element", "while_", "until")
-                 if getattr(self, f) is not None]
+        forms = [
+            f for f in ("for_each", "repeat", "for_each_element", "while_", "until") if getattr(self, f) is not None
+        ]
         if len(forms) != 1:
             raise ValueError("a loop takes exactly one of for_each, repeat, for_each_element, while, until")
         return self
@@ -326,10 +337,29 @@ class If(Step):
 
 
 STEP_MODELS: dict[str, type[Step]] = {
-    "navigate": Navigate, "click": Click, "dblclick": Click, "hover": Click, "fill": Fill, "type": TypeText,
-    "press": Press, "select": Select, "check": Check, "uncheck": Check, "upload": Upload, "wait": Wait,
-    "extract": Extract, "assert": Assert, "screenshot": Screenshot, "scroll": Scroll, "evaluate": Evaluate,
-    "set": Set, "http": Http, "log": Log, "sleep": Sleep, "loop": Loop, "if": If,
+    "navigate": Navigate,
+    "click": Click,
+    "dblclick": Click,
+    "hover": Click,
+    "fill": Fill,
+    "type": TypeText,
+    "press": Press,
+    "select": Select,
+    "check": Check,
+    "uncheck": Check,
+    "upload": Upload,
+    "wait": Wait,
+    "extract": Extract,
+    "assert": Assert,
+    "screenshot": Screenshot,
+    "scroll": Scroll,
+    "evaluate": Evaluate,
+    "set": Set,
+    "http": Http,
+    "log": Log,
+    "sleep": Sleep,
+    "loop": Loop,
+    "if": If,
 }
 
 

@@ -67,12 +67,22 @@ class Store:
         """Store a document; the same text again returns the stored version, changed text a new one."""
         sop = loaded.sop
         with self.session() as s, s.begin():
-            latest = s.exec(select(SopDocumentRow).where(SopDocumentRow.sop_id == sop.id)
-                            .order_by(SopDocumentRow.version.desc()).limit(1)).first()
+            latest = s.exec(
+                select(SopDocumentRow)
+                .where(SopDocumentRow.sop_id == sop.id)
+                .order_by(SopDocumentRow.version.desc())
+                .limit(1)
+            ).first()
             if latest is not None and latest.content_hash == loaded.content_hash:
                 return latest
-            row = SopDocumentRow(sop_id=sop.id, version=(latest.version + 1) if latest else 1, name=sop.name,
-                                 content_hash=loaded.content_hash, source=loaded.source, created_at=utcnow())
+            row = SopDocumentRow(
+                sop_id=sop.id,
+                version=(latest.version + 1) if latest else 1,
+                name=sop.name,
+                content_hash=loaded.content_hash,
+                source=loaded.source,
+                created_at=utcnow(),
+            )
             s.add(row)
         return row
 
@@ -85,11 +95,17 @@ class Store:
 
     # runs ------------------------------------------------------------------------------------
 
-    def create_run(self, document: SopDocumentRow, inputs: dict[str, Any], status: str,
-                   priority: int = 1) -> RunRow:
-        run = RunRow(id=uuid.uuid4().hex, document_id=document.id, sop_id=document.sop_id,  # type: ignore[arg-type]
-                     sop_version=document.version, status=status, priority=priority, inputs=inputs,
-                     created_at=utcnow())
+    def create_run(self, document: SopDocumentRow, inputs: dict[str, Any], status: str, priority: int = 1) -> RunRow:
+        run = RunRow(
+            id=uuid.uuid4().hex,
+            document_id=document.id,
+            sop_id=document.sop_id,  # type: ignore[arg-type]
+            sop_version=document.version,
+            status=status,
+            priority=priority,
+            inputs=inputs,
+            created_at=utcnow(),
+        )
         with self.session() as s, s.begin():
             s.add(run)
         return run
@@ -113,9 +129,14 @@ class Store:
 
     # writes of a running run: the state change and its event commit together ----------------
 
-    def record(self, event: Event, *, run: dict[str, Any] | None = None,
-               step: tuple[str, dict[str, Any]] | None = None,
-               new_steps: Iterable[dict[str, Any]] = ()) -> None:
+    def record(
+        self,
+        event: Event,
+        *,
+        run: dict[str, Any] | None = None,
+        step: tuple[str, dict[str, Any]] | None = None,
+        new_steps: Iterable[dict[str, Any]] = (),
+    ) -> None:
         with self.session() as s, s.begin():
             for values in new_steps:
                 s.add(StepRunRow(run_id=event.run_id, **values))
@@ -123,6 +144,7 @@ class Store:
                 s.execute(update(RunRow).where(RunRow.id == event.run_id).values(**run))
             if step:
                 key, values = step
-                s.execute(update(StepRunRow)
-                          .where(StepRunRow.run_id == event.run_id, StepRunRow.key == key).values(**values))
+                s.execute(
+                    update(StepRunRow).where(StepRunRow.run_id == event.run_id, StepRunRow.key == key).values(**values)
+                )
             s.add(RunEventRow(run_id=event.run_id, seq=event.seq, type=event.type, data=event.data, at=event.at))

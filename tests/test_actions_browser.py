@@ -28,9 +28,16 @@ steps:
     outputs: {none: "{{ [result.text, result.count] }}"}
 """)
     assert outcome.status == RunStatus.COMPLETED, outcome.error
-    assert outcome.outputs == {"first": "A-100", "all": ["A-100", "A-101", "A-102", "A-103"], "n": 4,
-                               "href": "form.html", "topics": ["forms"], "html": True, "value": "free",
-                               "none": [None, 0]}
+    assert outcome.outputs == {
+        "first": "A-100",
+        "all": ["A-100", "A-101", "A-102", "A-103"],
+        "n": 4,
+        "href": "form.html",
+        "topics": ["forms"],
+        "html": True,
+        "value": "free",
+        "none": [None, 0],
+    }
 
 
 async def test_form_controls_and_waits(run_sop):
@@ -113,13 +120,16 @@ steps:
 
 
 async def test_upload_of_a_missing_file_is_final(run_sop, store, tmp_path):
-    outcome = await run_sop("""
+    outcome = await run_sop(
+        """
 sop: 1
 id: upload
 steps:
   - {id: open, action: navigate, url: "$SITE/form.html"}
   - {id: up, action: upload, selector: "#avatar", files: nope.txt, retry: {attempts: 3, delay: 10ms}}
-""", base_dir=tmp_path)
+""",
+        base_dir=tmp_path,
+    )
     row = store.steps(outcome.run_id)[1]
     assert (row.status, row.attempts, row.error["kind"]) == ("failed", 1, "action")
     assert "no such file" in row.error["message"]

@@ -35,8 +35,17 @@ def test_run_json_reports_outputs_and_steps_in_execution_order(todo_sop: Path, t
     assert report["status"] == "completed"
     assert report["outputs"] == {"left": 3, "labels": ["milk", "eggs", "bread"]}
     order = [s["key"] for s in report["steps"]]
-    assert order == ["open", "add", "add[0].type", "add[0].enter", "add[1].type", "add[1].enter",
-                     "add[2].type", "add[2].enter", "read"]
+    assert order == [
+        "open",
+        "add",
+        "add[0].type",
+        "add[0].enter",
+        "add[1].type",
+        "add[1].enter",
+        "add[2].type",
+        "add[2].enter",
+        "read",
+    ]
     assert all(s["status"] == "completed" and s["attempts"] == 1 and s["error"] is None for s in report["steps"])
     assert all(s["duration_ms"] >= 0 for s in report["steps"])
     assert (tmp_path / "data" / "sop.db").exists()
@@ -44,8 +53,7 @@ def test_run_json_reports_outputs_and_steps_in_execution_order(todo_sop: Path, t
 
 def test_run_inputs_from_flags_and_json_file(todo_sop: Path, tmp_path: Path):
     (tmp_path / "inputs.json").write_text(json.dumps({"items": ["a", "b", "c", "d"]}))
-    result = cli("run", str(todo_sop), "--inputs-json", "inputs.json", "--input", 'items=["x"]', "--json",
-                 cwd=tmp_path)
+    result = cli("run", str(todo_sop), "--inputs-json", "inputs.json", "--input", 'items=["x"]', "--json", cwd=tmp_path)
     assert json.loads(result.stdout)["outputs"] == {"left": 1, "labels": ["x"]}
 
 
@@ -75,8 +83,11 @@ steps:
 
 
 INVALID = {
-    "undeclared": ('value: "{{ item }}"', 'value: "{{ itme }}"',
-                   "step 'type' uses 'itme', which it does not declare in its inputs"),
+    "undeclared": (
+        'value: "{{ item }}"',
+        'value: "{{ itme }}"',
+        "step 'type' uses 'itme', which it does not declare in its inputs",
+    ),
     "cycle": ("  - id: read\n", "  - id: read\n    depends_on: [late]\n", "dependency cycle"),
     "missing-field": ("        key: Enter\n", "", "step 'enter' (steps[1].steps[1]), field 'key': is required"),
 }
@@ -105,11 +116,14 @@ def test_validate_ok(tmp_path: Path):
     assert (result.returncode, result.stdout.strip()) == (0, "ok")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--input", "items=notalist"], "input 'items': must be list"),
-    (["--input", "colour=red"], "input 'colour': is not an input of this SOP"),
-    (["--input", "novalue"], "write NAME=VALUE"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input", "items=notalist"], "input 'items': must be list"),
+        (["--input", "colour=red"], "input 'colour': is not an input of this SOP"),
+        (["--input", "novalue"], "write NAME=VALUE"),
+    ],
+)
 def test_bad_inputs_exit_2(args: list[str], message: str, tmp_path: Path):
     result = cli("run", str(SOPS / "todo-add.yaml"), *args, cwd=tmp_path)
     assert result.returncode == 2
@@ -122,7 +136,14 @@ def test_missing_required_input_names_it(tmp_path: Path):
     assert "input 'password': is required" in result.stderr
 
 
+def test_string_inputs_are_taken_as_text(todo_sop: Path, tmp_path: Path):
+    result = cli("run", str(todo_sop), "--input", "base_url=12345", "--json", cwd=tmp_path)
+    assert result.returncode == 1  # ran (and failed to load a page called 12345) instead of refusing the input
+    assert "12345" in json.loads(result.stdout)["steps"][0]["error"]
+
+
 def test_secret_input_is_masked_in_errors(tmp_path: Path):
-    result = cli("run", str(SOPS / "login.yaml"), "--input", "password=123", cwd=tmp_path)
+    (tmp_path / "inputs.json").write_text('{"password": 987654}')
+    result = cli("run", str(SOPS / "login.yaml"), "--inputs-json", "inputs.json", cwd=tmp_path)
     assert result.returncode == 2
     assert "must be string, got ***" in result.stderr

@@ -87,15 +87,18 @@ LOG = _one_step("{id: a, action: log, message: m}")
     [
         ("- a", [("document", "an SOP is a mapping with 'sop', 'id' and 'steps'")]),
         (": :\n  - [", [("line 1, column 1", "not valid YAML or JSON: expected <block end>, but found ':'")]),
-        ("sop: 2\nid: 'a b'\nsteps: []\n", [
-            ("sop", "Input should be 1"),
-            ("id", "String should match pattern '^[A-Za-z0-9_][A-Za-z0-9_.-]*$'"),
-            ("steps", "List should have at least 1 item after validation, not 0")]),
+        (
+            "sop: 2\nid: 'a b'\nsteps: []\n",
+            [
+                ("sop", "Input should be 1"),
+                ("id", "String should match pattern '^[A-Za-z0-9_][A-Za-z0-9_.-]*$'"),
+                ("steps", "List should have at least 1 item after validation, not 0"),
+            ],
+        ),
         (LOG.replace("sop: 1\n", ""), [("sop", "is required")]),
         (LOG + "bogus: 1\n", [("bogus", "Extra inputs are not permitted")]),
         (LOG + "defaults: {timeout: -1}\n", [("defaults.timeout", "a duration cannot be negative")]),
-        (LOG + "inputs: {bad-name: {}}\n",
-         [("inputs.bad-name", "is not a variable name (letters, digits, _)")]),
+        (LOG + "inputs: {bad-name: {}}\n", [("inputs.bad-name", "is not a variable name (letters, digits, _)")]),
     ],
 )
 def test_document_problems(text, problems):
@@ -113,32 +116,64 @@ NOT_A_DURATION = "is not a duration (write 500ms, 2s, 1m, or a number of seconds
         ("{id: a, selector: b}", "step 'a' (steps[0])", "field 'action' is required"),
         ("3", "step at steps[0]", "a step is a mapping with at least 'id' and 'action'"),
         ("{id: a, action: fill, selector: b}", "step 'a' (steps[0]), field 'value'", "is required"),
-        ("{id: a, action: fill, selector: b, value: 1, valu: 2}", "step 'a' (steps[0]), field 'valu'",
-         "is not a field of 'fill'"),
-        ("{id: a, action: log, message: m, timeout: soon}", "step 'a' (steps[0]), field 'timeout'",
-         f"'soon' {NOT_A_DURATION}"),
-        ("{id: a, action: log, message: m, retry: {attempts: 0}}",
-         "step 'a' (steps[0]), field 'retry.attempts'", "Input should be greater than or equal to 1"),
-        ("{id: a, action: log, message: m, inputs: [a-b]}", "step 'a' (steps[0]), field 'inputs'",
-         "'a-b' is not a variable name"),
+        (
+            "{id: a, action: fill, selector: b, value: 1, valu: 2}",
+            "step 'a' (steps[0]), field 'valu'",
+            "is not a field of 'fill'",
+        ),
+        (
+            "{id: a, action: log, message: m, timeout: soon}",
+            "step 'a' (steps[0]), field 'timeout'",
+            f"'soon' {NOT_A_DURATION}",
+        ),
+        (
+            "{id: a, action: log, message: m, retry: {attempts: 0}}",
+            "step 'a' (steps[0]), field 'retry.attempts'",
+            "Input should be greater than or equal to 1",
+        ),
+        (
+            "{id: a, action: log, message: m, inputs: [a-b]}",
+            "step 'a' (steps[0]), field 'inputs'",
+            "'a-b' is not a variable name",
+        ),
         # checks across fields name every field they concern in the message
-        ("{id: a, action: select, selector: b, value: x, label: y}", "step 'a' (steps[0])",
-         "select takes exactly one of 'value' or 'label'"),
-        ("{id: a, action: wait}", "step 'a' (steps[0])",
-         "wait takes exactly one of 'selector', 'url', 'load_state' or 'duration'"),
-        ("{id: a, action: assert, selector: b}", "step 'a' (steps[0])",
-         "assert on a selector takes exactly one of text, contains, count, visible, value"),
-        ("{id: a, action: assert, that: 'x', url: u}", "step 'a' (steps[0])",
-         "'that' stands alone: no selector, url or element check beside it"),
-        ("{id: a, action: loop, repeat: 2, for_each: [1], steps: [{id: b, action: log, message: m}]}",
-         "step 'a' (steps[0])",
-         "a loop takes exactly one of for_each, repeat, for_each_element, while, until"),
+        (
+            "{id: a, action: select, selector: b, value: x, label: y}",
+            "step 'a' (steps[0])",
+            "select takes exactly one of 'value' or 'label'",
+        ),
+        (
+            "{id: a, action: wait}",
+            "step 'a' (steps[0])",
+            "wait takes exactly one of 'selector', 'url', 'load_state' or 'duration'",
+        ),
+        (
+            "{id: a, action: assert, selector: b}",
+            "step 'a' (steps[0])",
+            "assert on a selector takes exactly one of text, contains, count, visible, value",
+        ),
+        (
+            "{id: a, action: assert, that: 'x', url: u}",
+            "step 'a' (steps[0])",
+            "'that' stands alone: no selector, url or element check beside it",
+        ),
+        (
+            "{id: a, action: loop, repeat: 2, for_each: [1], steps: [{id: b, action: log, message: m}]}",
+            "step 'a' (steps[0])",
+            "a loop takes exactly one of for_each, repeat, for_each_element, while, until",
+        ),
         # steps inside steps are located by their path
-        ("{id: a, action: loop, repeat: 2, steps: [{id: b, action: log, message: m, timeout: x}]}",
-         "step 'b' (steps[0].steps[0]), field 'timeout'", f"'x' {NOT_A_DURATION}"),
-        ("{id: a, action: if, condition: 'true', then: [{id: b, action: log, message: m}], "
-         "else: [{id: c, action: lg}]}",
-         "step 'c' (steps[0].else[0])", "unknown action 'lg' (did you mean 'log'?)"),
+        (
+            "{id: a, action: loop, repeat: 2, steps: [{id: b, action: log, message: m, timeout: x}]}",
+            "step 'b' (steps[0].steps[0]), field 'timeout'",
+            f"'x' {NOT_A_DURATION}",
+        ),
+        (
+            "{id: a, action: if, condition: 'true', then: [{id: b, action: log, message: m}], "
+            "else: [{id: c, action: lg}]}",
+            "step 'c' (steps[0].else[0])",
+            "unknown action 'lg' (did you mean 'log'?)",
+        ),
     ],
 )
 def test_step_problems_name_the_step_and_the_field(step, where, message):
@@ -150,8 +185,6 @@ def test_every_problem_is_listed_at_once():
     assert [w for w, _ in _problems(text)] == ["step 'a' (steps[0])", "step 'b' (steps[1]), field 'value'"]
 
 
-@pytest.mark.xfail(strict=True, reason="a bad `when` reports pydantic's union branches ('when.str', "
-                   "'when.function-after[_one_of(), Probe]') as fields, once per branch")
 def test_a_bad_when_probe_is_reported_at_field_when():
     problems = _problems(_one_step("{id: a, action: log, message: m, when: {exists: x, missing: y}}"))
     where = "step 'a' (steps[0]), field 'when'"
@@ -159,8 +192,6 @@ def test_a_bad_when_probe_is_reported_at_field_when():
     assert {w for w, _ in problems} == {where}
 
 
-@pytest.mark.xfail(strict=True, reason="load_sop does not check an input's default against its type; "
-                   "the mistake surfaces only when a run resolves its inputs")
 def test_a_default_of_the_wrong_type_is_a_document_problem():
     problems = _problems(LOG + "inputs: {items: {type: list, default: milk}}\n")
     assert [w for w, _ in problems] == ["inputs.items"]
@@ -178,8 +209,11 @@ def test_step_fields():
 
 def test_resolve_inputs_fills_in_defaults():
     sop = load_sop(EXAMPLE).sop
-    assert resolve_inputs(sop, {}) == {"base_url": "http://127.0.0.1:8765/todo.html",
-                                       "items": ["milk", "eggs", "bread"], "password": ""}
+    assert resolve_inputs(sop, {}) == {
+        "base_url": "http://127.0.0.1:8765/todo.html",
+        "items": ["milk", "eggs", "bread"],
+        "password": "",
+    }
     assert resolve_inputs(sop, {"items": ["tea"]})["items"] == ["tea"]
 
 
@@ -194,8 +228,7 @@ def test_resolve_inputs_lists_every_problem_and_hides_secrets():
     ]
 
 
-TYPED = LOG + (
-    "inputs: {n: {type: integer}, f: {type: number, default: null}, b: {type: boolean, default: false}}\n")
+TYPED = LOG + ("inputs: {n: {type: integer}, f: {type: number, default: null}, b: {type: boolean, default: false}}\n")
 
 
 @pytest.mark.parametrize(
@@ -229,8 +262,19 @@ def test_resolve_inputs_of_an_sop_without_inputs():
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("3", 3), ("2.5", 2.5), ("true", True), ("null", None), ('["a", 1]', ["a", 1]), ('{"k": 1}', {"k": 1}),
-     ('"3"', "3"), ("milk", "milk"), ("", ""), ("a=b", "a=b"), ("02134", "02134")],
+    [
+        ("3", 3),
+        ("2.5", 2.5),
+        ("true", True),
+        ("null", None),
+        ('["a", 1]', ["a", 1]),
+        ('{"k": 1}', {"k": 1}),
+        ('"3"', "3"),
+        ("milk", "milk"),
+        ("", ""),
+        ("a=b", "a=b"),
+        ("02134", "02134"),
+    ],
 )
 def test_parse_cli_value(text, value):
     assert parse_cli_value(text) == value

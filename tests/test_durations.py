@@ -84,5 +84,4 @@ def test_duration_field_reports_the_accepted_forms():
         _Timed(timeout="later")
     [error] = caught.value.errors()
     assert error["loc"] == ("timeout",)
-    assert error["msg"] == (
-        "Value error, 'later' is not a duration (write 500ms, 2s, 1m, or a number of seconds)")
+    assert error["msg"] == ("Value error, 'later' is not a duration (write 500ms, 2s, 1m, or a number of seconds)")

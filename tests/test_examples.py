@@ -10,8 +10,11 @@ from sop_engine.document import load_sop
 from sop_engine.states import RunStatus
 from tests.conftest import DEMO_PREFIX, ROOT, SOPS
 
-README_SOPS = [block for block in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-               if block.startswith("sop: 1")]
+README_SOPS = [
+    block
+    for block in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    if block.startswith("sop: 1")
+]
 FIXTURE_SOPS = sorted(p.name for p in SOPS.glob("*.yaml"))
 INPUTS = {"login.yaml": {"password": "s3cret"}}
 
@@ -27,8 +30,13 @@ async def test_readme_example_runs(text: str, run_sop, store):
     assert outcome.status == RunStatus.COMPLETED, outcome.error
     if "id: errors" in text:
         status = {row.key: row.status for row in store.steps(outcome.run_id)}
-        assert status == {"open": "completed", "late_button": "completed", "wrong": "failed",
-                          "read": "blocked", "still_runs": "completed"}
+        assert status == {
+            "open": "completed",
+            "late_button": "completed",
+            "wrong": "failed",
+            "read": "blocked",
+            "still_runs": "completed",
+        }
     if "id: scrape" in text:
         assert len(outcome.outputs["texts"]) == 9
 

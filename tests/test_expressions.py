@@ -124,7 +124,8 @@ def test_names_in_a_template_that_does_not_parse():
     with pytest.raises(ExpressionError) as caught:
         names_in("{{ a b }}")
     assert str(caught.value) == (
-        "template '{{ a b }}' does not parse: expected token 'end of print statement', got 'b'")
+        "template '{{ a b }}' does not parse: expected token 'end of print statement', got 'b'"
+    )
 
 
 @pytest.mark.parametrize(

@@ -64,8 +64,12 @@ def test_no_jitter_means_no_random_part():
 def _retrying(policy: RetryPolicy, sleeps: list[float]) -> tenacity.Retrying:
     # how the runner drives attempts, with the sleeps recorded instead of slept
     return tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(policy.attempts), wait=policy.wait(),
-        retry=tenacity.retry_if_exception(is_retryable), reraise=True, sleep=sleeps.append)
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=policy.wait(),
+        retry=tenacity.retry_if_exception(is_retryable),
+        reraise=True,
+        sleep=sleeps.append,
+    )
 
 
 def test_a_retryable_error_is_tried_every_attempt_with_backoff():
@@ -100,8 +104,13 @@ def test_a_final_error_is_not_retried(error):
 
 @pytest.mark.parametrize("kind", list(ErrorKind))
 def test_which_error_kinds_are_retryable(kind):
-    expected = kind in {ErrorKind.TIMEOUT, ErrorKind.ELEMENT_NOT_FOUND, ErrorKind.NAVIGATION,
-                        ErrorKind.BROWSER, ErrorKind.HTTP}
+    expected = kind in {
+        ErrorKind.TIMEOUT,
+        ErrorKind.ELEMENT_NOT_FOUND,
+        ErrorKind.NAVIGATION,
+        ErrorKind.BROWSER,
+        ErrorKind.HTTP,
+    }
     error = StepError(kind, "x")
     assert error.retryable is expected
     assert is_retryable(error) is expected
@@ -121,8 +130,14 @@ def test_describe_adds_the_page_when_the_message_does_not_say_it():
 
 def test_as_dict_keeps_only_the_details_given():
     error = StepError(ErrorKind.ASSERTION, "count is 0, expected 3", selector="li", expected=3, found=0)
-    assert error.as_dict() == {"kind": "assertion", "message": "count is 0, expected 3", "retryable": False,
-                               "selector": "li", "expected": 3, "found": 0}
+    assert error.as_dict() == {
+        "kind": "assertion",
+        "message": "count is 0, expected 3",
+        "retryable": False,
+        "selector": "li",
+        "expected": 3,
+        "found": 0,
+    }
     assert StepError(ErrorKind.HTTP, "503").as_dict() == {"kind": "http", "message": "503", "retryable": True}
 
 

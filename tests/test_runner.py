@@ -75,7 +75,9 @@ async def test_late_button_is_retried_until_it_appears(run_sop, store, recorder,
 
 
 async def test_secret_never_stored_or_emitted_in_clear(run_sop, store, recorder, site, data_dir):
-    text = fixture_sop("login.yaml", site) + """
+    text = (
+        fixture_sop("login.yaml", site)
+        + """
   - id: echo
     action: assert
     selector: "#username"
@@ -83,6 +85,7 @@ async def test_secret_never_stored_or_emitted_in_clear(run_sop, store, recorder,
     timeout: 200ms
     inputs: [password]
 """
+    )
     outcome = await run_sop(text, {"password": "s3cret"})
     assert outcome.status == RunStatus.FAILED
     assert "***" in outcome.error and "s3cret" not in outcome.error
@@ -171,7 +174,8 @@ steps:
 
 
 async def test_when_and_if_choose_what_runs(run_sop, store):
-    outcome = await run_sop("""
+    outcome = await run_sop(
+        """
 sop: 1
 id: branches
 inputs: {n: {type: integer}}
@@ -187,7 +191,9 @@ steps:
     else:
       - {id: small, action: log, message: small}
   - {id: size, action: set, values: {size: "{{ 'big' if n >= 5 else 'small' }}"}, inputs: [n]}
-""", {"n": 7})
+""",
+        {"n": 7},
+    )
     status = {row.key: row.status for row in store.steps(outcome.run_id)}
     assert status == {"small_only": "skipped", "choose": "completed", "big": "completed", "size": "completed"}
     assert step_row(store, outcome.run_id, "small_only").reason == "'when' was false: n < 5"
@@ -208,16 +214,19 @@ steps:
 
 
 async def test_repeat_while_until_and_collect(run_sop, store):
-    outcome = await run_sop("""
+    outcome = await run_sop(
+        """
 sop: 1
 id: loops
 outputs: [squares, counted, tries]
 steps:
   - id: squares_loop
     action: repeat_placeholder
-""".replace("""  - id: squares_loop
+""".replace(
+            """  - id: squares_loop
     action: repeat_placeholder
-""", """  - id: squares_loop
+""",
+            """  - id: squares_loop
     action: loop
     repeat: 4
     collect: {squares: sq}
@@ -235,7 +244,9 @@ steps:
     collect: {tries: t}
     steps:
       - {id: t, action: set, values: {t: "{{ index }}"}, inputs: [index]}
-"""))
+""",
+        )
+    )
     assert outcome.status == RunStatus.COMPLETED, outcome.error
     assert outcome.outputs == {"squares": [0, 1, 4, 9], "counted": [0, 1, 2], "tries": [0, 1, 2]}
     assert "squares_loop[3].sq" in keys(store, outcome.run_id)
@@ -368,5 +379,11 @@ async def test_upload_resolves_paths_next_to_the_document(run_sop):
     text = fixture_sop("signup-form.yaml", "$SITE/").replace("$SITE/", "$SITE/")
     outcome = await run_sop(text, base_dir=SOPS)
     assert outcome.status == RunStatus.COMPLETED, outcome.error
-    assert outcome.outputs["submitted"] == {"name": "Ada", "plan": "pro", "newsletter": True, "terms": False,
-                                            "avatar": "avatar.txt", "notes": "typed key by key"}
+    assert outcome.outputs["submitted"] == {
+        "name": "Ada",
+        "plan": "pro",
+        "newsletter": True,
+        "terms": False,
+        "avatar": "avatar.txt",
+        "notes": "typed key by key",
+    }

@@ -54,17 +54,24 @@ async def translated(page: Page, what: str, selector: str | None, timeout: float
             with contextlib.suppress(PlaywrightError):
                 count = await page.locator(selector).count()
         if selector and count == 0:
-            raise StepError(ErrorKind.ELEMENT_NOT_FOUND,
-                            f"{what}: no element matched {selector!r} within {format_duration(timeout)}",
-                            selector=selector, url=url, expected="an element", found="none") from None
+            raise StepError(
+                ErrorKind.ELEMENT_NOT_FOUND,
+                f"{what}: no element matched {selector!r} within {format_duration(timeout)}",
+                selector=selector,
+                url=url,
+                expected="an element",
+                found="none",
+            ) from None
         found = f" ({count} matching, none ready: hidden, disabled or covered)" if count else ""
-        raise StepError(ErrorKind.TIMEOUT, f"{what}: not done within {format_duration(timeout)}{found}",
-                        selector=selector, url=url) from None
+        raise StepError(
+            ErrorKind.TIMEOUT, f"{what}: not done within {format_duration(timeout)}{found}", selector=selector, url=url
+        ) from None
     except PlaywrightError as exc:
         message = exc.message.splitlines()[0] if exc.message else str(exc)
         if any(mark in message for mark in _CLOSED):
-            raise StepError(ErrorKind.BROWSER, f"{what}: the browser went away ({message})",
-                            selector=selector) from None
+            raise StepError(
+                ErrorKind.BROWSER, f"{what}: the browser went away ({message})", selector=selector
+            ) from None
         kind = ErrorKind.NAVIGATION if "net::ERR_" in message else ErrorKind.ACTION
         raise StepError(kind, f"{what}: {message}", selector=selector, url=_safe_url(page)) from None
 
@@ -109,15 +116,15 @@ async def type_text(step: TypeText, f: dict[str, Any], ctx: ActionContext) -> di
     page = await ctx.page()
     async with translated(page, f"type into {f['selector']!r}", f["selector"], ctx.timeout):
         await page.locator(f["selector"]).press_sequentially(
-            str(f["value"]), delay=step.delay * 1000, timeout=_ms(ctx.timeout))
+            str(f["value"]), delay=step.delay * 1000, timeout=_ms(ctx.timeout)
+        )
     return {}
 
 
 async def press(step: Press, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     page = await ctx.page()
     selector = f["selector"]
-    async with translated(page, f"press {f['key']}" + (f" on {selector!r}" if selector else ""), selector,
-                          ctx.timeout):
+    async with translated(page, f"press {f['key']}" + (f" on {selector!r}" if selector else ""), selector, ctx.timeout):
         if selector:
             await page.locator(selector).press(f["key"], timeout=_ms(ctx.timeout))
         else:
@@ -129,7 +136,8 @@ async def select(step: Select, f: dict[str, Any], ctx: ActionContext) -> dict[st
     page = await ctx.page()
     async with translated(page, f"select in {f['selector']!r}", f["selector"], ctx.timeout):
         chosen = await page.locator(f["selector"]).select_option(
-            value=f["value"], label=f["label"], timeout=_ms(ctx.timeout))
+            value=f["value"], label=f["label"], timeout=_ms(ctx.timeout)
+        )
     return {"value": chosen[0] if len(chosen) == 1 else chosen}
 
 
@@ -162,9 +170,13 @@ async def wait(step: Wait, f: dict[str, Any], ctx: ActionContext) -> dict[str, A
         return {}
     page = await ctx.page()
     selector = f["selector"]
-    async with translated(page, "wait for " + (f"{selector!r} to be {step.state}" if selector else
-                                               f"url {f['url']}" if f["url"] else str(step.load_state)),
-                          selector if step.state in ("attached", "visible") else None, ctx.timeout):
+    async with translated(
+        page,
+        "wait for "
+        + (f"{selector!r} to be {step.state}" if selector else f"url {f['url']}" if f["url"] else str(step.load_state)),
+        selector if step.state in ("attached", "visible") else None,
+        ctx.timeout,
+    ):
         if selector:
             await page.locator(selector).first.wait_for(state=step.state, timeout=_ms(ctx.timeout))
         elif f["url"]:
@@ -225,14 +237,14 @@ async def extract(step: Extract, f: dict[str, Any], ctx: ActionContext) -> dict[
         if not step.optional:
             await locator.first.wait_for(state="attached", timeout=_ms(ctx.timeout))
         return await locator.evaluate_all(
-            _EXTRACT_JS, {"fields": sorted(extract_fields(step)), "attribute": step.attribute})
+            _EXTRACT_JS, {"fields": sorted(extract_fields(step)), "attribute": step.attribute}
+        )
 
 
 async def assert_(step: Assert, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     if step.that is not None:
         if not evaluate_condition(step.that, ctx.variables):
-            raise StepError(ErrorKind.ASSERTION, f"expected {step.that} to hold", expected=step.that,
-                            found=False)
+            raise StepError(ErrorKind.ASSERTION, f"expected {step.that} to hold", expected=step.that, found=False)
         return {"ok": True}
     page = await ctx.page()
     ms = _ms(ctx.timeout)
@@ -273,8 +285,9 @@ def _assertion_error(step: Assert, f: dict[str, Any], page: Page, exc: Assertion
         check, expected = ("visible" if step.visible else "hidden"), True
     target = "the url" if check == "url" else repr(f["selector"])
     message = f"assert {check} of {target}: expected {expected!r}" + (f", found {found!r}" if found else "")
-    return StepError(ErrorKind.ASSERTION, message, selector=f.get("selector"), url=page.url,
-                     expected=expected, found=found)
+    return StepError(
+        ErrorKind.ASSERTION, message, selector=f.get("selector"), url=page.url, expected=expected, found=found
+    )
 
 
 async def screenshot(step: Screenshot, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
@@ -309,7 +322,21 @@ async def evaluate(step: Evaluate, f: dict[str, Any], ctx: ActionContext) -> dic
 
 
 EXECUTORS = {
-    "navigate": navigate, "click": click, "dblclick": click, "hover": click, "fill": fill, "type": type_text,
-    "press": press, "select": select, "check": check, "uncheck": check, "upload": upload, "wait": wait,
-    "extract": extract, "assert": assert_, "screenshot": screenshot, "scroll": scroll, "evaluate": evaluate,
+    "navigate": navigate,
+    "click": click,
+    "dblclick": click,
+    "hover": click,
+    "fill": fill,
+    "type": type_text,
+    "press": press,
+    "select": select,
+    "check": check,
+    "uncheck": check,
+    "upload": upload,
+    "wait": wait,
+    "extract": extract,
+    "assert": assert_,
+    "screenshot": screenshot,
+    "scroll": scroll,
+    "evaluate": evaluate,
 }
