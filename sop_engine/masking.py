@@ -15,6 +15,11 @@ class Masker:
         # longest first, so a secret that contains another is masked whole
         self._secrets = sorted(values, key=len, reverse=True)
 
+    def add(self, secret: Any) -> None:
+        """A secret learnt during the run (a person typed it into a form)."""
+        if secret is not None and str(secret) != "" and str(secret) not in self._secrets:
+            self._secrets = sorted([*self._secrets, str(secret)], key=len, reverse=True)
+
     def __bool__(self) -> bool:
         return bool(self._secrets)
 

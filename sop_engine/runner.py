@@ -4,28 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections import ChainMap
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
-import tenacity
 from playwright.async_api import BrowserContext, Page
 
-from .actions import EXECUTORS
+from .attempts import StepContext, attempt_step, map_outputs, render_fields
 from .browser import BrowserHost
+from .control import RunControl, Waiting
 from .document import LoadedSop
 from .durations import format_duration
-from .errors import ErrorKind, StepError, is_retryable
+from .errors import ErrorKind, StepError
 from .events import Event, EventSink, utcnow
-from .expressions import ExpressionError, evaluate_condition, render
+from .expressions import ExpressionError, evaluate_condition
 from .graph import Graph, build_graph, step_outputs
+from .loops import (
+    LoopError,
+    check_iterations,
+    element_items,
+    for_each_items,
+    instance_key,
+    iteration_prefix,
+    repeat_items,
+)
 from .masking import MASK, Masker
 from .retries import RetryPolicy
-from .states import RunStatus, StepStatus
+from .states import RunStatus, StepStatus, check_run_transition, check_step_transition
 from .steps import Condition, If, Loop, Probe, Step, uses_browser
 from .store import Store, data_dir
 from .tables import RunRow
@@ -43,82 +51,82 @@ class RunOutcome:
     error: str | None
 
 
+class FrameSink(Protocol):
+    """Receives a picture of the page after each browser step, but only while someone watches."""
+
+    def watching(self, run_id: str) -> bool: ...
+
+    async def frame(self, run_id: str, key: str, jpeg: bytes) -> None: ...
+
+
 def artifacts_root() -> Path:
     return data_dir() / "artifacts"
 
 
-def _file_safe(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
+def shown_inputs(loaded: LoadedSop, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Inputs as they may be shown or stored: secret ones as ***."""
+    secrets = loaded.sop.secret_inputs
+    masker = Masker([inputs.get(n) for n in secrets])
+    return {n: MASK if n in secrets else masker(v) for n, v in inputs.items()}
 
 
 class Runner:
     """Runs SOP documents; one Runner (and one browser) serves many runs."""
 
-    def __init__(self, store: Store, browser: BrowserHost, sinks: Iterable[EventSink] = ()) -> None:
+    def __init__(
+        self, store: Store, browser: BrowserHost, sinks: Iterable[EventSink] = (), frames: FrameSink | None = None
+    ) -> None:
         self.store = store
         self.browser = browser
         self.sinks = list(sinks)
+        self.frames = frames
 
-    def create_run(self, loaded: LoadedSop, inputs: dict[str, Any], priority: int = 1) -> RunRow:
+    def create_run(self, loaded: LoadedSop, inputs: dict[str, Any], priority: int = 1, **extra: Any) -> RunRow:
         document = self.store.save_document(loaded)
-        masker = Masker([inputs.get(n) for n in loaded.sop.secret_inputs])
-        shown = {n: MASK if n in loaded.sop.secret_inputs else masker(v) for n, v in inputs.items()}
-        run = self.store.create_run(document, shown, RunStatus.QUEUED.value, priority)
-        self.store.record(
-            Event(run.id, 1, "run.created", {"status": RunStatus.QUEUED.value, "sop_id": run.sop_id, "inputs": shown})
-        )
+        shown = shown_inputs(loaded, inputs)
+        run = self.store.create_run(document, shown, RunStatus.QUEUED.value, priority, **extra)
+        data = {"status": RunStatus.QUEUED.value, "sop_id": run.sop_id, "inputs": shown}
+        self.store.record(Event(run.id, 1, "run.created", data))
         return run
 
-    async def execute(self, run_id: str, loaded: LoadedSop, inputs: dict[str, Any]) -> RunOutcome:
-        return await Execution(self, run_id, loaded, inputs).run()
-
-
-@dataclass
-class StepContext:
-    """What one attempt of one step may use (see actions.context.ActionContext)."""
-
-    execution: Execution
-    key: str
-    tab: str
-    timeout: float
-    variables: dict[str, Any]
-    base_dir: Path
-    artifacts: list[str] = field(default_factory=list)
-
-    async def page(self) -> Page:
-        return await self.execution.page(self.tab)
-
-    def artifact(self, name: str) -> Path:
-        folder = self.execution.artifacts_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{_file_safe(self.key)}-{_file_safe(name)}"
-        self.artifacts.append(f"{self.execution.run_id}/{path.name}")
-        return path
-
-    def http_client(self) -> httpx.AsyncClient:
-        return self.execution.http_client()
-
-    async def log(self, message: str, level: str = "info") -> None:
-        await self.execution.emit("log", {"key": self.key, "level": level, "message": message})
+    async def execute(
+        self, run_id: str, loaded: LoadedSop, inputs: dict[str, Any], control: RunControl | None = None
+    ) -> RunOutcome:
+        return await Execution(self, run_id, loaded, inputs, control).run()
 
 
 class Execution:
-    """One run of one document: its variables, its browser context, its step statuses."""
+    """One run of one document: its variables, browser context and step statuses. It picks up where an
+    earlier execution of the same run stopped: completed steps give back their stored outputs."""
 
-    def __init__(self, runner: Runner, run_id: str, loaded: LoadedSop, inputs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        run_id: str,
+        loaded: LoadedSop,
+        inputs: dict[str, Any],
+        control: RunControl | None = None,
+    ) -> None:
         self.runner = runner
         self.store = runner.store
         self.run_id = run_id
-        self.loaded = loaded
         self.sop = loaded.sop
         self.inputs = inputs
+        self.control = control
         self.secret_names = self.sop.secret_inputs
         self.mask = Masker([inputs.get(n) for n in self.secret_names])
         self.seq = self.store.last_seq(run_id)
+        rows = self.store.steps(run_id)
+        self.status: dict[str, StepStatus] = {r.key: StepStatus(r.status) for r in rows}
+        self.stored_outputs: dict[str, dict[str, Any]] = {r.key: r.outputs or {} for r in rows}
+        self.attempts: dict[str, int] = {r.key: r.attempts for r in rows}
+        run = self.store.run(run_id)
+        self.run_status = RunStatus(run.status) if run else RunStatus.QUEUED
         self.limit = asyncio.Semaphore(self.sop.max_parallel)
         self.artifacts_dir = artifacts_root() / run_id
         self.base_dir = loaded.base_dir or Path.cwd()
         self._graphs: dict[int, Graph] = {}
+        self._passed_breakpoints: set[str] = set()
         self._context: BrowserContext | None = None
         self._tabs: dict[str, Page] = {}
         self._http: httpx.AsyncClient | None = None
@@ -135,6 +143,16 @@ class Execution:
         new_steps: list[dict[str, Any]] | None = None,
     ) -> None:
         """Store a state change with its event in one transaction, then tell the sinks."""
+        if step is not None and "status" in step[1]:
+            new = StepStatus(step[1]["status"])
+            if step[0] in self.status:
+                check_step_transition(self.status[step[0]], new)
+            self.status[step[0]] = new
+        if run is not None and "status" in run and run["status"] != self.run_status:
+            check_run_transition(self.run_status, RunStatus(run["status"]))
+            self.run_status = RunStatus(run["status"])
+        for row in new_steps or ():
+            self.status[row["key"]] = StepStatus.PENDING
         self.seq += 1
         event = Event(self.run_id, self.seq, type_, self.mask(data))
         self.store.record(
@@ -146,6 +164,10 @@ class Execution:
         for sink in self.runner.sinks:
             await sink.emit(event)
 
+    async def step_event(self, key: str, status: str, **values: Any) -> None:
+        """A step's status change: stored on its row and told as a step.updated event."""
+        await self.emit("step.updated", {"key": key, "status": status, **values}, step=(key, {"status": status}))
+
     async def page(self, tab: str) -> Page:
         page = self._tabs.get(tab)
         if page is None or page.is_closed():
@@ -154,6 +176,10 @@ class Execution:
             page = await self._context.new_page()
             self._tabs[tab] = page
         return page
+
+    def tab_url(self, tab: str) -> str | None:
+        page = self._tabs.get(tab)
+        return page.url if page is not None and not page.is_closed() else None
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -171,12 +197,8 @@ class Execution:
     # the run ---------------------------------------------------------------------------------
 
     async def run(self) -> RunOutcome:
-        now = utcnow()
-        await self.emit(
-            "run.updated",
-            {"status": RunStatus.RUNNING.value},
-            run={"status": RunStatus.RUNNING.value, "started_at": now},
-        )
+        await self._reset_interrupted()
+        await self._set_run(RunStatus.RUNNING, started_at=utcnow(), waiting=None)
         produced: dict[str, Any] = {}
         status, error = RunStatus.COMPLETED, None
         try:
@@ -187,8 +209,7 @@ class Execution:
         except TimeoutError:
             status, error = RunStatus.FAILED, f"the run did not finish within {format_duration(self.sop.timeout or 0)}"
         except asyncio.CancelledError:
-            status, error = RunStatus.CANCELLED, "cancelled"
-            await self._finish(status, {}, error)
+            await self._finish(RunStatus.CANCELLED, {}, "cancelled")
             raise
         finally:
             await self.close()
@@ -197,12 +218,23 @@ class Execution:
         await self._finish(status, outputs, error)
         return RunOutcome(self.run_id, status, self.mask(outputs), self.mask(error))
 
+    async def _reset_interrupted(self) -> None:
+        """Steps left running (or blocked) by an earlier execution go back to pending."""
+        for key, status in list(self.status.items()):
+            if status in (StepStatus.RUNNING, StepStatus.BLOCKED):
+                reason = "interrupted: runs again" if status == StepStatus.RUNNING else None
+                await self.emit(
+                    "step.updated",
+                    {"key": key, "status": "pending", "reason": reason},
+                    step=(key, {"status": "pending", "reason": reason}),
+                )
+
+    async def _set_run(self, status: RunStatus, **values: Any) -> None:
+        data = {"status": status.value, **{k: v for k, v in values.items() if k in ("error", "outputs", "waiting")}}
+        await self.emit("run.updated", data, run={"status": status.value, **values})
+
     async def _finish(self, status: RunStatus, outputs: dict[str, Any], error: str | None) -> None:
-        await self.emit(
-            "run.updated",
-            {"status": status.value, "outputs": outputs, "error": error},
-            run={"status": status.value, "outputs": outputs, "error": error, "finished_at": utcnow()},
-        )
+        await self._set_run(status, outputs=outputs, error=error, finished_at=utcnow(), waiting=None)
 
     def graph(self, steps: list[Step]) -> Graph:
         graph = self._graphs.get(id(steps))
@@ -215,19 +247,7 @@ class Execution:
     ) -> dict[str, Any]:
         """Run a list of sibling steps in dependency order; returns the outputs they produced."""
         graph = self.graph(steps)
-        status = {s.id: StepStatus.PENDING for s in steps}
-        local: dict[str, Any] = env.maps[0]
-        rows = [
-            {
-                "key": prefix + s.id,
-                "step_id": s.id,
-                "parent_key": parent,
-                "action": s.action,
-                "status": StepStatus.PENDING.value,
-            }
-            for s in steps
-        ]
-        await self.emit("steps.added", {"parent": parent, "keys": [r["key"] for r in rows]}, new_steps=rows)
+        status = await self._scope_status(steps, env, prefix, parent)
         running: dict[asyncio.Task[StepStatus], str] = {}
         try:
             while True:
@@ -235,7 +255,7 @@ class Execution:
                     status[sid] = await self._block(graph, sid, prefix, status)
                 ready = graph.ready(status)
                 if not ready and not running:
-                    return {n: local.get(n) for s in steps for n in step_outputs(s)}
+                    return {n: env.maps[0].get(n) for s in steps for n in step_outputs(s)}
                 if self.sop.max_parallel == 1 and not running:
                     status[ready[0]] = StepStatus.RUNNING
                     status[ready[0]] = await self.run_step(graph.nodes[ready[0]].step, env, prefix)
@@ -252,16 +272,89 @@ class Execution:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
 
+    async def _scope_status(
+        self, steps: list[Step], env: ChainMap[str, Any], prefix: str, parent: str | None
+    ) -> dict[str, StepStatus]:
+        """Adds rows for steps seen for the first time; steps an earlier execution finished give back
+        their outputs."""
+        status: dict[str, StepStatus] = {}
+        new_rows = []
+        for step in steps:
+            key = instance_key(prefix, step.id)
+            known = self.status.get(key)
+            if known is None:
+                new_rows.append({"key": key, "step_id": step.id, "parent_key": parent, "action": step.action,
+                                 "status": StepStatus.PENDING.value})
+                known = StepStatus.PENDING
+            elif known == StepStatus.COMPLETED:
+                stored = self.stored_outputs.get(key, {})
+                env.maps[0].update({n: stored.get(n) for n in step_outputs(step)})
+            elif known == StepStatus.SKIPPED:
+                env.maps[0].update(dict.fromkeys(step_outputs(step)))
+            status[step.id] = known
+        if new_rows:
+            keys = [r["key"] for r in new_rows]
+            await self.emit("steps.added", {"parent": parent, "keys": keys}, new_steps=new_rows)
+        return status
+
     async def _block(self, graph: Graph, sid: str, prefix: str, status: Mapping[str, StepStatus]) -> StepStatus:
         failed = sorted(d for d in graph.nodes[sid].needs if status[d] in (StepStatus.FAILED, StepStatus.BLOCKED))
         reason = f"needs {', '.join(prefix + d for d in failed)}, which did not complete"
         now = utcnow()
+        key = instance_key(prefix, sid)
         await self.emit(
             "step.updated",
-            {"key": prefix + sid, "status": "blocked", "reason": reason},
-            step=(prefix + sid, {"status": "blocked", "reason": reason, "started_at": now, "finished_at": now}),
+            {"key": key, "status": "blocked", "reason": reason},
+            step=(key, {"status": "blocked", "reason": reason, "started_at": now, "finished_at": now}),
         )
         return StepStatus.BLOCKED
+
+    # a person's say --------------------------------------------------------------------------
+
+    async def pause(self, waiting: Waiting) -> dict[str, Any]:
+        """Pauses the run until a person answers; returns the answer."""
+        assert self.control is not None
+        await self._set_run(RunStatus.PAUSED, waiting=self.mask(waiting.as_dict()))
+        answer = await self.control.wait(waiting)
+        await self._set_run(RunStatus.RUNNING, waiting=None)
+        if answer["action"] == "step":
+            self.control.stepping = True
+        return answer
+
+    async def ask(self, waiting: Waiting) -> dict[str, Any]:
+        if self.control is None:
+            raise StepError(ErrorKind.ACTION, f"{waiting.reason}: this step needs a person; run it in the server")
+        answer = await self.pause(waiting)
+        for name, spec in ((waiting.form or {}).get("fields") or {}).items():
+            if spec.get("secret"):
+                self.mask.add(answer.get("values", {}).get(name))
+        return answer
+
+    async def _gate(self, step: Step, key: str) -> bool:
+        """Before a step: waits while the run is paused or at a breakpoint; False when the step is to be skipped."""
+        control = self.control
+        if control is None:
+            return True
+        while True:
+            if key in control.skips:
+                control.skips.discard(key)
+                return False
+            if control.pause_requested:
+                waiting = Waiting(f"paused before {key}", key, "pause")
+            elif (step.pause_before or control.has_breakpoint(key, step.id)) and key not in self._passed_breakpoints:
+                waiting = Waiting(f"breakpoint before {key}", key, "breakpoint")
+            else:
+                return True
+            control.pause_requested = False
+            await self.pause(waiting)
+            if waiting.kind == "breakpoint":
+                self._passed_breakpoints.add(key)
+
+    def _stepped(self) -> None:
+        """After a leaf step, in step mode: pause before the next one."""
+        if self.control is not None and self.control.stepping:
+            self.control.stepping = False
+            self.control.pause_requested = True
 
     # one step --------------------------------------------------------------------------------
 
@@ -272,7 +365,10 @@ class Execution:
         return {n: MASK if n in self.secret_names else v for n, v in variables.items()}
 
     async def run_step(self, step: Step, env: ChainMap[str, Any], prefix: str) -> StepStatus:
-        key = prefix + step.id
+        key = instance_key(prefix, step.id)
+        if not await self._gate(step, key):
+            await self._skip(step, env, key, "skipped by a person")
+            return StepStatus.SKIPPED
         variables = self._variables(step, env)
         try:
             if step.when is not None and not await self.condition(step.when, variables, step):
@@ -292,21 +388,22 @@ class Execution:
         return str(condition)
 
     async def _skip(self, step: Step, env: ChainMap[str, Any], key: str, reason: str) -> None:
-        for name in step_outputs(step):
-            env.maps[0][name] = None  # a skipped step's outputs read as none
+        env.maps[0].update(dict.fromkeys(step_outputs(step)))  # a skipped step's outputs read as none
         now = utcnow()
         await self.emit(
             "step.updated",
             {"key": key, "status": "skipped", "reason": reason},
             step=(key, {"status": "skipped", "reason": reason, "started_at": now, "finished_at": now}),
         )
+        self._stepped()
 
-    async def _start(self, key: str, variables: dict[str, Any], attempt: int = 1) -> None:
+    async def _start(self, key: str, variables: dict[str, Any], attempt: int | None = None) -> None:
+        attempt = attempt or self.attempts.setdefault(key, 1)
         shown = self._shown_inputs(variables)
+        values = {"status": "running", "attempts": attempt, "started_at": utcnow(), "finished_at": None,
+                  "inputs": shown, "error": None, "reason": None}
         await self.emit(
-            "step.updated",
-            {"key": key, "status": "running", "attempt": attempt, "inputs": shown},
-            step=(key, {"status": "running", "attempts": attempt, "started_at": utcnow(), "inputs": shown}),
+            "step.updated", {"key": key, "status": "running", "attempt": attempt, "inputs": shown}, step=(key, values)
         )
 
     async def _complete(self, key: str, outputs: dict[str, Any], started: float, artifacts: list[str]) -> None:
@@ -316,11 +413,13 @@ class Execution:
             values["artifacts"] = artifacts
         await self.emit(
             "step.updated",
-            {"key": key, "status": "completed", "outputs": outputs, "duration_ms": duration_ms},
+            {"key": key, "status": "completed", "outputs": outputs, "duration_ms": duration_ms, "artifacts": artifacts},
             step=(key, values),
         )
 
     async def _fail(self, step: Step, key: str, exc: StepError, artifacts: list[str]) -> StepStatus:
+        """Records the failure, then applies on_error: fail ends the run, continue goes on, pause asks a person
+        (who retries or skips the step: RETRY comes back as PENDING)."""
         error = exc.as_dict()
         await self.emit(
             "step.updated",
@@ -329,88 +428,59 @@ class Execution:
         )
         policy = step.on_error or self.sop.defaults.on_error
         if policy == "continue":
+            self._stepped()
             return StepStatus.FAILED
         message = f"step {key} failed: {exc.describe()}"
+        if policy == "pause" and self.control is not None:
+            answer = await self.pause(Waiting(self.mask(message), key, "failed"))
+            if answer["action"] == "skip":
+                await self.step_event(key, "skipped", reason="skipped by a person after it failed")
+                return StepStatus.SKIPPED
+            await self.step_event(key, "pending", reason="retried by a person")
+            return StepStatus.PENDING
         if policy == "pause":
             message += " (on_error: pause waits for a person in the server; a headless run fails instead)"
         raise RunFailed(self.mask(message))
 
     async def run_leaf(self, step: Step, env: ChainMap[str, Any], key: str, variables: dict[str, Any]) -> StepStatus:
-        await self._start(key, variables)
+        while True:
+            status = await self._leaf_once(step, env, key, variables)
+            if status != StepStatus.PENDING:  # PENDING: a person asked for it to run again
+                return status
+
+    async def _leaf_once(
+        self, step: Step, env: ChainMap[str, Any], key: str, variables: dict[str, Any]
+    ) -> StepStatus:
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        await self._start(key, variables, self.attempts[key])
         started = asyncio.get_running_loop().time()
         timeout = step.timeout or self.sop.defaults.timeout
         ctx = StepContext(self, key, step.tab, timeout, variables, self.base_dir)
+        policy = RetryPolicy.from_spec(step.retry or self.sop.defaults.retry)
+
+        async def on_retry(number: int, exc: StepError | None, wait_s: float) -> None:
+            error = exc.as_dict() if exc else None
+            self.attempts[key] += 1
+            await self.emit(
+                "step.retried",
+                {"key": key, "attempt": self.attempts[key] - 1, "error": error, "wait_s": round(wait_s, 3)},
+                step=(key, {"attempts": self.attempts[key]}),
+            )
+
         try:
-            fields = self._render(step.templated(), variables)
-            result = await self._attempts(step, key, fields, ctx)
-            outputs = self._outputs(step, result, variables)
+            fields = render_fields(step.templated(), variables)
+            result = await attempt_step(step, fields, ctx, policy, self.limit, on_retry)
+            outputs = map_outputs(step, result, variables)
         except StepError as exc:
             if uses_browser(step):
                 await self._failure_screenshot(ctx)
             return await self._fail(step, key, exc, ctx.artifacts)
         env.maps[0].update(outputs)
         await self._complete(key, outputs, started, ctx.artifacts)
+        if uses_browser(step):
+            await self._send_frame(step, key)
+        self._stepped()
         return StepStatus.COMPLETED
-
-    def _render(self, value: Any, variables: dict[str, Any]) -> Any:
-        try:
-            return render(value, variables)
-        except ExpressionError as exc:
-            raise StepError(ErrorKind.TEMPLATE, str(exc)) from None
-
-    async def _attempts(self, step: Step, key: str, fields: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-        policy = RetryPolicy.from_spec(step.retry or self.sop.defaults.retry)
-        executor = EXECUTORS[step.action]
-        retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(policy.attempts),
-            wait=policy.wait(),
-            retry=tenacity.retry_if_exception(is_retryable),
-            reraise=True,
-            before_sleep=self._announce_retry(key),
-        )
-        async for attempt in retrying:
-            with attempt:
-                number = attempt.retry_state.attempt_number
-                if number > 1:
-                    await self.emit(
-                        "step.updated",
-                        {"key": key, "status": "running", "attempt": number},
-                        step=(key, {"attempts": number}),
-                    )
-                async with self.limit:
-                    return await self._attempt(executor, step, fields, ctx)
-        raise AssertionError("unreachable: tenacity reraises the last error")
-
-    def _announce_retry(self, key: str) -> Any:
-        async def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            error = exc.as_dict() if isinstance(exc, StepError) else {"message": str(exc)}
-            await self.emit(
-                "step.retried",
-                {"key": key, "attempt": state.attempt_number, "error": error, "wait_s": round(state.upcoming_sleep, 3)},
-            )
-
-        return before_sleep
-
-    async def _attempt(self, executor: Any, step: Step, fields: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
-        try:
-            # Playwright gets the step's timeout; this one catches whatever does not honour it
-            async with asyncio.timeout(ctx.timeout + 1.0):
-                return await executor(step, fields, ctx)
-        except TimeoutError:
-            raise StepError(
-                ErrorKind.TIMEOUT,
-                f"{step.action} did not finish within {format_duration(ctx.timeout)}",
-                url=self._tab_url(step.tab),
-            ) from None
-        except (StepError, asyncio.CancelledError):
-            raise
-        except Exception as exc:  # an executor's unexpected error still fails only its step
-            raise StepError(ErrorKind.ACTION, f"{step.action} failed: {type(exc).__name__}: {exc}") from None
-
-    def _tab_url(self, tab: str) -> str | None:
-        page = self._tabs.get(tab)
-        return page.url if page is not None and not page.is_closed() else None
 
     async def _failure_screenshot(self, ctx: StepContext) -> None:
         page = self._tabs.get(ctx.tab)
@@ -421,27 +491,19 @@ class Execution:
         except Exception:  # a screenshot is a courtesy; the step's own error is what matters
             ctx.artifacts.pop()
 
-    def _outputs(self, step: Step, result: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
-        outputs: dict[str, Any] = {}
-        for name, source in step.outputs.items():
-            if "{" in source:
-                outputs[name] = self._render(source, {**variables, "result": result})
-            elif source in result:
-                outputs[name] = result[source]
-            else:
-                fields = ", ".join(sorted(result)) or "none"
-                raise StepError(
-                    ErrorKind.ACTION,
-                    f"output '{name}' reads '{source}', which the {step.action} "
-                    f"result does not have (it has: {fields})",
-                )
-        return outputs
+    async def _send_frame(self, step: Step, key: str) -> None:
+        frames = self.runner.frames
+        page = self._tabs.get(step.tab)
+        if frames is None or page is None or not frames.watching(self.run_id):
+            return
+        with contextlib.suppress(Exception):  # a frame for the live view is never worth failing a step for
+            await frames.frame(self.run_id, key, await page.screenshot(type="jpeg", quality=60, timeout=2000))
 
     # conditions and steps holding steps -------------------------------------------------------
 
     async def condition(self, condition: Condition, variables: dict[str, Any], step: Step) -> bool:
         if isinstance(condition, Probe):
-            selector = self._render(condition.selector, variables)
+            selector = render_fields(condition.selector, variables)
             page = await self.page(step.tab)
             count = await page.locator(selector).count()
             return count > 0 if condition.exists is not None else count == 0
@@ -450,8 +512,21 @@ class Execution:
         except ExpressionError as exc:
             raise StepError(ErrorKind.TEMPLATE, str(exc)) from None
 
+    async def _nested(self, step: Step, key: str, body: Any) -> Any:
+        """Runs a body; when it ends the run, the step holding it is marked failed too."""
+        try:
+            return await body
+        except RunFailed as exc:
+            error = StepError(ErrorKind.ACTION, str(exc)).as_dict()
+            await self.emit(
+                "step.updated",
+                {"key": key, "status": "failed", "error": error},
+                step=(key, {"status": "failed", "finished_at": utcnow(), "error": error}),
+            )
+            raise
+
     async def run_if(self, step: If, env: ChainMap[str, Any], prefix: str, variables: dict[str, Any]) -> StepStatus:
-        key = prefix + step.id
+        key = instance_key(prefix, step.id)
         await self._start(key, variables)
         started = asyncio.get_running_loop().time()
         try:
@@ -464,37 +539,17 @@ class Execution:
         await self._complete(key, {"branch": branch}, started, [])
         return StepStatus.COMPLETED
 
-    async def _nested(self, step: Step, key: str, body: Any) -> Any:
-        """Runs a body; when it ends the run, the step holding it is marked failed too."""
+    async def _loop_items(self, loop: Loop, variables: dict[str, Any]) -> list[Any] | None:
         try:
-            return await body
-        except RunFailed as exc:
-            error = StepError(ErrorKind.ACTION, str(exc))
-            await self.emit(
-                "step.updated",
-                {"key": key, "status": "failed", "error": error.as_dict()},
-                step=(key, {"status": "failed", "finished_at": utcnow(), "error": error.as_dict()}),
-            )
-            raise
-
-    async def _loop_items(self, loop: Loop, variables: dict[str, Any], key: str) -> list[Any] | None:
-        if loop.for_each is not None:
-            items = self._render(loop.for_each, variables)
-            if isinstance(items, dict):
-                items = [{"key": k, "value": v} for k, v in items.items()]
-            if not isinstance(items, list):
-                raise StepError(ErrorKind.TEMPLATE, f"for_each gave {type(items).__name__} {items!r}, not a list")
-            return items
-        if loop.repeat is not None:
-            count = self._render(loop.repeat, variables)
-            if isinstance(count, str) and count.strip().isdigit():
-                count = int(count)
-            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-                raise StepError(ErrorKind.TEMPLATE, f"repeat gave {count!r}, not a whole number")
-            return list(range(count))
+            if loop.for_each is not None:
+                return for_each_items(render_fields(loop.for_each, variables))
+            if loop.repeat is not None:
+                return repeat_items(render_fields(loop.repeat, variables))
+        except LoopError as exc:
+            raise StepError(ErrorKind.TEMPLATE, str(exc)) from None
         if loop.for_each_element is not None:
-            selector = self._render(loop.for_each_element, variables)
-            return [f"{selector} >> nth={i}" for i in range(await self._count_elements(loop, selector))]
+            selector = render_fields(loop.for_each_element, variables)
+            return element_items(selector, await self._count_elements(loop, selector))
         return None
 
     async def _count_elements(self, loop: Loop, selector: str) -> int:
@@ -513,37 +568,32 @@ class Execution:
     async def run_loop(self, loop: Loop, env: ChainMap[str, Any], key: str, variables: dict[str, Any]) -> StepStatus:
         await self._start(key, variables)
         started = asyncio.get_running_loop().time()
-        body_names = set().union(*(step_outputs(s) for s in loop.steps))
         collected: dict[str, list[Any]] = {name: [] for name in loop.collect}
-        last: dict[str, Any] = dict.fromkeys(body_names)
-        prefix = key + "["
+        last: dict[str, Any] = dict.fromkeys(set().union(*(step_outputs(s) for s in loop.steps)))
         index = 0
         try:
-            items = await self._loop_items(loop, variables, key)
-            if items is not None and len(items) > loop.max_iterations:
-                raise StepError(
-                    ErrorKind.ACTION,
-                    f"loop {key} has {len(items)} items, more than max_iterations ({loop.max_iterations})",
-                )
+            items = await self._loop_items(loop, variables)
+            if items is not None:
+                check_iterations(key, len(items), loop.max_iterations)
             while items is None or index < len(items):
                 item = items[index] if items is not None else index
                 scope = {**variables, **last, loop.as_: item, "index": index}
                 if loop.while_ is not None and not await self.condition(loop.while_, scope, loop):
                     break
                 if index >= loop.max_iterations:
-                    raise StepError(
-                        ErrorKind.ACTION,
-                        f"loop {key} ran {loop.max_iterations} iterations and its "
-                        "condition still asks for more (raise max_iterations if that is expected)",
-                    )
+                    raise LoopError(f"loop {key} ran {loop.max_iterations} iterations and its condition still "
+                                    "asks for more (raise max_iterations if that is expected)")
                 body_env = env.new_child({loop.as_: item, "index": index}).new_child()
-                last = await self._nested(loop, key, self.run_scope(loop.steps, body_env, f"{prefix}{index}].", key))
+                body = self.run_scope(loop.steps, body_env, iteration_prefix(key, index), key)
+                last = await self._nested(loop, key, body)
                 for name, var in loop.collect.items():
                     collected[name].append(last.get(var))
                 index += 1
                 scope = {**variables, **last, loop.as_: item, "index": index - 1}
                 if loop.until is not None and await self.condition(loop.until, scope, loop):
                     break
+        except LoopError as exc:
+            return await self._fail(loop, key, StepError(ErrorKind.ACTION, str(exc)), [])
         except StepError as exc:
             return await self._fail(loop, key, exc, [])
         env.maps[0].update(collected)

@@ -42,8 +42,9 @@ _RUN_MOVES: dict[RunStatus, frozenset[RunStatus]] = {
         {RunStatus.PAUSED, RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.QUEUED}
     ),
     RunStatus.PAUSED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.QUEUED}),
-    RunStatus.COMPLETED: frozenset(),
-    RunStatus.FAILED: frozenset({RunStatus.QUEUED}),  # a person retries a failed step
+    # a person retries a failed step, or reruns a completed one: the run goes back in the queue
+    RunStatus.COMPLETED: frozenset({RunStatus.QUEUED}),
+    RunStatus.FAILED: frozenset({RunStatus.QUEUED}),
     RunStatus.CANCELLED: frozenset(),
 }
 

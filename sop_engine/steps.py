@@ -293,6 +293,42 @@ class Sleep(Step):
     duration: Duration
 
 
+# steps that wait for a person -------------------------------------------------------------
+
+
+class FormField(Strict):
+    type: Literal["string", "integer", "number", "boolean"] = "string"
+    label: str | None = None
+    secret: bool = False
+    default: Any = None
+
+
+class Input(Step):
+    """Waits for a person to fill a form; the values become the step's outputs."""
+
+    own_fields: ClassVar[tuple[str, ...]] = ("message",)
+    action: Literal["input"]
+    message: str | None = None
+    fields: dict[str, FormField] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _outputs_default_to_fields(self) -> Input:
+        if not self.outputs:
+            self.outputs = {name: name for name in self.fields}
+        return self
+
+
+class Approval(Step):
+    """Waits for a person to approve (outputs `approved: true`, `comment`) or reject (the step fails)."""
+
+    own_fields: ClassVar[tuple[str, ...]] = ("message",)
+    action: Literal["approval"]
+    message: str
+
+
+HUMAN_ACTIONS = frozenset({"input", "approval"})
+
+
 # steps holding steps -------------------------------------------------------------------------
 
 
@@ -360,6 +396,8 @@ STEP_MODELS: dict[str, type[Step]] = {
     "sleep": Sleep,
     "loop": Loop,
     "if": If,
+    "input": Input,
+    "approval": Approval,
 }
 
 

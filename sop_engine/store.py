@@ -95,7 +95,9 @@ class Store:
 
     # runs ------------------------------------------------------------------------------------
 
-    def create_run(self, document: SopDocumentRow, inputs: dict[str, Any], status: str, priority: int = 1) -> RunRow:
+    def create_run(
+        self, document: SopDocumentRow, inputs: dict[str, Any], status: str, priority: int = 1, **extra: Any
+    ) -> RunRow:
         run = RunRow(
             id=uuid.uuid4().hex,
             document_id=document.id,
@@ -105,6 +107,7 @@ class Store:
             priority=priority,
             inputs=inputs,
             created_at=utcnow(),
+            **extra,
         )
         with self.session() as s, s.begin():
             s.add(run)

@@ -35,6 +35,8 @@ class RunRow(SQLModel, table=True):
     inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     outputs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     error: str | None = Field(default=None, sa_column=Column(Text))
+    waiting: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # why paused, what it needs
+    secrets: str | None = Field(default=None, sa_column=Column(Text))  # secret inputs, encrypted, until it ends
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

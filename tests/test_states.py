@@ -44,6 +44,7 @@ RUN_MOVES = {
     (R.PAUSED, R.CANCELLED),
     (R.PAUSED, R.QUEUED),
     (R.FAILED, R.QUEUED),  # a person retries a failed step
+    (R.COMPLETED, R.QUEUED),  # a person reruns a completed step
 }
 
 
@@ -83,11 +84,16 @@ def test_refused_run_transitions(current, new):
     assert str(caught.value) == f"a {current.value} run cannot become {new.value}"
 
 
-@pytest.mark.parametrize("done", [R.COMPLETED, R.CANCELLED])
-def test_a_completed_or_cancelled_run_is_final(done):
+def test_a_cancelled_run_is_final():
     for new in RunStatus:
         with pytest.raises(TransitionError):
-            check_run_transition(done, new)
+            check_run_transition(R.CANCELLED, new)
+
+
+def test_a_completed_run_only_goes_back_to_the_queue():
+    for new in set(RunStatus) - {R.QUEUED}:
+        with pytest.raises(TransitionError):
+            check_run_transition(R.COMPLETED, new)
 
 
 def test_a_step_never_stays_in_its_status():

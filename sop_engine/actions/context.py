@@ -8,6 +8,8 @@ from typing import Any, Protocol
 import httpx
 from playwright.async_api import Page
 
+from ..control import Waiting
+
 
 class ActionContext(Protocol):
     timeout: float  # seconds this attempt has
@@ -20,4 +22,10 @@ class ActionContext(Protocol):
 
     def http_client(self) -> httpx.AsyncClient: ...
 
+    key: str  # the step instance's key, e.g. add[1].type
+
     async def log(self, message: str, level: str = "info") -> None: ...
+
+    async def ask(self, waiting: Waiting) -> dict[str, Any]:
+        """Waits for a person's answer (human steps); fails the step where no person can answer."""
+        ...
