@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test lint fmt clean
+.PHONY: setup browser run demo test lint fmt clean
 
-setup: $(STAMP) browser
+setup: $(STAMP) browser node_modules/.installed
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
@@ -18,7 +18,16 @@ $(STAMP): pyproject.toml
 browser: $(STAMP)
 	@bash scripts/ensure-browser.sh $(BIN)/python
 
+# the page's third-party JavaScript (the Socket.IO client), from the npm registry, never a CDN
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "Node.js and npm are needed for the web page's packages"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 run: setup
+	$(BIN)/sop-engine serve
+
+demo: setup
 	$(BIN)/sop-engine demo
 
 test: setup
@@ -30,4 +39,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check sop_engine web tests
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) data node_modules .pytest_cache .ruff_cache *.egg-info

@@ -28,6 +28,7 @@ class RunControl:
     breakpoints: set[str] = field(default_factory=set)  # step keys (add[1].type) or step ids (type)
     skips: set[str] = field(default_factory=set)  # pending step keys to skip when reached
     waiting: Waiting | None = None
+    stopping: bool = False  # the process shuts down: the run goes back to the queue instead of being cancelled
     _answer: asyncio.Future[dict[str, Any]] | None = None
 
     def has_breakpoint(self, key: str, step_id: str) -> bool:

@@ -19,7 +19,7 @@ from .control import RunControl, Waiting
 from .document import LoadedSop
 from .durations import format_duration
 from .errors import ErrorKind, StepError
-from .events import Event, EventSink, utcnow
+from .events import EventSink, utcnow
 from .expressions import ExpressionError, evaluate_condition
 from .graph import Graph, build_graph, step_outputs
 from .loops import (
@@ -37,6 +37,7 @@ from .states import RunStatus, StepStatus, check_run_transition, check_step_tran
 from .steps import Condition, If, Loop, Probe, Step, uses_browser
 from .store import Store, data_dir
 from .tables import RunRow
+from .vault import Vault
 
 
 class RunFailed(Exception):
@@ -82,12 +83,20 @@ class Runner:
         self.frames = frames
 
     def create_run(self, loaded: LoadedSop, inputs: dict[str, Any], priority: int = 1, **extra: Any) -> RunRow:
+        """Stores a queued run. With secret inputs, the full inputs are kept encrypted so that a worker
+        (perhaps after a restart) can run it; what is stored in the open has the secrets masked."""
         document = self.store.save_document(loaded)
         shown = shown_inputs(loaded, inputs)
+        if loaded.sop.secret_inputs:
+            extra["secrets"] = Vault().seal(inputs)
         run = self.store.create_run(document, shown, RunStatus.QUEUED.value, priority, **extra)
         data = {"status": RunStatus.QUEUED.value, "sop_id": run.sop_id, "inputs": shown}
-        self.store.record(Event(run.id, 1, "run.created", data))
+        self.store.record(run.id, "run.created", data)
         return run
+
+    def inputs_of(self, run: RunRow) -> dict[str, Any]:
+        """The real inputs of a stored run."""
+        return Vault().open(run.secrets) if run.secrets else dict(run.inputs)
 
     async def execute(
         self, run_id: str, loaded: LoadedSop, inputs: dict[str, Any], control: RunControl | None = None
@@ -115,7 +124,6 @@ class Execution:
         self.control = control
         self.secret_names = self.sop.secret_inputs
         self.mask = Masker([inputs.get(n) for n in self.secret_names])
-        self.seq = self.store.last_seq(run_id)
         rows = self.store.steps(run_id)
         self.status: dict[str, StepStatus] = {r.key: StepStatus(r.status) for r in rows}
         self.stored_outputs: dict[str, dict[str, Any]] = {r.key: r.outputs or {} for r in rows}
@@ -153,10 +161,10 @@ class Execution:
             self.run_status = RunStatus(run["status"])
         for row in new_steps or ():
             self.status[row["key"]] = StepStatus.PENDING
-        self.seq += 1
-        event = Event(self.run_id, self.seq, type_, self.mask(data))
-        self.store.record(
-            event,
+        event = self.store.record(
+            self.run_id,
+            type_,
+            self.mask(data),
             run=self.mask(run) if run else None,
             step=(step[0], self.mask(step[1])) if step else None,
             new_steps=new_steps or (),
@@ -209,7 +217,10 @@ class Execution:
         except TimeoutError:
             status, error = RunStatus.FAILED, f"the run did not finish within {format_duration(self.sop.timeout or 0)}"
         except asyncio.CancelledError:
-            await self._finish(RunStatus.CANCELLED, {}, "cancelled")
+            if self.control is not None and self.control.stopping:
+                await self._set_run(RunStatus.QUEUED, error="the server stopped; the run goes on when it restarts")
+            else:
+                await self._finish(RunStatus.CANCELLED, {}, "cancelled")
             raise
         finally:
             await self.close()
@@ -230,7 +241,8 @@ class Execution:
                 )
 
     async def _set_run(self, status: RunStatus, **values: Any) -> None:
-        data = {"status": status.value, **{k: v for k, v in values.items() if k in ("error", "outputs", "waiting")}}
+        shown = ("error", "outputs", "waiting")
+        data = {"status": status.value, **{k: v for k, v in values.items() if k in shown}}
         await self.emit("run.updated", data, run={"status": status.value, **values})
 
     async def _finish(self, status: RunStatus, outputs: dict[str, Any], error: str | None) -> None:

@@ -15,7 +15,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 
 from .document import LoadedSop
 from .events import Event, utcnow
-from .tables import RunEventRow, RunRow, SopDocumentRow, StepRunRow
+from .tables import AuditRow, RunEventRow, RunRow, SopDocumentRow, StepRunRow
 
 
 def data_dir() -> Path:
@@ -33,6 +33,7 @@ def default_database_url() -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers go on while a run writes; FULL makes a committed step survive a power cut
+    dbapi_connection.isolation_level = None  # transactions are begun below, taking the write lock at once
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
@@ -45,6 +46,8 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         sa_event.listen(engine, "connect", _sqlite_pragmas)
+        # a write transaction takes the lock at its start, so two writers queue instead of deadlocking
+        sa_event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -86,6 +89,25 @@ class Store:
             s.add(row)
         return row
 
+    def document_by_id(self, document_id: int) -> SopDocumentRow | None:
+        with self.session() as s:
+            return s.get(SopDocumentRow, document_id)
+
+    def documents(self) -> list[SopDocumentRow]:
+        """The latest version of every SOP, by id."""
+        with self.session() as s:
+            latest = select(SopDocumentRow.sop_id, func.max(SopDocumentRow.version).label("v"))
+            latest = latest.group_by(SopDocumentRow.sop_id).subquery()
+            query = select(SopDocumentRow).join(
+                latest, (SopDocumentRow.sop_id == latest.c.sop_id) & (SopDocumentRow.version == latest.c.v)
+            )
+            return list(s.exec(query.order_by(SopDocumentRow.sop_id)))
+
+    def versions(self, sop_id: str) -> list[SopDocumentRow]:
+        with self.session() as s:
+            query = select(SopDocumentRow).where(SopDocumentRow.sop_id == sop_id)
+            return list(s.exec(query.order_by(SopDocumentRow.version)))
+
     def document(self, sop_id: str, version: int | None = None) -> SopDocumentRow | None:
         with self.session() as s:
             query = select(SopDocumentRow).where(SopDocumentRow.sop_id == sop_id)
@@ -117,37 +139,112 @@ class Store:
         with self.session() as s:
             return s.get(RunRow, run_id)
 
+    def runs(
+        self, status: str | None = None, sop_id: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[RunRow], int]:
+        with self.session() as s:
+            query = select(RunRow)
+            counting = select(func.count()).select_from(RunRow)
+            for column, value in ((RunRow.status, status), (RunRow.sop_id, sop_id)):
+                if value is not None:
+                    query = query.where(column == value)
+                    counting = counting.where(column == value)
+            rows = s.exec(query.order_by(RunRow.created_at.desc()).offset(offset).limit(limit)).all()
+            return list(rows), s.exec(counting).one()
+
     def steps(self, run_id: str) -> list[StepRunRow]:
         with self.session() as s:
             return list(s.exec(select(StepRunRow).where(StepRunRow.run_id == run_id).order_by(StepRunRow.id)))
 
-    def events(self, run_id: str, since: int = 0) -> list[RunEventRow]:
+    def events(self, run_id: str, since: int = 0, limit: int | None = None) -> list[RunEventRow]:
         with self.session() as s:
             query = select(RunEventRow).where(RunEventRow.run_id == run_id, RunEventRow.seq > since)
-            return list(s.exec(query.order_by(RunEventRow.seq)))
+            return list(s.exec(query.order_by(RunEventRow.seq).limit(limit)))
 
     def last_seq(self, run_id: str) -> int:
-        with self.session() as s:
-            return s.exec(select(func.max(RunEventRow.seq)).where(RunEventRow.run_id == run_id)).one() or 0
+        run = self.run(run_id)
+        return run.last_seq if run else 0
 
-    # writes of a running run: the state change and its event commit together ----------------
+    def audit(self, run_id: str) -> list[AuditRow]:
+        with self.session() as s:
+            return list(s.exec(select(AuditRow).where(AuditRow.run_id == run_id).order_by(AuditRow.id)))
+
+    def step_counts(self, run_id: str) -> dict[str, int]:
+        with self.session() as s:
+            query = select(StepRunRow.status, func.count()).where(StepRunRow.run_id == run_id)
+            return dict(s.exec(query.group_by(StepRunRow.status)).all())
+
+    def typical_durations(self, sop_id: str, runs: int = 5) -> dict[str, float]:
+        """Mean seconds per step id over the SOP's latest completed runs, for ETAs."""
+        with self.session() as s:
+            recent = select(RunRow.id).where(RunRow.sop_id == sop_id, RunRow.status == "completed")
+            recent = recent.order_by(RunRow.created_at.desc()).limit(runs)
+            rows = s.exec(
+                select(StepRunRow.step_id, StepRunRow.started_at, StepRunRow.finished_at).where(
+                    StepRunRow.run_id.in_(recent), StepRunRow.status == "completed"  # type: ignore[attr-defined]
+                )
+            ).all()
+        totals: dict[str, list[float]] = {}
+        for step_id, started, finished in rows:
+            if started and finished:
+                totals.setdefault(step_id, []).append((finished - started).total_seconds())
+        return {k: sum(v) / len(v) for k, v in totals.items()}
+
+    # the queue -------------------------------------------------------------------------------
+
+    def claim_next_run(self, worker: str) -> RunRow | None:
+        """Takes the queued run of highest priority, oldest first. Safe with several worker processes:
+        the conditional update succeeds for one of them only."""
+        while True:
+            with self.session() as s, s.begin():
+                query = select(RunRow.id).where(RunRow.status == "queued")
+                candidate = s.exec(query.order_by(RunRow.priority, RunRow.created_at).limit(1)).first()
+                if candidate is None:
+                    return None
+                taken = s.execute(
+                    update(RunRow)
+                    .where(RunRow.id == candidate, RunRow.status == "queued")
+                    .values(status="running", worker=worker, heartbeat_at=utcnow())
+                )
+                if taken.rowcount == 1:
+                    return s.get(RunRow, candidate)
+
+    def runs_with_status(self, status: str) -> list[RunRow]:
+        with self.session() as s:
+            return list(s.exec(select(RunRow).where(RunRow.status == status)))
+
+    # writes of a run: the state change and its event commit together -----------------------
 
     def record(
         self,
-        event: Event,
+        run_id: str,
+        type_: str,
+        data: dict[str, Any],
         *,
         run: dict[str, Any] | None = None,
         step: tuple[str, dict[str, Any]] | None = None,
         new_steps: Iterable[dict[str, Any]] = (),
-    ) -> None:
+        reset: tuple[list[str], str | None] | None = None,
+        audit: dict[str, Any] | None = None,
+    ) -> Event:
+        """Applies a state change and appends its event, numbered next in the run's sequence, atomically."""
+        at = utcnow()
         with self.session() as s, s.begin():
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(last_seq=RunRow.last_seq + 1, **(run or {})))
+            seq = s.exec(select(RunRow.last_seq).where(RunRow.id == run_id)).one()
             for values in new_steps:
-                s.add(StepRunRow(run_id=event.run_id, **values))
-            if run:
-                s.execute(update(RunRow).where(RunRow.id == event.run_id).values(**run))
+                s.add(StepRunRow(run_id=run_id, **values))
             if step:
                 key, values = step
+                s.execute(update(StepRunRow).where(StepRunRow.run_id == run_id, StepRunRow.key == key).values(**values))
+            if reset:
+                keys, reason = reset
                 s.execute(
-                    update(StepRunRow).where(StepRunRow.run_id == event.run_id, StepRunRow.key == key).values(**values)
+                    update(StepRunRow)
+                    .where(StepRunRow.run_id == run_id, StepRunRow.key.in_(keys))  # type: ignore[attr-defined]
+                    .values(status="pending", reason=reason, error=None, outputs=None, finished_at=None)
                 )
-            s.add(RunEventRow(run_id=event.run_id, seq=event.seq, type=event.type, data=event.data, at=event.at))
+            if audit:
+                s.add(AuditRow(run_id=run_id, at=at, **audit))
+            s.add(RunEventRow(run_id=run_id, seq=seq, type=type_, data=data, at=at))
+        return Event(run_id, seq, type_, data, at)

@@ -32,11 +32,15 @@ class RunRow(SQLModel, table=True):
     sop_version: int
     status: str
     priority: int = 1  # 0 high, 1 normal, 2 low
+    last_seq: int = 0  # the run's latest event sequence number
+    worker: str | None = None  # who holds it while it runs
+    heartbeat_at: datetime | None = None
     inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     outputs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     error: str | None = Field(default=None, sa_column=Column(Text))
     waiting: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # why paused, what it needs
-    secrets: str | None = Field(default=None, sa_column=Column(Text))  # secret inputs, encrypted, until it ends
+    secrets: str | None = Field(default=None, sa_column=Column(Text))  # all inputs, encrypted, when some are secret
+    breakpoints: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -73,3 +77,17 @@ class RunEventRow(SQLModel, table=True):
     type: str
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     at: datetime
+
+
+class AuditRow(SQLModel, table=True):
+    """Who did what to a run, and when: every control a person (or API client) used."""
+
+    __tablename__ = "audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    at: datetime
+    who: str
+    action: str  # pause, resume, step, cancel, skip, retry, breakpoint, rerun, submit
+    target: str | None = None  # the step key, for step controls
+    detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

@@ -1,0 +1,44 @@
+"""Secret inputs of queued runs, kept encrypted at rest until a worker needs them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from .store import data_dir
+
+
+def _key_file() -> Path:
+    return data_dir() / "secret.key"
+
+
+def load_key() -> bytes:
+    """SOP_SECRET_KEY if set, else a key file in the data folder, made on first use (mode 0600)."""
+    named = os.environ.get("SOP_SECRET_KEY")
+    if named:
+        return named.encode()
+    path = _key_file()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(Fernet.generate_key())
+    return path.read_bytes().strip()
+
+
+class Vault:
+    def __init__(self, key: bytes | None = None) -> None:
+        self._fernet = Fernet(key or load_key())
+
+    def seal(self, values: dict[str, Any]) -> str:
+        return self._fernet.encrypt(json.dumps(values).encode()).decode()
+
+    def open(self, sealed: str) -> dict[str, Any]:
+        try:
+            return json.loads(self._fernet.decrypt(sealed.encode()))
+        except InvalidToken:
+            raise ValueError("the run's secret inputs cannot be decrypted with this key (SOP_SECRET_KEY changed?)")

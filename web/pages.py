@@ -1,0 +1,68 @@
+"""The web page's routes: Jinja2 templates, filled in and kept live by plain JavaScript."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from .api import document_json, state_of
+from .auth import COOKIE
+from .config import asset_dir
+
+templates = Jinja2Templates(directory=str(asset_dir("templates")))
+
+
+def _page(request: Request, name: str, **context: object) -> Response:
+    return templates.TemplateResponse(request, name, {"who": getattr(request.state, "who", None), **context})
+
+
+async def sops_page(request: Request) -> Response:
+    rows = state_of(request).store.documents()
+    return _page(request, "sops.html", sops=[document_json(r) for r in rows])
+
+
+async def sop_page(request: Request) -> Response:
+    state = state_of(request)
+    row = state.store.document(request.path_params["sop_id"])
+    if row is None:
+        return _page(request, "missing.html", what=f"SOP {request.path_params['sop_id']}")
+    return _page(request, "sop.html", sop=document_json(row, state.pool.document(row.id)))
+
+
+async def runs_page(request: Request) -> Response:
+    return _page(request, "runs.html")
+
+
+async def run_page(request: Request) -> Response:
+    run = state_of(request).store.run(request.path_params["run_id"])
+    if run is None:
+        return _page(request, "missing.html", what=f"run {request.path_params['run_id']}")
+    return _page(request, "run.html", run_id=run.id, sop_id=run.sop_id)
+
+
+def _signed_in(request: Request, token: str) -> Response:
+    response = RedirectResponse(request.query_params.get("next", "/"), status_code=303)
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+    return response
+
+
+async def login(request: Request) -> Response:
+    tokens = request.app.state.tokens
+    if request.method == "POST":
+        token = str((await request.form()).get("token", ""))
+    else:
+        token = request.query_params.get("token", "")
+    if token and tokens.who(token):
+        return _signed_in(request, token)
+    return _page(request, "login.html", failed=bool(token))
+
+
+routes = [
+    Route("/", sops_page),
+    Route("/sops/{sop_id}", sop_page),
+    Route("/runs", runs_page),
+    Route("/runs/{run_id}", run_page),
+    Route("/login", login, methods=["GET", "POST"]),
+]

@@ -1,0 +1,25 @@
+"""What the server's routes share, built in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sop_engine.browser import BrowserHost
+from sop_engine.runner import Runner
+from sop_engine.store import Store
+
+from .auth import Tokens
+from .controls import Controls
+from .live import LiveFeed
+from .workers import WorkerPool
+
+
+@dataclass
+class ServerState:
+    store: Store
+    browser: BrowserHost
+    runner: Runner
+    pool: WorkerPool
+    feed: LiveFeed
+    controls: Controls
+    tokens: Tokens
