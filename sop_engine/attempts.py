@@ -124,8 +124,11 @@ async def _one_attempt(executor: Any, step: Step, fields: dict[str, Any], ctx: S
         async with asyncio.timeout(deadline):
             return await executor(step, fields, ctx)
     except TimeoutError:
-        raise StepError(ErrorKind.TIMEOUT, f"{step.action} did not finish within {format_duration(ctx.timeout)}",
-                        url=ctx.execution.tab_url(step.tab)) from None
+        raise StepError(
+            ErrorKind.TIMEOUT,
+            f"{step.action} did not finish within {format_duration(ctx.timeout)}",
+            url=ctx.execution.tab_url(step.tab),
+        ) from None
     except (StepError, asyncio.CancelledError):
         raise
     except Exception as exc:  # an executor's unexpected error still fails only its step

@@ -295,8 +295,15 @@ class Execution:
             key = instance_key(prefix, step.id)
             known = self.status.get(key)
             if known is None:
-                new_rows.append({"key": key, "step_id": step.id, "parent_key": parent, "action": step.action,
-                                 "status": StepStatus.PENDING.value})
+                new_rows.append(
+                    {
+                        "key": key,
+                        "step_id": step.id,
+                        "parent_key": parent,
+                        "action": step.action,
+                        "status": StepStatus.PENDING.value,
+                    }
+                )
                 known = StepStatus.PENDING
             elif known == StepStatus.COMPLETED:
                 stored = self.stored_outputs.get(key, {})
@@ -412,8 +419,15 @@ class Execution:
     async def _start(self, key: str, variables: dict[str, Any], attempt: int | None = None) -> None:
         attempt = attempt or self.attempts.setdefault(key, 1)
         shown = self._shown_inputs(variables)
-        values = {"status": "running", "attempts": attempt, "started_at": utcnow(), "finished_at": None,
-                  "inputs": shown, "error": None, "reason": None}
+        values = {
+            "status": "running",
+            "attempts": attempt,
+            "started_at": utcnow(),
+            "finished_at": None,
+            "inputs": shown,
+            "error": None,
+            "reason": None,
+        }
         await self.emit(
             "step.updated", {"key": key, "status": "running", "attempt": attempt, "inputs": shown}, step=(key, values)
         )
@@ -460,9 +474,7 @@ class Execution:
             if status != StepStatus.PENDING:  # PENDING: a person asked for it to run again
                 return status
 
-    async def _leaf_once(
-        self, step: Step, env: ChainMap[str, Any], key: str, variables: dict[str, Any]
-    ) -> StepStatus:
+    async def _leaf_once(self, step: Step, env: ChainMap[str, Any], key: str, variables: dict[str, Any]) -> StepStatus:
         self.attempts[key] = self.attempts.get(key, 0) + 1
         await self._start(key, variables, self.attempts[key])
         started = asyncio.get_running_loop().time()
@@ -593,8 +605,10 @@ class Execution:
                 if loop.while_ is not None and not await self.condition(loop.while_, scope, loop):
                     break
                 if index >= loop.max_iterations:
-                    raise LoopError(f"loop {key} ran {loop.max_iterations} iterations and its condition still "
-                                    "asks for more (raise max_iterations if that is expected)")
+                    raise LoopError(
+                        f"loop {key} ran {loop.max_iterations} iterations and its condition still "
+                        "asks for more (raise max_iterations if that is expected)"
+                    )
                 body_env = env.new_child({loop.as_: item, "index": index}).new_child()
                 body = self.run_scope(loop.steps, body_env, iteration_prefix(key, index), key)
                 last = await self._nested(loop, key, body)

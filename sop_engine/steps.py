@@ -325,6 +325,12 @@ class Approval(Step):
     action: Literal["approval"]
     message: str
 
+    @model_validator(mode="after")
+    def _outputs_default(self) -> Approval:
+        if not self.outputs:
+            self.outputs = {"approved": "approved"}
+        return self
+
 
 HUMAN_ACTIONS = frozenset({"input", "approval"})
 

@@ -181,7 +181,8 @@ class Store:
             recent = recent.order_by(RunRow.created_at.desc()).limit(runs)
             rows = s.exec(
                 select(StepRunRow.step_id, StepRunRow.started_at, StepRunRow.finished_at).where(
-                    StepRunRow.run_id.in_(recent), StepRunRow.status == "completed"  # type: ignore[attr-defined]
+                    StepRunRow.run_id.in_(recent),
+                    StepRunRow.status == "completed",  # type: ignore[attr-defined]
                 )
             ).all()
         totals: dict[str, list[float]] = {}

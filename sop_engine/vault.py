@@ -41,4 +41,6 @@ class Vault:
         try:
             return json.loads(self._fernet.decrypt(sealed.encode()))
         except InvalidToken:
-            raise ValueError("the run's secret inputs cannot be decrypted with this key (SOP_SECRET_KEY changed?)")
+            raise ValueError(
+                "the run's secret inputs cannot be decrypted with this key (SOP_SECRET_KEY changed?)"
+            ) from None

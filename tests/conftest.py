@@ -87,3 +87,147 @@ def run_sop(store: Store, browser_host: BrowserHost, recorder: Recorder, site: s
 def fixture_sop(name: str, site: str) -> str:
     """A fixture SOP's text, its demo URLs pointed at the test's site server."""
     return (SOPS / name).read_text().replace(DEMO_PREFIX, site)
+
+
+# the server, as a real process on a loopback port -------------------------------------------
+
+TOKEN = "test-token"
+ALICE = "alice-token"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    """`sop-engine serve` in a subprocess, with its own data folder and a known token."""
+
+    def __init__(self, data: Path, concurrency: int = 4) -> None:
+        self.data = data
+        self.concurrency = concurrency
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: Any = None
+        self.log = data / "server.log"
+
+    def start(self) -> ServerProcess:
+        import os
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        self.data.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "SOP_DATA_DIR": str(self.data), "SOP_API_TOKEN": TOKEN, "SOP_API_TOKENS": f"alice:{ALICE}"}
+        env.pop("SOP_DATABASE_URL", None)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sop_engine",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--concurrency",
+                    str(self.concurrency),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/api/sops", headers=self.auth(), timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the server did not start: {self.log.read_text()[-2000:]}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    @staticmethod
+    def auth(token: str = TOKEN) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def client(self, token: str = TOKEN) -> Any:
+        import httpx
+
+        return httpx.Client(base_url=self.url, headers=self.auth(token), timeout=15)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path_factory.mktemp("server") / "data").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def api(server: ServerProcess) -> Iterator[Any]:
+    with server.client() as client:
+        yield client
+
+
+def wait_for(predicate: Any, timeout: float = 20, interval: float = 0.05) -> Any:
+    """Polls until `predicate()` is truthy (and returns it), or fails after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+def wait_run(api: Any, run_id: str, statuses: set[str] | str, timeout: float = 30) -> dict[str, Any]:
+    wanted = {statuses} if isinstance(statuses, str) else statuses
+
+    def reached() -> dict[str, Any] | None:
+        run = api.get(f"/api/runs/{run_id}").json()
+        if run["status"] in {"completed", "failed", "cancelled"} - wanted:
+            raise AssertionError(f"the run ended {run['status']}: {run['error']} {run['steps']}")
+        return run if run["status"] in wanted else None
+
+    return wait_for(reached, timeout)
+
+
+_counter = iter(range(10**6))
+
+
+def post_sop(api: Any, text: str, prefix: str = "t") -> str:
+    """Stores a document under a fresh id (tests share one server); returns the id."""
+    sop_id = f"{prefix}-{next(_counter)}"
+    response = api.post("/api/sops", content=text.replace("SOP_ID", sop_id))
+    assert response.status_code == 201, response.text
+    return sop_id
+
+
+def start_run(api: Any, sop_id: str, inputs: dict[str, Any] | None = None, **extra: Any) -> str:
+    response = api.post("/api/runs", json={"sop_id": sop_id, "inputs": inputs or {}, **extra})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]

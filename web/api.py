@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -69,14 +68,26 @@ def step_tree(steps: list[Step]) -> list[dict[str, Any]]:
 
 
 def document_json(row: SopDocumentRow, loaded: LoadedSop | None = None) -> dict[str, Any]:
-    data = {"id": row.sop_id, "version": row.version, "name": row.name, "content_hash": row.content_hash,
-            "created_at": row.created_at.isoformat()}
+    data = {
+        "id": row.sop_id,
+        "version": row.version,
+        "name": row.name,
+        "content_hash": row.content_hash,
+        "created_at": row.created_at.isoformat(),
+    }
     if loaded is not None:
         sop = loaded.sop
         data["description"] = sop.description
-        data["inputs"] = {n: {"type": s.type, "secret": s.secret, "required": s.required,
-                              "default": None if s.required or s.secret else s.default, "description": s.description}
-                          for n, s in sop.inputs.items()}
+        data["inputs"] = {
+            n: {
+                "type": s.type,
+                "secret": s.secret,
+                "required": s.required,
+                "default": None if s.required or s.secret else s.default,
+                "description": s.description,
+            }
+            for n, s in sop.inputs.items()
+        }
         data["outputs"] = sop.outputs
         data["steps"] = step_tree(sop.steps)
     return data
@@ -86,21 +97,41 @@ def step_json(row: StepRunRow) -> dict[str, Any]:
     duration = None
     if row.started_at and row.finished_at:
         duration = round((row.finished_at - row.started_at).total_seconds() * 1000, 1)
-    return {"key": row.key, "step_id": row.step_id, "parent": row.parent_key, "action": row.action,
-            "status": row.status, "attempts": row.attempts,
-            "started_at": row.started_at.isoformat() if row.started_at else None,
-            "finished_at": row.finished_at.isoformat() if row.finished_at else None, "duration_ms": duration,
-            "inputs": row.inputs, "outputs": row.outputs, "error": row.error, "reason": row.reason,
-            "artifacts": [f"/api/artifacts/{path}" for path in row.artifacts]}
+    return {
+        "key": row.key,
+        "step_id": row.step_id,
+        "parent": row.parent_key,
+        "action": row.action,
+        "status": row.status,
+        "attempts": row.attempts,
+        "started_at": row.started_at.isoformat() if row.started_at else None,
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "duration_ms": duration,
+        "inputs": row.inputs,
+        "outputs": row.outputs,
+        "error": row.error,
+        "reason": row.reason,
+        "artifacts": [f"/api/artifacts/{path}" for path in row.artifacts],
+    }
 
 
 def run_json(run: RunRow, steps: list[StepRunRow] | None = None) -> dict[str, Any]:
-    data = {"id": run.id, "sop_id": run.sop_id, "sop_version": run.sop_version, "status": run.status,
-            "priority": PRIORITY_NAMES.get(run.priority, "normal"), "inputs": run.inputs, "outputs": run.outputs,
-            "error": run.error, "waiting": run.waiting, "breakpoints": run.breakpoints, "seq": run.last_seq,
-            "created_at": run.created_at.isoformat(),
-            "started_at": run.started_at.isoformat() if run.started_at else None,
-            "finished_at": run.finished_at.isoformat() if run.finished_at else None}
+    data = {
+        "id": run.id,
+        "sop_id": run.sop_id,
+        "sop_version": run.sop_version,
+        "status": run.status,
+        "priority": PRIORITY_NAMES.get(run.priority, "normal"),
+        "inputs": run.inputs,
+        "outputs": run.outputs,
+        "error": run.error,
+        "waiting": run.waiting,
+        "breakpoints": run.breakpoints,
+        "seq": run.last_seq,
+        "created_at": run.created_at.isoformat(),
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
     if steps is not None:
         data["steps"] = [step_json(s) for s in steps]
     return data
@@ -150,8 +181,10 @@ async def get_sop(request: Request) -> Response:
     if row is None:
         return error(404, f"no SOP {sop_id}" + (f" version {version}" if version else ""))
     data = document_json(row, state.pool.document(row.id))
-    data["versions"] = [{"version": v.version, "created_at": v.created_at.isoformat(), "content_hash": v.content_hash}
-                        for v in state.store.versions(sop_id)]
+    data["versions"] = [
+        {"version": v.version, "created_at": v.created_at.isoformat(), "content_hash": v.content_hash}
+        for v in state.store.versions(sop_id)
+    ]
     data["source"] = row.source
     return JSONResponse(data)
 
@@ -212,15 +245,23 @@ async def run_events(request: Request) -> Response:
         since = int(request.query_params.get("since", 0))
     except ValueError:
         return error(400, "since is a sequence number")
-    events = [{"run_id": e.run_id, "seq": e.seq, "type": e.type, "data": e.data, "at": e.at.isoformat()}
-              for e in store.events(run_id, since)]
+    events = [
+        {"run_id": e.run_id, "seq": e.seq, "type": e.type, "data": e.data, "at": e.at.isoformat()}
+        for e in store.events(run_id, since)
+    ]
     return JSONResponse({"events": events})
 
 
 async def run_audit(request: Request) -> Response:
     rows = state_of(request).store.audit(request.path_params["run_id"])
-    return JSONResponse({"audit": [{"at": r.at.isoformat(), "who": r.who, "action": r.action, "target": r.target,
-                                    "detail": r.detail} for r in rows]})
+    return JSONResponse(
+        {
+            "audit": [
+                {"at": r.at.isoformat(), "who": r.who, "action": r.action, "target": r.target, "detail": r.detail}
+                for r in rows
+            ]
+        }
+    )
 
 
 async def run_control(request: Request) -> Response:
@@ -284,10 +325,6 @@ async def artifact(request: Request) -> Response:
     return FileResponse(path)
 
 
-async def openapi(request: Request) -> Response:
-    return JSONResponse(json.loads((Path(__file__).parent / "openapi.json").read_text()))
-
-
 routes = [
     Route("/sops", create_sop, methods=["POST"]),
     Route("/sops", list_sops, methods=["GET"]),
@@ -300,5 +337,4 @@ routes = [
     Route("/runs/{run_id}/steps/{key}/{action}", step_control, methods=["POST"]),
     Route("/runs/{run_id}/{action}", run_control, methods=["POST"]),
     Route("/artifacts/{path:path}", artifact, methods=["GET"]),
-    Route("/openapi.json", openapi, methods=["GET"]),
 ]

@@ -34,8 +34,9 @@ class Controls:
     async def _audit(self, run_id: str, who: str, action: str, target: str | None = None, **values: Any) -> None:
         """Every control goes to the run's audit trail and its event log, in one transaction."""
         data = {"control": action, "who": who, "target": target, **values.pop("data", {})}
-        event = self.store.record(run_id, "control", data, audit={"who": who, "action": action, "target": target,
-                                                                  "detail": data}, **values)
+        event = self.store.record(
+            run_id, "control", data, audit={"who": who, "action": action, "target": target, "detail": data}, **values
+        )
         await self.feed.emit(event)
 
     def _run(self, run_id: str) -> Any:
@@ -90,8 +91,12 @@ class Controls:
             raise Refused(f"the run is {run.status} already")
         await self._audit(run_id, who, "cancel")
         if not await self.pool.cancel(run_id):
-            self.store.record(run_id, "run.updated", {"status": "cancelled", "error": "cancelled"},
-                              run={"status": "cancelled", "error": "cancelled"})
+            self.store.record(
+                run_id,
+                "run.updated",
+                {"status": "cancelled", "error": "cancelled"},
+                run={"status": "cancelled", "error": "cancelled"},
+            )
 
     # step controls ---------------------------------------------------------------------------
 
@@ -104,8 +109,14 @@ class Controls:
             await self._audit(run_id, who, "skip", key)
             live.control.answer("skip")  # type: ignore[union-attr]
         elif row.status == "failed" and run.status in RUN_TERMINAL | {RunStatus.PAUSED}:
-            await self._audit(run_id, who, "skip", key, step=(key, {"status": "skipped", "reason": "skipped by "
-                                                                    f"{who} after it failed"}), run=self._requeue())
+            await self._audit(
+                run_id,
+                who,
+                "skip",
+                key,
+                step=(key, {"status": "skipped", "reason": f"skipped by {who} after it failed"}),
+                run=self._requeue(),
+            )
         elif row.status == "pending" and run.status not in RUN_TERMINAL:
             if live is not None:
                 live.control.skips.add(key)
@@ -113,14 +124,17 @@ class Controls:
                 if waiting is not None and waiting.key == key and waiting.kind in ("pause", "breakpoint"):
                     live.control.answer("step")  # skip it now, and stay paused before the next step
             else:
-                await self._audit(run_id, who, "skip", key,
-                                  step=(key, {"status": "skipped", "reason": f"skipped by {who}"}))
+                await self._audit(
+                    run_id, who, "skip", key, step=(key, {"status": "skipped", "reason": f"skipped by {who}"})
+                )
         else:
-            raise Refused(f"step {key} is {row.status} in a {run.status} run; only a pending step, or a failed "
-                          "one, can be skipped")
+            raise Refused(
+                f"step {key} is {row.status} in a {run.status} run; only a pending step, or a failed "
+                "one, can be skipped"
+            )
 
     async def retry(self, run_id: str, key: str, who: str, loaded: LoadedSop) -> None:
-        run = self._run(run_id)
+        self._run(run_id)
         row = self._step_row(run_id, key)
         if row.status != "failed":
             raise Refused(f"step {key} is {row.status}; only a failed step can be retried")
@@ -147,8 +161,9 @@ class Controls:
             live.control.stopping = True
             await self.pool.cancel(run_id)
         keys = self.rerun_keys(run_id, key, loaded)
-        await self._audit(run_id, who, "rerun", key, reset=(keys, f"rerun by {who}"), run=self._requeue(),
-                          data={"reset": keys})
+        await self._audit(
+            run_id, who, "rerun", key, reset=(keys, f"rerun by {who}"), run=self._requeue(), data={"reset": keys}
+        )
 
     async def breakpoint(self, run_id: str, key: str, on: bool, who: str, loaded: LoadedSop) -> None:
         run = self._run(run_id)

@@ -97,8 +97,14 @@ class LiveFeed:
         counts = self.store.step_counts(run_id)
         total = sum(counts.values())
         done = sum(n for status, n in counts.items() if status in _TERMINAL)
-        return {"run_id": run_id, "seq": seq, "completed": done, "total": total,
-                "percent": round(100 * done / total, 1) if total else 0.0, "eta_s": self.eta(run_id)}
+        return {
+            "run_id": run_id,
+            "seq": seq,
+            "completed": done,
+            "total": total,
+            "percent": round(100 * done / total, 1) if total else 0.0,
+            "eta_s": self.eta(run_id),
+        }
 
     def eta(self, run_id: str) -> float | None:
         """Seconds left, from how long the steps still pending took in the SOP's earlier runs."""

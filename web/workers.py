@@ -60,8 +60,12 @@ class WorkerPool:
     def _recover(self) -> None:
         """Runs left `running` by a server that stopped go back to the queue, and resume where they were."""
         for run in self.store.runs_with_status("running"):
-            self.store.record(run.id, "run.updated", {"status": "queued", "reason": "recovered after a restart"},
-                              run={"status": "queued", "worker": None})
+            self.store.record(
+                run.id,
+                "run.updated",
+                {"status": "queued", "reason": "recovered after a restart"},
+                run={"status": "queued", "worker": None},
+            )
 
     def document(self, document_id: int) -> LoadedSop:
         loaded = self._documents.get(document_id)
@@ -93,8 +97,12 @@ class WorkerPool:
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
             except Exception:
                 log.exception("run %s crashed its worker", run.id)
-                self.store.record(run.id, "run.updated", {"status": "failed", "error": "internal error"},
-                                  run={"status": "failed", "error": "internal error: see the server log"})
+                self.store.record(
+                    run.id,
+                    "run.updated",
+                    {"status": "failed", "error": "internal error"},
+                    run={"status": "failed", "error": "internal error: see the server log"},
+                )
             finally:
                 live.done.set()
                 self.live.pop(run.id, None)
