@@ -121,7 +121,7 @@ async def _execute(loaded: LoadedSop, inputs: dict[str, Any], headed: bool, prog
     sinks = [ConsoleProgress()] if progress else []
     async with BrowserHost(headed=headed) as browser:
         runner = Runner(store, browser, sinks)
-        run = runner.create_run(loaded, inputs)
+        run = await runner.create_run(loaded, inputs)
         outcome = await runner.execute(run.id, loaded, inputs)
     return store, outcome
 

@@ -82,7 +82,7 @@ class Runner:
         self.sinks = list(sinks)
         self.frames = frames
 
-    def create_run(self, loaded: LoadedSop, inputs: dict[str, Any], priority: int = 1, **extra: Any) -> RunRow:
+    async def create_run(self, loaded: LoadedSop, inputs: dict[str, Any], priority: int = 1, **extra: Any) -> RunRow:
         """Stores a queued run. With secret inputs, the full inputs are kept encrypted so that a worker
         (perhaps after a restart) can run it; what is stored in the open has the secrets masked."""
         document = self.store.save_document(loaded)
@@ -91,7 +91,9 @@ class Runner:
             extra["secrets"] = Vault().seal(inputs)
         run = self.store.create_run(document, shown, RunStatus.QUEUED.value, priority, **extra)
         data = {"status": RunStatus.QUEUED.value, "sop_id": run.sop_id, "inputs": shown}
-        self.store.record(run.id, "run.created", data)
+        event = self.store.record(run.id, "run.created", data)
+        for sink in self.sinks:
+            await sink.emit(event)
         return run
 
     def inputs_of(self, run: RunRow) -> dict[str, Any]:

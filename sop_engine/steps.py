@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .durations import Duration
+from .durations import Duration, parse_duration
 
 STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -288,9 +288,16 @@ class Log(Step):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+def _duration_or_template(value: Any) -> Any:
+    if isinstance(value, str) and "{{" in value:
+        return value  # rendered, then read as a duration, when the step runs
+    return parse_duration(value)
+
+
 class Sleep(Step):
+    own_fields: ClassVar[tuple[str, ...]] = ("duration",)
     action: Literal["sleep"]
-    duration: Duration
+    duration: Annotated[float | str, BeforeValidator(_duration_or_template)]
 
 
 # steps that wait for a person -------------------------------------------------------------

@@ -78,7 +78,7 @@ def run_sop(store: Store, browser_host: BrowserHost, recorder: Recorder, site: s
         loaded = load_sop(text.replace("$SITE/", site), base_dir)
         resolved = resolve_inputs(loaded.sop, inputs or {})
         runner = Runner(store, browser_host, [recorder])
-        row = runner.create_run(loaded, resolved)
+        row = await runner.create_run(loaded, resolved)
         return await runner.execute(row.id, loaded, resolved)
 
     return run

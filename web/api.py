@@ -209,7 +209,7 @@ async def create_run(request: Request) -> Response:
         inputs = resolve_inputs(loaded.sop, body.inputs)
     except DocumentError as exc:
         return error(422, "the inputs do not fit the SOP", problems=[p.as_dict() for p in exc.problems])
-    created = state.runner.create_run(loaded, inputs, PRIORITIES[body.priority], breakpoints=body.breakpoints)
+    created = await state.runner.create_run(loaded, inputs, PRIORITIES[body.priority], breakpoints=body.breakpoints)
     state.pool.wake()
     return JSONResponse(run_json(state.store.run(created.id) or created, []), status_code=201)
 

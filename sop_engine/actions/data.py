@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ..durations import parse_duration
+from ..errors import ErrorKind, StepError
 from ..steps import Log, Set, Sleep
 from .context import ActionContext
 
@@ -20,8 +22,12 @@ async def log(step: Log, fields: dict[str, Any], ctx: ActionContext) -> dict[str
 
 
 async def sleep(step: Sleep, fields: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-    await asyncio.sleep(step.duration)
-    return {}
+    try:
+        seconds = parse_duration(fields["duration"])
+    except ValueError as exc:
+        raise StepError(ErrorKind.TEMPLATE, f"sleep: {exc}") from None
+    await asyncio.sleep(seconds)
+    return {"seconds": seconds}
 
 
 EXECUTORS = {"set": set_values, "log": log, "sleep": sleep}
