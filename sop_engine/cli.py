@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -187,6 +188,158 @@ def demo(
     with serve_folder(sites, port=port) as url:
         out.print(f"[dim]fixture pages at {url}[/]")
         raise typer.Exit(run_document(loaded, {}))
+
+
+def _mapping(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        column, sep, name = pair.partition("=")
+        if not sep or not column or not name:
+            err.print(f"[red]--map {pair!r}: write COLUMN=INPUT[/]")
+            raise typer.Exit(EXIT_INVALID)
+        mapping[column] = name
+    return mapping
+
+
+def _read_rows(loaded: LoadedSop, data: Path, mapping: dict[str, str], fixed: dict[str, Any]) -> list[Any]:
+    from .datafile import parse_rows, row_inputs
+
+    try:
+        cells = parse_rows(data.read_text(encoding="utf-8"), data.name)
+    except OSError as exc:
+        err.print(f"[red]--data {data}: {exc.strerror or exc}[/]")
+        raise typer.Exit(EXIT_INVALID) from None
+    except DocumentError as exc:
+        raise _invalid(exc, f"{data} is not a valid data file:") from None
+    unknown = sorted(set(mapping.values()) - set(loaded.sop.inputs))
+    if unknown:
+        err.print(f"[red]--map names {', '.join(unknown)}, which the SOP does not declare as inputs[/]")
+        raise typer.Exit(EXIT_INVALID)
+    return [row_inputs(loaded.sop, n, row, mapping, fixed) for n, row in enumerate(cells, 1)]
+
+
+async def _batch_progress(batches: Any, batch_id: str, total: int, done: asyncio.Event) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]rows[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=out, transient=False) as bar:
+        task = bar.add_task("rows", total=total, counts="")
+        while True:
+            summary = batches.summary(batch_id)
+            c = summary["counts"]
+            ended = c["completed"] + c["failed"] + c["cancelled"] + c["invalid"]
+            eta = f", ETA {summary['eta_s']:.0f}s" if summary["eta_s"] else ""
+            bar.update(task, completed=ended, counts=(
+                f"[green]{c['completed']} completed[/] [red]{c['failed']} failed[/] {c['running']} running "
+                f"{c['queued']} queued" + (f" [yellow]{c['invalid']} invalid[/]" if c["invalid"] else "")
+                + f"  {summary['rate_per_s']:.2f} rows/s{eta}"))
+            if done.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.3)
+
+
+async def _run_batch(
+    file: Path | None, data: Path | None, given: list[str], mapping: dict[str, str], concurrency: int | None,
+    resume: str | None, retry_failed: str | None, progress: bool, headed: bool,
+) -> tuple[Any, str]:
+    from .batch import Batches, default_concurrency
+
+    store = Store()
+    async with BrowserHost(headed=headed) as browser:
+        batches = Batches(Runner(store, browser))
+        if resume or retry_failed:
+            batch_id = resume or retry_failed
+            if store.batch(batch_id) is None:  # type: ignore[arg-type]
+                err.print(f"[red]no batch {batch_id} in {store.url}[/]")
+                raise typer.Exit(EXIT_INVALID)
+            if resume:
+                batches.resume(batch_id)  # type: ignore[arg-type]
+            else:
+                rows = batches.retry_failed(batch_id)  # type: ignore[arg-type]
+                if progress:
+                    out.print(f"retrying rows {', '.join(map(str, rows)) or '(none failed)'}")
+        else:
+            assert file is not None and data is not None
+            loaded = _load(file)
+            types = {name: spec.type for name, spec in loaded.sop.inputs.items()}
+            fixed = _given_inputs(given, None, types)
+            rows = _read_rows(loaded, data, mapping, fixed)
+            batch = batches.create(loaded, rows, data.name, concurrency or default_concurrency())
+            batch_id = batch.id
+            if progress:
+                out.print(f"batch {batch_id}: {len(rows)} rows of {data}")
+        total = store.batch(batch_id).rows  # type: ignore[union-attr]
+        done = asyncio.Event()
+        shown = asyncio.create_task(_batch_progress(batches, batch_id, total, done)) if progress else None
+        try:
+            await batches.run(batch_id, concurrency)  # type: ignore[arg-type]
+        finally:
+            done.set()
+            if shown:
+                await shown
+    return batches, batch_id  # type: ignore[return-value]
+
+
+@app.command()
+def batch(
+    file: Annotated[Path | None, typer.Argument(help="The SOP document (YAML or JSON).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Rows: CSV with a header, JSON array, JSON Lines.")] = None,
+    input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=VALUE for every row.")] = [],  # noqa: B006
+    map_: Annotated[list[str], typer.Option("--map", help="COLUMN=INPUT when the names differ.")] = [],  # noqa: B006
+    concurrency: Annotated[int | None, typer.Option(help="Rows run at once (default: from the cores).")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Results: .jsonl or .csv.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary and results as JSON.")] = False,
+    resume: Annotated[str | None, typer.Option("--resume", help="Go on with a batch's rows not done yet.")] = None,
+    retry_failed: Annotated[str | None, typer.Option("--retry-failed", help="Run a batch's failed rows again.")] = None,
+    headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
+) -> None:
+    """Run an SOP over every row of a data file: exit code 0 when every row completed, 1 when some did not,
+    2 when the document or the data file is invalid."""
+    from .batch import results_csv, results_jsonl
+
+    if not (resume or retry_failed) and (file is None or data is None):
+        err.print("[red]give an SOP file and --data, or --resume / --retry-failed BATCH_ID[/]")
+        raise typer.Exit(EXIT_INVALID)
+    if concurrency is not None and concurrency < 1:
+        err.print("[red]--concurrency must be at least 1[/]")
+        raise typer.Exit(EXIT_INVALID)
+    try:
+        batches, batch_id = asyncio.run(_run_batch(file, data, input, _mapping(map_), concurrency, resume,
+                                                   retry_failed, not as_json, headed))
+    except BrowserNotFound as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_FAILED) from None
+    lines = batches.results(batch_id)
+    summary = batches.summary(batch_id)
+    outputs = batches.document(batches.store.batch(batch_id).document_id).sop.outputs
+    if out_file is not None:
+        text = results_csv(lines, outputs) if out_file.suffix == ".csv" else results_jsonl(lines)
+        out_file.write_text(text, encoding="utf-8")
+    if as_json:
+        sys.stdout.write(json.dumps({"batch": summary, "results": lines}, default=str) + "\n")
+    else:
+        _print_batch_summary(summary, lines, out_file)
+    raise typer.Exit(EXIT_OK if all(line["status"] == "completed" for line in lines) else EXIT_FAILED)
+
+
+def _print_batch_summary(summary: dict[str, Any], lines: list[dict[str, Any]], out_file: Path | None) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"batch {summary['id']}")
+    for column in ("rows", "completed", "failed", "invalid", "cancelled", "rows/s"):
+        table.add_column(column, justify="right")
+    c = summary["counts"]
+    table.add_row(str(summary["rows"]), str(c["completed"]), str(c["failed"]), str(c["invalid"]),
+                  str(c["cancelled"]), f"{summary['rate_per_s']:.2f}")
+    out.print(table)
+    for line in lines:
+        if line["status"] != "completed":
+            out.print(f"  row {line['row']}: [red]{line['status']}[/] {_escape(line['error'] or '')}")
+    if out_file is not None:
+        out.print(f"results in {out_file}")
+    out.print(f"[dim]resume: sop-engine batch --resume {summary['id']}   "
+              f"retry the failed rows: sop-engine batch --retry-failed {summary['id']}[/]")
 
 
 @app.command()

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, update
+from sqlalchemy import func, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from .document import LoadedSop
 from .events import Event, utcnow
-from .tables import AuditRow, RunEventRow, RunRow, SopDocumentRow, StepRunRow
+from .tables import AuditRow, BatchItemRow, BatchRow, RunEventRow, RunRow, SopDocumentRow, StepRunRow
 
 
 def data_dir() -> Path:
@@ -193,12 +193,23 @@ class Store:
 
     # the queue -------------------------------------------------------------------------------
 
-    def claim_next_run(self, worker: str) -> RunRow | None:
-        """Takes the queued run of highest priority, oldest first. Safe with several worker processes:
+    def claim_next_run(self, worker: str, batch_id: str | None = None) -> RunRow | None:
+        """Takes the queued run of highest priority, oldest first (of one batch, when named), leaving out
+        batches that have as many runs going as their concurrency. Safe with several worker processes:
         the conditional update succeeds for one of them only."""
+        going = (
+            select(func.count())
+            .select_from(RunRow.__table__.alias("other"))  # type: ignore[attr-defined]
+            .where(text("other.batch_id = runs.batch_id"), text("other.status IN ('running', 'paused')"))
+            .scalar_subquery()
+        )
+        cap = select(BatchRow.concurrency).where(BatchRow.id == RunRow.batch_id).scalar_subquery()
         while True:
             with self.session() as s, s.begin():
                 query = select(RunRow.id).where(RunRow.status == "queued")
+                query = query.where((RunRow.batch_id == None) | (going < cap))  # noqa: E711
+                if batch_id is not None:
+                    query = query.where(RunRow.batch_id == batch_id)
                 candidate = s.exec(query.order_by(RunRow.priority, RunRow.created_at).limit(1)).first()
                 if candidate is None:
                     return None
@@ -210,9 +221,93 @@ class Store:
                 if taken.rowcount == 1:
                     return s.get(RunRow, candidate)
 
-    def runs_with_status(self, status: str) -> list[RunRow]:
+    def runs_with_status(self, status: str, batch_id: str | None = None) -> list[RunRow]:
         with self.session() as s:
-            return list(s.exec(select(RunRow).where(RunRow.status == status)))
+            query = select(RunRow).where(RunRow.status == status)
+            if batch_id is not None:
+                query = query.where(RunRow.batch_id == batch_id)
+            return list(s.exec(query))
+
+    # batches ---------------------------------------------------------------------------------
+
+    def create_batch(self, batch: BatchRow, runs: list[RunRow], items: list[BatchItemRow]) -> BatchRow:
+        """A batch with all its rows and queued runs (each with its run.created event), in one transaction."""
+        now = utcnow()
+        with self.session() as s, s.begin():
+            s.add(batch)
+            s.flush()
+            for run in runs:
+                run.last_seq = 1
+                s.add(run)
+            s.flush()
+            for run in runs:
+                data = {"status": "queued", "sop_id": run.sop_id, "inputs": run.inputs, "batch_id": batch.id,
+                        "row": run.row_number}
+                s.add(RunEventRow(run_id=run.id, seq=1, type="run.created", data=data, at=now))
+            for item in items:
+                s.add(item)
+        return batch
+
+    def batch(self, batch_id: str) -> BatchRow | None:
+        with self.session() as s:
+            return s.get(BatchRow, batch_id)
+
+    def batches(self, limit: int = 50) -> list[BatchRow]:
+        with self.session() as s:
+            return list(s.exec(select(BatchRow).order_by(BatchRow.created_at.desc()).limit(limit)))
+
+    def update_batch(self, batch_id: str, **values: Any) -> None:
+        with self.session() as s, s.begin():
+            s.execute(update(BatchRow).where(BatchRow.id == batch_id).values(**values))
+
+    def batch_items(
+        self, batch_id: str, status: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[tuple[BatchItemRow, RunRow | None]]:
+        """The rows of a batch in row order, each with the run that carries it now."""
+        with self.session() as s:
+            query = (
+                select(BatchItemRow, RunRow)
+                .join(RunRow, RunRow.id == BatchItemRow.run_id, isouter=True)  # type: ignore[arg-type]
+                .where(BatchItemRow.batch_id == batch_id)
+            )
+            if status == "invalid":
+                query = query.where(BatchItemRow.invalid != None)  # noqa: E711
+            elif status is not None:
+                query = query.where(RunRow.status == status)
+            query = query.order_by(BatchItemRow.row_number).offset(offset)
+            return list(s.exec(query.limit(limit) if limit else query).all())
+
+    def batch_counts(self, batch_id: str) -> dict[str, int]:
+        with self.session() as s:
+            counts = dict(
+                s.exec(
+                    select(RunRow.status, func.count())
+                    .join(BatchItemRow, BatchItemRow.run_id == RunRow.id)  # type: ignore[arg-type]
+                    .where(BatchItemRow.batch_id == batch_id)
+                    .group_by(RunRow.status)
+                ).all()
+            )
+            invalid = s.exec(
+                select(func.count()).where(BatchItemRow.batch_id == batch_id, BatchItemRow.invalid != None)  # noqa: E711
+            ).one()
+        if invalid:
+            counts["invalid"] = invalid
+        return counts
+
+    def replace_item_run(self, item_id: int, run: RunRow) -> None:
+        """A row's new run (a retry), queued, in one transaction with its run.created event."""
+        with self.session() as s, s.begin():
+            run.last_seq = 1
+            s.add(run)
+            s.flush()
+            data = {"status": "queued", "sop_id": run.sop_id, "inputs": run.inputs, "batch_id": run.batch_id,
+                    "row": run.row_number}
+            s.add(RunEventRow(run_id=run.id, seq=1, type="run.created", data=data, at=utcnow()))
+            s.execute(
+                update(BatchItemRow)
+                .where(BatchItemRow.id == item_id)
+                .values(run_id=run.id, attempts=BatchItemRow.attempts + 1)
+            )
 
     # writes of a run: the state change and its event commit together -----------------------
 

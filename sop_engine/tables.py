@@ -22,6 +22,38 @@ class SopDocumentRow(SQLModel, table=True):
     created_at: datetime
 
 
+class BatchRow(SQLModel, table=True):
+    """One SOP over a data file: a run per row."""
+
+    __tablename__ = "batches"
+
+    id: str = Field(primary_key=True)
+    document_id: int = Field(foreign_key="sop_documents.id")
+    sop_id: str = Field(index=True)
+    sop_version: int
+    source: str  # the data file's name
+    concurrency: int
+    priority: int = 1
+    rows: int = 0
+    status: str = "running"  # running, completed (every row ended), cancelled
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class BatchItemRow(SQLModel, table=True):
+    """A row of a batch: the run that carries it now (a retry makes a new run), or why it is invalid."""
+
+    __tablename__ = "batch_items"
+    __table_args__ = (UniqueConstraint("batch_id", "row_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    batch_id: str = Field(foreign_key="batches.id", index=True)
+    row_number: int
+    run_id: str | None = Field(default=None, index=True)  # no foreign key: runs point back at batches
+    invalid: str | None = None  # the reason the row does not fit the SOP's inputs
+    attempts: int = 1  # runs made for this row
+
+
 class RunRow(SQLModel, table=True):
     __tablename__ = "runs"
     __table_args__ = (Index("ix_runs_status_priority", "status", "priority", "created_at"),)
@@ -41,6 +73,8 @@ class RunRow(SQLModel, table=True):
     waiting: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # why paused, what it needs
     secrets: str | None = Field(default=None, sa_column=Column(Text))  # all inputs, encrypted, when some are secret
     breakpoints: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    batch_id: str | None = Field(default=None, foreign_key="batches.id", index=True)
+    row_number: int | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -134,10 +134,18 @@ async def press(step: Press, f: dict[str, Any], ctx: ActionContext) -> dict[str,
 
 async def select(step: Select, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     page = await ctx.page()
-    async with translated(page, f"select in {f['selector']!r}", f["selector"], ctx.timeout):
-        chosen = await page.locator(f["selector"]).select_option(
-            value=f["value"], label=f["label"], timeout=_ms(ctx.timeout)
-        )
+    locator = page.locator(f["selector"])
+    try:
+        async with translated(page, f"select in {f['selector']!r}", f["selector"], ctx.timeout):
+            chosen = await locator.select_option(value=f["value"], label=f["label"], timeout=_ms(ctx.timeout))
+    except StepError as exc:
+        if exc.kind == ErrorKind.TIMEOUT:  # the select is there: the option is what is missing
+            options = await locator.first.evaluate("s => [...s.options].map(o => o.value)")
+            wanted = f["value"] if f["value"] is not None else f["label"]
+            raise StepError(ErrorKind.ACTION, f"select in {f['selector']!r}: no option {wanted!r} "
+                            f"(it has: {', '.join(options)})", selector=f["selector"], url=page.url,
+                            expected=wanted, found=options) from None
+        raise
     return {"value": chosen[0] if len(chosen) == 1 else chosen}
 
 
