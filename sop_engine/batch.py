@@ -34,30 +34,56 @@ class Batches:
         self.store = runner.store
         self._documents: dict[int, LoadedSop] = {}
 
-    def _new_run(self, loaded: LoadedSop, document_id: int, version: int, batch_id: str, row: Row,
-                 priority: int, vault: Vault | None) -> RunRow:
+    def _new_run(
+        self,
+        loaded: LoadedSop,
+        document_id: int,
+        version: int,
+        batch_id: str,
+        row: Row,
+        priority: int,
+        vault: Vault | None,
+    ) -> RunRow:
         assert row.inputs is not None
         return RunRow(
-            id=uuid.uuid4().hex, document_id=document_id, sop_id=loaded.sop.id, sop_version=version,
-            status=RunStatus.QUEUED.value, priority=priority, inputs=shown_inputs(loaded, row.inputs),
-            secrets=vault.seal(row.inputs) if vault else None, created_at=utcnow(), batch_id=batch_id,
+            id=uuid.uuid4().hex,
+            document_id=document_id,
+            sop_id=loaded.sop.id,
+            sop_version=version,
+            status=RunStatus.QUEUED.value,
+            priority=priority,
+            inputs=shown_inputs(loaded, row.inputs),
+            secrets=vault.seal(row.inputs) if vault else None,
+            created_at=utcnow(),
+            batch_id=batch_id,
             row_number=row.number,
         )
 
     def create(self, loaded: LoadedSop, rows: list[Row], source: str, concurrency: int, priority: int = 1) -> BatchRow:
         document = self.store.save_document(loaded)
         vault = Vault() if loaded.sop.secret_inputs else None
-        batch = BatchRow(id=uuid.uuid4().hex, document_id=document.id, sop_id=document.sop_id,  # type: ignore[arg-type]
-                         sop_version=document.version, source=source, concurrency=concurrency, priority=priority,
-                         rows=len(rows), created_at=utcnow())
+        batch = BatchRow(
+            id=uuid.uuid4().hex,
+            document_id=document.id,
+            sop_id=document.sop_id,  # type: ignore[arg-type]
+            sop_version=document.version,
+            source=source,
+            concurrency=concurrency,
+            priority=priority,
+            rows=len(rows),
+            created_at=utcnow(),
+        )
         runs, items = [], []
         for row in rows:
             run = None
             if row.inputs is not None:
                 run = self._new_run(loaded, document.id, document.version, batch.id, row, priority, vault)  # type: ignore[arg-type]
                 runs.append(run)
-            items.append(BatchItemRow(batch_id=batch.id, row_number=row.number, run_id=run.id if run else None,
-                                      invalid=row.error))
+            items.append(
+                BatchItemRow(
+                    batch_id=batch.id, row_number=row.number, run_id=run.id if run else None, invalid=row.error
+                )
+            )
         return self.store.create_batch(batch, runs, items)
 
     def document(self, document_id: int) -> LoadedSop:
@@ -91,8 +117,12 @@ class Batches:
         pick up where they were (completed steps are not run again). Returns how many."""
         interrupted = self.store.runs_with_status("running", batch_id) + self.store.runs_with_status("paused", batch_id)
         for run in interrupted:
-            self.store.record(run.id, "run.updated", {"status": "queued", "reason": "resumed"},
-                              run={"status": "queued", "worker": None})
+            self.store.record(
+                run.id,
+                "run.updated",
+                {"status": "queued", "reason": "resumed"},
+                run={"status": "queued", "worker": None},
+            )
         self.store.update_batch(batch_id, status="running", finished_at=None)
         return len(interrupted)
 
@@ -118,8 +148,12 @@ class Batches:
         """Cancels the rows still queued; returns how many."""
         queued = self.store.runs_with_status("queued", batch_id)
         for run in queued:
-            self.store.record(run.id, "run.updated", {"status": "cancelled", "error": "batch cancelled"},
-                              run={"status": "cancelled", "error": "batch cancelled", "finished_at": utcnow()})
+            self.store.record(
+                run.id,
+                "run.updated",
+                {"status": "cancelled", "error": "batch cancelled"},
+                run={"status": "cancelled", "error": "batch cancelled", "finished_at": utcnow()},
+            )
         self.store.update_batch(batch_id, status="cancelled", finished_at=utcnow())
         return len(queued)
 
@@ -130,11 +164,25 @@ class Batches:
         lines = []
         for item, run in self.store.batch_items(batch_id):
             if run is None:
-                lines.append({"row": item.row_number, "status": "invalid", "outputs": None, "error": item.invalid,
-                              "run_id": None})
+                lines.append(
+                    {
+                        "row": item.row_number,
+                        "status": "invalid",
+                        "outputs": None,
+                        "error": item.invalid,
+                        "run_id": None,
+                    }
+                )
             else:
-                lines.append({"row": item.row_number, "status": run.status, "outputs": run.outputs,
-                              "error": run.error, "run_id": run.id})
+                lines.append(
+                    {
+                        "row": item.row_number,
+                        "status": run.status,
+                        "outputs": run.outputs,
+                        "error": run.error,
+                        "run_id": run.id,
+                    }
+                )
         return lines
 
     def summary(self, batch_id: str) -> dict[str, Any]:
@@ -146,13 +194,28 @@ class Batches:
         elapsed = (end - _aware(batch.created_at)).total_seconds()
         rate = ended / elapsed if elapsed > 0 and ended else 0.0
         left = counts.get("queued", 0) + counts.get("running", 0) + counts.get("paused", 0)
-        return {"id": batch.id, "sop_id": batch.sop_id, "sop_version": batch.sop_version, "source": batch.source,
-                "status": batch.status, "rows": batch.rows, "concurrency": batch.concurrency,
-                "counts": {s: counts.get(s, 0) for s in ("completed", "failed", "running", "queued", "paused",
-                                                         "cancelled", "invalid")},
-                "rate_per_s": round(rate, 3), "eta_s": round(left / rate, 1) if rate else None,
-                "created_at": batch.created_at.isoformat(),
-                "finished_at": batch.finished_at.isoformat() if batch.finished_at else None}
+        status = batch.status
+        if status == "running" and not left:
+            status = "completed"
+            if batch.finished_at is None:
+                self.finish_if_done(batch_id)
+        return {
+            "id": batch.id,
+            "sop_id": batch.sop_id,
+            "sop_version": batch.sop_version,
+            "source": batch.source,
+            "status": status,
+            "rows": batch.rows,
+            "concurrency": batch.concurrency,
+            "counts": {
+                s: counts.get(s, 0)
+                for s in ("completed", "failed", "running", "queued", "paused", "cancelled", "invalid")
+            },
+            "rate_per_s": round(rate, 3),
+            "eta_s": round(left / rate, 1) if rate else None,
+            "created_at": batch.created_at.isoformat(),
+            "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
+        }
 
 
 def _aware(moment: Any) -> Any:
@@ -167,8 +230,10 @@ def results_csv(lines: list[dict[str, Any]], outputs: list[str]) -> str:
     writer.writerow(["row", "status", "run_id", "error", *outputs])
     for line in lines:
         values = line["outputs"] or {}
-        cells = [v if isinstance(v, str) else "" if v is None else json.dumps(v) for v in
-                 (values.get(name) for name in outputs)]
+        cells = [
+            v if isinstance(v, str) else "" if v is None else json.dumps(v)
+            for v in (values.get(name) for name in outputs)
+        ]
         writer.writerow([line["row"], line["status"], line["run_id"] or "", line["error"] or "", *cells])
     return buffer.getvalue()
 

@@ -221,18 +221,31 @@ def _read_rows(loaded: LoadedSop, data: Path, mapping: dict[str, str], fixed: di
 async def _batch_progress(batches: Any, batch_id: str, total: int, done: asyncio.Event) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("[bold]rows[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=out, transient=False) as bar:
+    with Progress(
+        TextColumn("[bold]rows[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=False,
+    ) as bar:
         task = bar.add_task("rows", total=total, counts="")
         while True:
             summary = batches.summary(batch_id)
             c = summary["counts"]
             ended = c["completed"] + c["failed"] + c["cancelled"] + c["invalid"]
             eta = f", ETA {summary['eta_s']:.0f}s" if summary["eta_s"] else ""
-            bar.update(task, completed=ended, counts=(
-                f"[green]{c['completed']} completed[/] [red]{c['failed']} failed[/] {c['running']} running "
-                f"{c['queued']} queued" + (f" [yellow]{c['invalid']} invalid[/]" if c["invalid"] else "")
-                + f"  {summary['rate_per_s']:.2f} rows/s{eta}"))
+            bar.update(
+                task,
+                completed=ended,
+                counts=(
+                    f"[green]{c['completed']} completed[/] [red]{c['failed']} failed[/] {c['running']} running "
+                    f"{c['queued']} queued"
+                    + (f" [yellow]{c['invalid']} invalid[/]" if c["invalid"] else "")
+                    + f"  {summary['rate_per_s']:.2f} rows/s{eta}"
+                ),
+            )
             if done.is_set():
                 return
             with contextlib.suppress(TimeoutError):
@@ -240,8 +253,15 @@ async def _batch_progress(batches: Any, batch_id: str, total: int, done: asyncio
 
 
 async def _run_batch(
-    file: Path | None, data: Path | None, given: list[str], mapping: dict[str, str], concurrency: int | None,
-    resume: str | None, retry_failed: str | None, progress: bool, headed: bool,
+    file: Path | None,
+    data: Path | None,
+    given: list[str],
+    mapping: dict[str, str],
+    concurrency: int | None,
+    resume: str | None,
+    retry_failed: str | None,
+    progress: bool,
+    headed: bool,
 ) -> tuple[Any, str]:
     from .batch import Batches, default_concurrency
 
@@ -284,7 +304,7 @@ async def _run_batch(
 @app.command()
 def batch(
     file: Annotated[Path | None, typer.Argument(help="The SOP document (YAML or JSON).")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Rows: CSV with a header, JSON array, JSON Lines.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Rows: CSV, JSON array, JSON Lines.")] = None,
     input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=VALUE for every row.")] = [],  # noqa: B006
     map_: Annotated[list[str], typer.Option("--map", help="COLUMN=INPUT when the names differ.")] = [],  # noqa: B006
     concurrency: Annotated[int | None, typer.Option(help="Rows run at once (default: from the cores).")] = None,
@@ -305,8 +325,9 @@ def batch(
         err.print("[red]--concurrency must be at least 1[/]")
         raise typer.Exit(EXIT_INVALID)
     try:
-        batches, batch_id = asyncio.run(_run_batch(file, data, input, _mapping(map_), concurrency, resume,
-                                                   retry_failed, not as_json, headed))
+        batches, batch_id = asyncio.run(
+            _run_batch(file, data, input, _mapping(map_), concurrency, resume, retry_failed, not as_json, headed)
+        )
     except BrowserNotFound as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_FAILED) from None
@@ -330,16 +351,24 @@ def _print_batch_summary(summary: dict[str, Any], lines: list[dict[str, Any]], o
     for column in ("rows", "completed", "failed", "invalid", "cancelled", "rows/s"):
         table.add_column(column, justify="right")
     c = summary["counts"]
-    table.add_row(str(summary["rows"]), str(c["completed"]), str(c["failed"]), str(c["invalid"]),
-                  str(c["cancelled"]), f"{summary['rate_per_s']:.2f}")
+    table.add_row(
+        str(summary["rows"]),
+        str(c["completed"]),
+        str(c["failed"]),
+        str(c["invalid"]),
+        str(c["cancelled"]),
+        f"{summary['rate_per_s']:.2f}",
+    )
     out.print(table)
     for line in lines:
         if line["status"] != "completed":
             out.print(f"  row {line['row']}: [red]{line['status']}[/] {_escape(line['error'] or '')}")
     if out_file is not None:
         out.print(f"results in {out_file}")
-    out.print(f"[dim]resume: sop-engine batch --resume {summary['id']}   "
-              f"retry the failed rows: sop-engine batch --retry-failed {summary['id']}[/]")
+    out.print(
+        f"[dim]resume: sop-engine batch --resume {summary['id']}   "
+        f"retry the failed rows: sop-engine batch --retry-failed {summary['id']}[/]"
+    )
 
 
 @app.command()

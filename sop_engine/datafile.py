@@ -77,9 +77,7 @@ def convert_cell(value: Any, type_name: str) -> Any:
         return value
 
 
-def row_inputs(
-    sop: Sop, number: int, cells: dict[str, Any], mapping: dict[str, str], fixed: dict[str, Any]
-) -> Row:
+def row_inputs(sop: Sop, number: int, cells: dict[str, Any], mapping: dict[str, str], fixed: dict[str, Any]) -> Row:
     """The run inputs of one row: its cells (renamed by `mapping`, column -> input) over the fixed inputs.
     Empty cells count as not given; columns that are no input are left out."""
     given = dict(fixed)

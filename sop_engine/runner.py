@@ -39,6 +39,8 @@ from .store import Store, data_dir
 from .tables import RunRow
 from .vault import Vault
 
+STORAGE_EVERY = 1.0  # seconds between checkpoints of cookies and local storage on the same pages
+
 
 class RunFailed(Exception):
     """Ends the run: a step failed under on_error=fail."""
@@ -132,6 +134,7 @@ class Execution:
         self.attempts: dict[str, int] = {r.key: r.attempts for r in rows}
         run = self.store.run(run_id)
         self.run_status = RunStatus(run.status) if run else RunStatus.QUEUED
+        self.batch_id = run.batch_id if run else None
         self.limit = asyncio.Semaphore(self.sop.max_parallel)
         self.artifacts_dir = artifacts_root() / run_id
         self.base_dir = loaded.base_dir or Path.cwd()
@@ -139,6 +142,10 @@ class Execution:
         self._passed_breakpoints: set[str] = set()
         self._context: BrowserContext | None = None
         self._tabs: dict[str, Page] = {}
+        saved = self.store.checkpoint(run_id)
+        self._checkpoint: dict[str, Any] | None = {"tabs": saved.tabs, "storage": saved.storage} if saved else None
+        self._storage_at = float("-inf")
+        self._context_lost = False
         self._http: httpx.AsyncClient | None = None
 
     # I/O shared by the steps -----------------------------------------------------------------
@@ -151,6 +158,7 @@ class Execution:
         run: dict[str, Any] | None = None,
         step: tuple[str, dict[str, Any]] | None = None,
         new_steps: list[dict[str, Any]] | None = None,
+        checkpoint: dict[str, Any] | None = None,
     ) -> None:
         """Store a state change with its event in one transaction, then tell the sinks."""
         if step is not None and "status" in step[1]:
@@ -170,6 +178,7 @@ class Execution:
             run=self.mask(run) if run else None,
             step=(step[0], self.mask(step[1])) if step else None,
             new_steps=new_steps or (),
+            checkpoint=checkpoint,
         )
         for sink in self.runner.sinks:
             await sink.emit(event)
@@ -180,12 +189,49 @@ class Execution:
 
     async def page(self, tab: str) -> Page:
         page = self._tabs.get(tab)
-        if page is None or page.is_closed():
-            if self._context is None:
-                self._context = await self.runner.browser.new_context()
-            page = await self._context.new_page()
-            self._tabs[tab] = page
+        if page is not None and not page.is_closed() and not self._context_lost:
+            return page
+        if self._context is None or self._context_lost:
+            await self._open_context()
+            page = self._tabs.get(tab)
+            if page is not None:
+                return page
+        assert self._context is not None
+        page = self._tabs[tab] = await self._context.new_page()
         return page
+
+    async def _open_context(self) -> None:
+        """A browser context for the run; after a crash or a restart it is put back where the last
+        checkpoint left it: cookies and local storage, and each tab at its URL."""
+        if self._context is not None:
+            with contextlib.suppress(Exception):
+                await self._context.close()
+        saved = self._checkpoint or {}
+        self._context = await self.runner.browser.new_context(storage_state=saved.get("storage") or None)
+        self._context.on("close", lambda _: setattr(self, "_context_lost", True))
+        self._context_lost = False
+        self._tabs = {}
+        for name, url in (saved.get("tabs") or {}).items():
+            page = self._tabs[name] = await self._context.new_page()
+            if url and url != "about:blank":
+                with contextlib.suppress(Exception):  # the step that needs the page reports what is wrong
+                    await page.goto(url, timeout=30_000)
+
+    async def _checkpoint_after(self, step: Step, key: str) -> dict[str, Any] | None:
+        """After a browser step: the tabs' URLs always; cookies and local storage when a URL changed,
+        after a navigation, and otherwise at most every STORAGE_EVERY seconds (they cost a few ms)."""
+        if not uses_browser(step) or self._context is None or self._context_lost:
+            return None
+        tabs = {name: page.url for name, page in self._tabs.items() if not page.is_closed()}
+        checkpoint: dict[str, Any] = {"key": key, "tabs": tabs}
+        now = asyncio.get_running_loop().time()
+        previous = self._checkpoint or {}
+        if tabs != previous.get("tabs") or step.action == "navigate" or now - self._storage_at >= STORAGE_EVERY:
+            with contextlib.suppress(Exception):
+                checkpoint["storage"] = await self._context.storage_state()
+                self._storage_at = now
+        self._checkpoint = {**previous, **checkpoint}
+        return checkpoint
 
     def tab_url(self, tab: str) -> str | None:
         page = self._tabs.get(tab)
@@ -245,6 +291,8 @@ class Execution:
     async def _set_run(self, status: RunStatus, **values: Any) -> None:
         shown = ("error", "outputs", "waiting")
         data = {"status": status.value, **{k: v for k, v in values.items() if k in shown}}
+        if self.batch_id:
+            data["batch_id"] = self.batch_id
         await self.emit("run.updated", data, run={"status": status.value, **values})
 
     async def _finish(self, status: RunStatus, outputs: dict[str, Any], error: str | None) -> None:
@@ -434,7 +482,14 @@ class Execution:
             "step.updated", {"key": key, "status": "running", "attempt": attempt, "inputs": shown}, step=(key, values)
         )
 
-    async def _complete(self, key: str, outputs: dict[str, Any], started: float, artifacts: list[str]) -> None:
+    async def _complete(
+        self,
+        key: str,
+        outputs: dict[str, Any],
+        started: float,
+        artifacts: list[str],
+        checkpoint: dict[str, Any] | None = None,
+    ) -> None:
         duration_ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
         values: dict[str, Any] = {"status": "completed", "finished_at": utcnow(), "outputs": outputs}
         if artifacts:
@@ -443,6 +498,7 @@ class Execution:
             "step.updated",
             {"key": key, "status": "completed", "outputs": outputs, "duration_ms": duration_ms, "artifacts": artifacts},
             step=(key, values),
+            checkpoint=checkpoint,
         )
 
     async def _fail(self, step: Step, key: str, exc: StepError, artifacts: list[str]) -> StepStatus:
@@ -502,7 +558,7 @@ class Execution:
                 await self._failure_screenshot(ctx)
             return await self._fail(step, key, exc, ctx.artifacts)
         env.maps[0].update(outputs)
-        await self._complete(key, outputs, started, ctx.artifacts)
+        await self._complete(key, outputs, started, ctx.artifacts, await self._checkpoint_after(step, key))
         if uses_browser(step):
             await self._send_frame(step, key)
         self._stepped()

@@ -15,7 +15,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 
 from .document import LoadedSop
 from .events import Event, utcnow
-from .tables import AuditRow, BatchItemRow, BatchRow, RunEventRow, RunRow, SopDocumentRow, StepRunRow
+from .tables import AuditRow, BatchItemRow, BatchRow, CheckpointRow, RunEventRow, RunRow, SopDocumentRow, StepRunRow
 
 
 def data_dir() -> Path:
@@ -221,6 +221,19 @@ class Store:
                 if taken.rowcount == 1:
                     return s.get(RunRow, candidate)
 
+    @staticmethod
+    def _save_checkpoint(s: Session, run_id: str, at: Any, checkpoint: dict[str, Any]) -> None:
+        values = {"key": checkpoint["key"], "at": at, "tabs": checkpoint["tabs"]}
+        if "storage" in checkpoint:  # taken less often than the URLs: keep the last one when not retaken
+            values["storage"] = checkpoint["storage"]
+        done = s.execute(update(CheckpointRow).where(CheckpointRow.run_id == run_id).values(**values))
+        if done.rowcount == 0:
+            s.add(CheckpointRow(run_id=run_id, **values))
+
+    def checkpoint(self, run_id: str) -> CheckpointRow | None:
+        with self.session() as s:
+            return s.get(CheckpointRow, run_id)
+
     def runs_with_status(self, status: str, batch_id: str | None = None) -> list[RunRow]:
         with self.session() as s:
             query = select(RunRow).where(RunRow.status == status)
@@ -241,8 +254,13 @@ class Store:
                 s.add(run)
             s.flush()
             for run in runs:
-                data = {"status": "queued", "sop_id": run.sop_id, "inputs": run.inputs, "batch_id": batch.id,
-                        "row": run.row_number}
+                data = {
+                    "status": "queued",
+                    "sop_id": run.sop_id,
+                    "inputs": run.inputs,
+                    "batch_id": batch.id,
+                    "row": run.row_number,
+                }
                 s.add(RunEventRow(run_id=run.id, seq=1, type="run.created", data=data, at=now))
             for item in items:
                 s.add(item)
@@ -300,8 +318,13 @@ class Store:
             run.last_seq = 1
             s.add(run)
             s.flush()
-            data = {"status": "queued", "sop_id": run.sop_id, "inputs": run.inputs, "batch_id": run.batch_id,
-                    "row": run.row_number}
+            data = {
+                "status": "queued",
+                "sop_id": run.sop_id,
+                "inputs": run.inputs,
+                "batch_id": run.batch_id,
+                "row": run.row_number,
+            }
             s.add(RunEventRow(run_id=run.id, seq=1, type="run.created", data=data, at=utcnow()))
             s.execute(
                 update(BatchItemRow)
@@ -322,6 +345,7 @@ class Store:
         new_steps: Iterable[dict[str, Any]] = (),
         reset: tuple[list[str], str | None] | None = None,
         audit: dict[str, Any] | None = None,
+        checkpoint: dict[str, Any] | None = None,
     ) -> Event:
         """Applies a state change and appends its event, numbered next in the run's sequence, atomically."""
         at = utcnow()
@@ -342,5 +366,7 @@ class Store:
                 )
             if audit:
                 s.add(AuditRow(run_id=run_id, at=at, **audit))
+            if checkpoint:
+                self._save_checkpoint(s, run_id, at, checkpoint)
             s.add(RunEventRow(run_id=run_id, seq=seq, type=type_, data=data, at=at))
         return Event(run_id, seq, type_, data, at)

@@ -125,3 +125,16 @@ class AuditRow(SQLModel, table=True):
     action: str  # pause, resume, step, cancel, skip, retry, breakpoint, rerun, submit
     target: str | None = None  # the step key, for step controls
     detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class CheckpointRow(SQLModel, table=True):
+    """What puts a fresh browser back where a run was: each tab's URL, and cookies and local storage.
+    One row per run, replaced as the run goes; never sent to the page or the feed."""
+
+    __tablename__ = "checkpoints"
+
+    run_id: str = Field(primary_key=True, foreign_key="runs.id")
+    key: str  # the browser step after which it was taken
+    at: datetime
+    tabs: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    storage: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

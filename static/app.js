@@ -296,5 +296,68 @@ const SOP = (() => {
     });
   }
 
-  return { api, uploadForm, runForm, runsPage, runPage };
+  // batches --------------------------------------------------------------------------------
+
+  function batchForm(form) {
+    const result = document.getElementById("batch-result");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const body = new FormData();
+      body.append("sop_id", form.dataset.sop);
+      body.append("file", form.elements.file.files[0]);
+      body.append("concurrency", form.elements.concurrency.value);
+      const reply = await api("POST", "/api/batches", body);
+      if (reply.ok) location.href = `/batches/${reply.data.id}`;
+      else result.replaceChildren(problemsList(reply.data));
+    });
+  }
+
+  function batchPage(batchId) {
+    const tbody = document.querySelector("#rows tbody");
+    const filter = document.getElementById("status-filter");
+    let timer = null;
+
+    function show(batch) {
+      const c = batch.counts;
+      const ended = c.completed + c.failed + c.cancelled + c.invalid;
+      const badge = document.getElementById("batch-status");
+      badge.textContent = batch.status; badge.className = `badge ${batch.status}`;
+      document.getElementById("progress-bar").style.width = `${batch.rows ? (100 * ended / batch.rows) : 0}%`;
+      const eta = batch.eta_s ? `, about ${Math.ceil(batch.eta_s)} s left` : "";
+      document.getElementById("counts").textContent =
+        `${ended} of ${batch.rows} rows: ${c.completed} completed, ${c.failed} failed, ${c.running} running, ` +
+        `${c.queued} queued, ${c.invalid} invalid, ${c.cancelled} cancelled; ${batch.rate_per_s} rows/s${eta}`;
+      tbody.replaceChildren(...batch.rows_page.map((row) => el("tr", { "data-row": row.row, "data-status": row.status },
+        el("td", { text: row.row }), el("td", {}, el("span", { class: `badge ${row.status}`, text: row.status })),
+        el("td", { class: "outputs", text: row.outputs ? JSON.stringify(row.outputs) : "" }),
+        el("td", { class: "error", text: row.error || "" }),
+        el("td", {}, row.run_id ? el("a", { href: `/runs/${row.run_id}`, text: row.run_id.slice(0, 8) }) : ""))));
+    }
+
+    async function load() {
+      const status = filter.value ? `&status=${encodeURIComponent(filter.value)}` : "";
+      const reply = await api("GET", `/api/batches/${batchId}?limit=1000${status}`);
+      if (reply.ok) show(reply.data);
+      document.body.dataset.loaded = String(Date.now());
+    }
+
+    function soon() {  // at most a refresh every 300 ms, however many runs report
+      if (timer) return;
+      timer = setTimeout(() => { timer = null; load(); }, 300);
+    }
+
+    filter.addEventListener("change", load);
+    document.querySelector(".toolbar").addEventListener("click", async (event) => {
+      const action = event.target.dataset.batchAction;
+      if (!action) return;
+      const reply = await api("POST", `/api/batches/${batchId}/${action}`);
+      const message = document.getElementById("message");
+      message.textContent = reply.ok ? "" : reply.data.error; message.className = reply.ok ? "" : "error";
+      load();
+    });
+    const socket = connect(async () => { await load(); socket.emit("subscribe", { all: true }); });
+    socket.on("run.updated", (event) => { if (event.data.batch_id === batchId) soon(); });
+  }
+
+  return { api, uploadForm, runForm, runsPage, runPage, batchForm, batchPage };
 })();

@@ -16,7 +16,7 @@ README_SOPS = [
     if block.startswith("sop: 1")
 ]
 FIXTURE_SOPS = sorted(p.name for p in SOPS.glob("*.yaml"))
-INPUTS = {"login.yaml": {"password": "s3cret"}}
+INPUTS = {"login.yaml": {"password": "s3cret"}, "signup-batch.yaml": {"name": "Ada"}}
 
 
 def test_readme_has_examples():

@@ -11,18 +11,44 @@ from tests.conftest import ROOT
 
 
 def test_wheel_carries_the_page_assets(tmp_path: Path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     [wheel] = tmp_path.glob("sop_engine-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("web/assets/templates/run.html", "web/assets/static/app.js",
-                   "web/assets/vendor/socket.io.min.js", "web/assets/fixtures/sops/todo-add.yaml",
-                   "web/assets/fixtures/sites/todo.html", "sop_engine/runner.py", "web/app.py"):
+    for needed in (
+        "web/assets/templates/run.html",
+        "web/assets/static/app.js",
+        "web/assets/vendor/socket.io.min.js",
+        "web/assets/fixtures/sops/todo-add.yaml",
+        "web/assets/fixtures/sites/todo.html",
+        "sop_engine/runner.py",
+        "web/app.py",
+    ):
         assert needed in names, needed
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)
-    probe = ("from web.config import asset_dir, vendor_dir; "
-             "print(asset_dir('templates')); print(vendor_dir())")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(unpacked)},
-                         capture_output=True, text=True, check=True).stdout.split()
+    probe = "from web.config import asset_dir, vendor_dir; print(asset_dir('templates')); print(vendor_dir())"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(unpacked)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out == [str(unpacked / "web" / "assets" / "templates"), str(unpacked / "web" / "assets" / "vendor")]

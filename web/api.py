@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from sop_engine.batch import results_csv, results_jsonl
+from sop_engine.datafile import parse_rows, row_inputs
 from sop_engine.document import DocumentError, LoadedSop, load_sop, resolve_inputs
 from sop_engine.runner import artifacts_root
 from sop_engine.states import RunStatus
@@ -337,4 +339,156 @@ routes = [
     Route("/runs/{run_id}/steps/{key}/{action}", step_control, methods=["POST"]),
     Route("/runs/{run_id}/{action}", run_control, methods=["POST"]),
     Route("/artifacts/{path:path}", artifact, methods=["GET"]),
+]
+
+
+# batches --------------------------------------------------------------------------------------
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sop_id: str
+    rows: list[dict[str, Any]] = Field(min_length=1)
+    inputs: dict[str, Any] = {}
+    mapping: dict[str, str] = {}
+    concurrency: int = Field(4, ge=1, le=64)
+    priority: Literal["high", "normal", "low"] = "normal"
+    version: int | None = None
+
+
+async def _batch_request(request: Request) -> BatchRequest:
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ValueError("send the data file as the form field 'file'")
+        rows = parse_rows((await upload.read()).decode("utf-8"), upload.filename or "")
+        mapping = dict(p.split("=", 1) for p in str(form.get("mapping", "")).split(",") if "=" in p)
+        fields = {k: form[k] for k in ("sop_id", "concurrency", "priority", "version") if form.get(k)}
+        inputs = json.loads(str(form["inputs"])) if form.get("inputs") else {}
+        return BatchRequest.model_validate({**fields, "rows": rows, "mapping": mapping, "inputs": inputs})
+    return BatchRequest.model_validate(await request.json())
+
+
+async def create_batch(request: Request) -> Response:
+    state = state_of(request)
+    try:
+        body = await _batch_request(request)
+    except json.JSONDecodeError:
+        return error(400, "the body is not JSON")
+    except ValidationError as exc:
+        problems = [{"where": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        return error(422, "the request does not fit", problems=problems)
+    except DocumentError as exc:
+        return error(422, "the data file is not valid", problems=[p.as_dict() for p in exc.problems])
+    except (ValueError, UnicodeDecodeError) as exc:
+        return error(400, str(exc))
+    row = state.store.document(body.sop_id, body.version)
+    if row is None:
+        return error(404, f"no SOP {body.sop_id}")
+    loaded = state.pool.document(row.id)
+    unknown = sorted(set(body.mapping.values()) - set(loaded.sop.inputs))
+    if unknown:
+        return error(422, f"mapping names {', '.join(unknown)}, which the SOP does not declare as inputs")
+    rows = [row_inputs(loaded.sop, n, cells, body.mapping, body.inputs) for n, cells in enumerate(body.rows, 1)]
+    batch = state.batches.create(loaded, rows, "upload", body.concurrency, PRIORITIES[body.priority])
+    state.pool.wake()
+    return JSONResponse(state.batches.summary(batch.id), status_code=201)
+
+
+def _batch_or_404(request: Request) -> tuple[ServerState, str] | Response:
+    state = state_of(request)
+    batch_id = request.path_params["batch_id"]
+    if state.store.batch(batch_id) is None:
+        return error(404, f"no batch {batch_id}")
+    return state, batch_id
+
+
+async def list_batches(request: Request) -> Response:
+    state = state_of(request)
+    return JSONResponse({"batches": [state.batches.summary(b.id) for b in state.store.batches()]})
+
+
+async def get_batch(request: Request) -> Response:
+    found = _batch_or_404(request)
+    if isinstance(found, Response):
+        return found
+    state, batch_id = found
+    query = request.query_params
+    try:
+        limit = min(int(query.get("limit", 100)), 1000)
+        offset = int(query.get("offset", 0))
+    except ValueError:
+        return error(400, "limit and offset are whole numbers")
+    lines = state.batches.results(batch_id)
+    if query.get("status"):
+        lines = [line for line in lines if line["status"] == query["status"]]
+    return JSONResponse(
+        {
+            **state.batches.summary(batch_id),
+            "total": len(lines),
+            "limit": limit,
+            "offset": offset,
+            "rows_page": lines[offset : offset + limit],
+        }
+    )
+
+
+async def batch_retry_failed(request: Request) -> Response:
+    found = _batch_or_404(request)
+    if isinstance(found, Response):
+        return found
+    state, batch_id = found
+    retried = state.batches.retry_failed(batch_id)
+    if not retried:
+        return error(409, "no row of this batch failed")
+    state.pool.wake()
+    return JSONResponse({"retried": retried, **state.batches.summary(batch_id)})
+
+
+async def batch_cancel(request: Request) -> Response:
+    found = _batch_or_404(request)
+    if isinstance(found, Response):
+        return found
+    state, batch_id = found
+    summary = state.batches.summary(batch_id)
+    if summary["status"] != "running":
+        return error(409, f"the batch is {summary['status']}")
+    state.batches.cancel(batch_id)
+    for run in state.store.runs_with_status("running", batch_id) + state.store.runs_with_status("paused", batch_id):
+        await state.pool.cancel(run.id)
+    return JSONResponse(state.batches.summary(batch_id))
+
+
+async def batch_results(request: Request) -> Response:
+    found = _batch_or_404(request)
+    if isinstance(found, Response):
+        return found
+    state, batch_id = found
+    lines = state.batches.results(batch_id)
+    kind = request.query_params.get("format", "jsonl")
+    if kind == "csv":
+        outputs = state.pool.document(state.store.batch(batch_id).document_id).sop.outputs  # type: ignore[union-attr]
+        return Response(
+            results_csv(lines, outputs),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="batch-{batch_id}.csv"'},
+        )
+    if kind != "jsonl":
+        return error(400, "format is csv or jsonl")
+    return Response(
+        results_jsonl(lines),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="batch-{batch_id}.jsonl"'},
+    )
+
+
+routes += [
+    Route("/batches", create_batch, methods=["POST"]),
+    Route("/batches", list_batches, methods=["GET"]),
+    Route("/batches/{batch_id}", get_batch, methods=["GET"]),
+    Route("/batches/{batch_id}/retry-failed", batch_retry_failed, methods=["POST"]),
+    Route("/batches/{batch_id}/cancel", batch_cancel, methods=["POST"]),
+    Route("/batches/{batch_id}/results", batch_results, methods=["GET"]),
 ]

@@ -15,6 +15,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sop_engine.batch import Batches
 from sop_engine.browser import BrowserHost
 from sop_engine.document import DocumentError, load_sop_file
 from sop_engine.runner import Runner
@@ -88,7 +89,8 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         feed = LiveFeed(sio, store, tokens)
         runner = Runner(store, browser, [feed], frames=feed)
         pool = WorkerPool(store, runner, config.concurrency)
-        app.state.server = ServerState(store, browser, runner, pool, feed, Controls(store, pool, feed), tokens)
+        controls = Controls(store, pool, feed)
+        app.state.server = ServerState(store, browser, runner, pool, feed, controls, tokens, Batches(runner))
         await pool.start()
         try:
             yield

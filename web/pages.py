@@ -42,6 +42,18 @@ async def run_page(request: Request) -> Response:
     return _page(request, "run.html", run_id=run.id, sop_id=run.sop_id)
 
 
+async def batches_page(request: Request) -> Response:
+    state = state_of(request)
+    return _page(request, "batches.html", batches=[state.batches.summary(b.id) for b in state.store.batches()])
+
+
+async def batch_page(request: Request) -> Response:
+    state = state_of(request)
+    if state.store.batch(request.path_params["batch_id"]) is None:
+        return _page(request, "missing.html", what=f"batch {request.path_params['batch_id']}")
+    return _page(request, "batch.html", batch=state.batches.summary(request.path_params["batch_id"]))
+
+
 def _signed_in(request: Request, token: str) -> Response:
     response = RedirectResponse(request.query_params.get("next", "/"), status_code=303)
     response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
@@ -64,5 +76,7 @@ routes = [
     Route("/sops/{sop_id}", sop_page),
     Route("/runs", runs_page),
     Route("/runs/{run_id}", run_page),
+    Route("/batches", batches_page),
+    Route("/batches/{batch_id}", batch_page),
     Route("/login", login, methods=["GET", "POST"]),
 ]

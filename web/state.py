@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sop_engine.batch import Batches
 from sop_engine.browser import BrowserHost
 from sop_engine.runner import Runner
 from sop_engine.store import Store
@@ -23,3 +24,4 @@ class ServerState:
     feed: LiveFeed
     controls: Controls
     tokens: Tokens
+    batches: Batches

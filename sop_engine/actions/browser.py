@@ -142,9 +142,14 @@ async def select(step: Select, f: dict[str, Any], ctx: ActionContext) -> dict[st
         if exc.kind == ErrorKind.TIMEOUT:  # the select is there: the option is what is missing
             options = await locator.first.evaluate("s => [...s.options].map(o => o.value)")
             wanted = f["value"] if f["value"] is not None else f["label"]
-            raise StepError(ErrorKind.ACTION, f"select in {f['selector']!r}: no option {wanted!r} "
-                            f"(it has: {', '.join(options)})", selector=f["selector"], url=page.url,
-                            expected=wanted, found=options) from None
+            raise StepError(
+                ErrorKind.ACTION,
+                f"select in {f['selector']!r}: no option {wanted!r} (it has: {', '.join(options)})",
+                selector=f["selector"],
+                url=page.url,
+                expected=wanted,
+                found=options,
+            ) from None
         raise
     return {"value": chosen[0] if len(chosen) == 1 else chosen}
 
