@@ -15,7 +15,7 @@ from playwright.async_api import Page
 from .actions import EXECUTORS
 from .control import Waiting
 from .durations import format_duration
-from .errors import ErrorKind, StepError, is_retryable
+from .errors import BROWSER_GONE, ErrorKind, StepError, is_retryable
 from .expressions import ExpressionError, render
 from .retries import RetryPolicy
 from .steps import HUMAN_ACTIONS, Step
@@ -38,6 +38,7 @@ class StepContext:
     timeout: float
     variables: dict[str, Any]
     base_dir: Path
+    local_files: bool = True
     artifacts: list[str] = field(default_factory=list)
 
     async def page(self) -> Page:
@@ -102,8 +103,14 @@ async def attempt_step(
         exc = state.outcome.exception() if state.outcome else None
         await on_retry(state.attempt_number, exc if isinstance(exc, StepError) else None, state.upcoming_sleep)
 
+    def stop(state: tenacity.RetryCallState) -> bool:
+        # the browser going away is the machine's fault, not the step's: it gets one more attempt
+        exc = state.outcome.exception() if state.outcome else None
+        extra = 1 if isinstance(exc, StepError) and exc.kind == ErrorKind.BROWSER else 0
+        return state.attempt_number >= policy.attempts + extra
+
     retrying = tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_attempt(policy.attempts),
+        stop=stop,
         wait=policy.wait(),
         retry=tenacity.retry_if_exception(is_retryable),
         reraise=True,
@@ -132,4 +139,7 @@ async def _one_attempt(executor: Any, step: Step, fields: dict[str, Any], ctx: S
     except (StepError, asyncio.CancelledError):
         raise
     except Exception as exc:  # an executor's unexpected error still fails only its step
-        raise StepError(ErrorKind.ACTION, f"{step.action} failed: {type(exc).__name__}: {exc}") from None
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if any(mark in text for mark in BROWSER_GONE):
+            raise StepError(ErrorKind.BROWSER, f"{step.action}: the browser went away ({text})") from None
+        raise StepError(ErrorKind.ACTION, f"{step.action} failed: {type(exc).__name__}: {text}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from typing import Any
@@ -51,27 +52,37 @@ def launch_options(headed: bool = False) -> dict[str, Any]:
 class BrowserHost:
     """One Chromium for the process, shared by every run; each run gets its own context."""
 
-    def __init__(self, headed: bool = False) -> None:
+    def __init__(self, headed: bool = False, extra_args: list[str] | None = None) -> None:
         self.headed = headed
+        self.extra_args = extra_args or []
+        self.launches = 0
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
+        self._lock = asyncio.Lock()  # runs that find the browser gone relaunch it once, not once each
 
     async def start(self) -> BrowserHost:
+        async with self._lock:
+            await self._launch()
+        return self
+
+    async def _launch(self) -> None:
         if self._playwright is None:
             self._playwright = await async_playwright().start()
         if self._browser is None or not self._browser.is_connected():
+            options = launch_options(self.headed)
+            options["args"] = [*options["args"], *self.extra_args]
             try:
-                self._browser = await self._playwright.chromium.launch(**launch_options(self.headed))
+                self._browser = await self._playwright.chromium.launch(**options)
+                self.launches += 1
             except Exception as exc:
                 raise BrowserNotFound(
                     f"Chromium did not start: {str(exc).splitlines()[0]}. Run `make setup`, or set "
                     "SOP_BROWSER to a Chromium or Chrome executable."
                 ) from None
-        return self
 
     async def new_context(self, **options: Any) -> BrowserContext:
         if self._browser is None or not self._browser.is_connected():
-            await self.start()
+            await self.start()  # first use, or the browser crashed: (re)launch it
         assert self._browser is not None
         return await self._browser.new_context(**options)
 

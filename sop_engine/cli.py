@@ -15,11 +15,14 @@ from rich.console import Console
 from .browser import BrowserHost, BrowserNotFound
 from .document import DocumentError, LoadedSop, load_sop_file, parse_cli_value, resolve_inputs
 from .events import Event
+from .liveness import worker_name
 from .runner import Runner, RunOutcome
 from .states import RunStatus
 from .store import Store
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run browser SOPs step by step.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Run browser SOPs step by step."
+)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -117,25 +120,60 @@ def _summary(store: Store, outcome: RunOutcome) -> dict[str, Any]:
     }
 
 
-async def _execute(loaded: LoadedSop, inputs: dict[str, Any], headed: bool, progress: bool) -> tuple[Store, RunOutcome]:
+async def _execute(
+    loaded: LoadedSop, inputs: dict[str, Any], headed: bool, progress: bool, resume: str | None = None
+) -> tuple[Store, RunOutcome]:
     store = Store()
     sinks = [ConsoleProgress()] if progress else []
     async with BrowserHost(headed=headed) as browser:
         runner = Runner(store, browser, sinks)
-        run = await runner.create_run(loaded, inputs)
-        outcome = await runner.execute(run.id, loaded, inputs)
+        if resume is None:
+            run_id = (await runner.create_run(loaded, inputs, claimed_by=worker_name())).id
+        else:
+            run_id = resume
+            store.record(
+                run_id,
+                "run.updated",
+                {"status": "queued", "reason": "resumed"},
+                run={"status": "queued", "worker": None},
+            )
+        outcome = await runner.execute(run_id, loaded, inputs)
     return store, outcome
 
 
-def run_document(loaded: LoadedSop, given: dict[str, Any], *, headed: bool = False, as_json: bool = False) -> int:
+def _resume_target(run_id: str) -> tuple[LoadedSop, dict[str, Any]]:
+    """A stored run to go on with: its document version and its inputs (secrets decrypted)."""
+    from .document import load_sop
+    from .vault import Vault
+
+    store = Store()
     try:
-        inputs = resolve_inputs(loaded.sop, given)
+        run = store.run(run_id)
+        if run is None:
+            err.print(f"[red]no run {run_id} in {store.url}[/]")
+            raise typer.Exit(EXIT_INVALID)
+        if run.status not in ("running", "paused", "queued"):
+            err.print(f"[red]run {run_id} is {run.status}: only a running, paused or queued run can be resumed[/]")
+            raise typer.Exit(EXIT_INVALID)
+        document = store.document_by_id(run.document_id)
+        assert document is not None
+        inputs = Vault().open(run.secrets) if run.secrets else dict(run.inputs)
+        return load_sop(document.source), inputs
+    finally:
+        store.close()
+
+
+def run_document(
+    loaded: LoadedSop, given: dict[str, Any], *, headed: bool = False, as_json: bool = False, resume: str | None = None
+) -> int:
+    try:
+        inputs = given if resume else resolve_inputs(loaded.sop, given)
     except DocumentError as exc:
         raise _invalid(exc, "The inputs do not fit the SOP:") from None
     if not as_json:
         out.print(f"[bold]{_escape(loaded.sop.name or loaded.sop.id)}[/]")
     try:
-        store, outcome = asyncio.run(_execute(loaded, inputs, headed, progress=not as_json))
+        store, outcome = asyncio.run(_execute(loaded, inputs, headed, progress=not as_json, resume=resume))
     except BrowserNotFound as exc:
         err.print(f"[red]{exc}[/]")
         return EXIT_FAILED
@@ -146,6 +184,8 @@ def run_document(loaded: LoadedSop, given: dict[str, Any], *, headed: bool = Fal
     else:
         colour = "green" if outcome.status == RunStatus.COMPLETED else "red"
         out.print(f"[{colour}]{outcome.status.value}[/] run {outcome.run_id}")
+        if outcome.status == RunStatus.PAUSED:
+            out.print("[yellow]a person must decide (in the server: retry or skip the step)[/]")
         if outcome.error:
             out.print(f"[red]{_escape(outcome.error)}[/]")
         if outcome.outputs:
@@ -162,13 +202,20 @@ def validate(file: Annotated[Path, typer.Argument(help="The SOP document (YAML o
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(help="The SOP document (YAML or JSON).")],
+    file: Annotated[Path | None, typer.Argument(help="The SOP document (YAML or JSON).")] = None,
     input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=VALUE (JSON when it parses).")] = [],  # noqa: B006
     inputs_json: Annotated[Path | None, typer.Option("--inputs-json", help="A JSON object of inputs.")] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of progress.")] = False,
+    resume: Annotated[str | None, typer.Option("--resume", help="Go on with a stored run (by id).")] = None,
 ) -> None:
-    """Run an SOP headless, start to finish: exit code 0 completed, 1 failed, 2 invalid."""
+    """Run an SOP headless, start to finish: exit code 0 completed, 1 failed or paused, 2 invalid."""
+    if resume is not None:
+        loaded, inputs = _resume_target(resume)
+        raise typer.Exit(run_document(loaded, inputs, headed=headed, as_json=as_json, resume=resume))
+    if file is None:
+        err.print("[red]give an SOP file, or --resume RUN_ID[/]")
+        raise typer.Exit(EXIT_INVALID)
     loaded = _load(file)
     types = {name: spec.type for name, spec in loaded.sop.inputs.items()}
     given = _given_inputs(input, inputs_json, types)
@@ -188,6 +235,40 @@ def demo(
     with serve_folder(sites, port=port) as url:
         out.print(f"[dim]fixture pages at {url}[/]")
         raise typer.Exit(run_document(loaded, {}))
+
+
+@app.command()
+def prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age, e.g. 30d, 12h, 90m.")] = "30d",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
+) -> None:
+    """Delete the artifacts (screenshots) and checkpoints of runs that ended longer ago than the age."""
+    import re
+    import shutil
+    from datetime import timedelta
+
+    from .events import utcnow
+    from .runner import artifacts_root
+
+    match = re.fullmatch(r"(\d+)([dhm])", older_than.strip())
+    if not match:
+        err.print("[red]--older-than takes a number and d, h or m: 30d, 12h, 90m[/]")
+        raise typer.Exit(EXIT_INVALID)
+    unit = {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
+    cutoff = utcnow() - timedelta(**{unit: int(match.group(1))})
+    store = Store()
+    run_ids = store.runs_ended_before(cutoff)
+    folders = [artifacts_root() / rid for rid in run_ids if (artifacts_root() / rid).is_dir()]
+    if not dry_run:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        store.drop_checkpoints(run_ids)
+    store.close()
+    verb = "would delete" if dry_run else "deleted"
+    out.print(
+        f"{verb} the artifacts of {len(folders)} run(s) and the checkpoints of {len(run_ids)} ended before "
+        f"{cutoff:%Y-%m-%d %H:%M} UTC"
+    )
 
 
 def _mapping(pairs: list[str]) -> dict[str, str]:

@@ -29,15 +29,20 @@ class RunControl:
     skips: set[str] = field(default_factory=set)  # pending step keys to skip when reached
     waiting: Waiting | None = None
     stopping: bool = False  # the process shuts down: the run goes back to the queue instead of being cancelled
+    handing_back: bool = False  # a control takes the run back from its worker to change it and queue it again
     _answer: asyncio.Future[dict[str, Any]] | None = None
 
     def has_breakpoint(self, key: str, step_id: str) -> bool:
         return key in self.breakpoints or step_id in self.breakpoints
 
-    async def wait(self, waiting: Waiting) -> dict[str, Any]:
-        """Blocks until a person answers: `{"action": "resume" | "step" | "retry" | "skip" | "submit", ...}`."""
+    def expect(self, waiting: Waiting) -> None:
+        """Starts waiting: from now on an answer is kept, even one given before `wait` is awaited."""
         self.waiting = waiting
         self._answer = asyncio.get_running_loop().create_future()
+
+    async def wait(self) -> dict[str, Any]:
+        """Blocks until a person answers: `{"action": "resume" | "step" | "retry" | "skip" | "submit", ...}`."""
+        assert self._answer is not None, "expect() first"
         try:
             return await self._answer
         finally:

@@ -23,6 +23,10 @@ RETRYABLE = frozenset(
 )
 
 
+# how Playwright says the browser, a context or a page is gone
+BROWSER_GONE = ("has been closed", "Target closed", "Browser closed", "Connection closed", "browser has disconnected")
+
+
 class StepError(Exception):
     """A step's failure, readable on its own: which step, which selector, what URL, expected vs found."""
 

@@ -96,6 +96,16 @@ class Graph:
         return found
 
 
+def sibling_lists(steps: list[Step]) -> dict[str, list[Step]]:
+    """For every step id of a document, the list of steps it stands in."""
+    found: dict[str, list[Step]] = {}
+    for step in steps:
+        found[step.id] = steps
+        for children in step.children():
+            found.update(sibling_lists(children))
+    return found
+
+
 def subtree_ids(step: Step) -> set[str]:
     ids = {step.id}
     for children in step.children():

@@ -11,17 +11,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from playwright.async_api import BrowserContext, Page
+from playwright.async_api import Page
 
 from .attempts import StepContext, attempt_step, map_outputs, render_fields
 from .browser import BrowserHost
+from .browser_session import BrowserSession
 from .control import RunControl, Waiting
 from .document import LoadedSop
 from .durations import format_duration
 from .errors import ErrorKind, StepError
 from .events import EventSink, utcnow
 from .expressions import ExpressionError, evaluate_condition
-from .graph import Graph, build_graph, step_outputs
+from .graph import Graph, build_graph, sibling_lists, step_outputs
+from .liveness import HEARTBEAT, worker_name
 from .loops import (
     LoopError,
     check_iterations,
@@ -29,6 +31,7 @@ from .loops import (
     for_each_items,
     instance_key,
     iteration_prefix,
+    parse_key,
     repeat_items,
 )
 from .masking import MASK, Masker
@@ -39,11 +42,20 @@ from .store import Store, data_dir
 from .tables import RunRow
 from .vault import Vault
 
-STORAGE_EVERY = 1.0  # seconds between checkpoints of cookies and local storage on the same pages
-
 
 class RunFailed(Exception):
     """Ends the run: a step failed under on_error=fail."""
+
+
+class RunPaused(Exception):
+    """Ends a headless execution with the run paused: it needs a person's decision."""
+
+    def __init__(self, waiting: Waiting) -> None:
+        super().__init__(waiting.reason)
+        self.waiting = waiting
+
+
+INTERRUPTED = "interrupted during a non-idempotent step"
 
 
 @dataclass
@@ -77,22 +89,43 @@ class Runner:
     """Runs SOP documents; one Runner (and one browser) serves many runs."""
 
     def __init__(
-        self, store: Store, browser: BrowserHost, sinks: Iterable[EventSink] = (), frames: FrameSink | None = None
+        self,
+        store: Store,
+        browser: BrowserHost,
+        sinks: Iterable[EventSink] = (),
+        frames: FrameSink | None = None,
+        local_files: bool = True,
     ) -> None:
+        """`local_files=False` (the server) keeps SOPs away from the machine's files: no file: URLs, and
+        uploads only from the document's own folder."""
+        self.local_files = local_files
         self.store = store
         self.browser = browser
         self.sinks = list(sinks)
         self.frames = frames
+        self._vault: Vault | None = None
 
-    async def create_run(self, loaded: LoadedSop, inputs: dict[str, Any], priority: int = 1, **extra: Any) -> RunRow:
+    @property
+    def vault(self) -> Vault:
+        if self._vault is None:
+            self._vault = Vault()
+        return self._vault
+
+    async def create_run(
+        self, loaded: LoadedSop, inputs: dict[str, Any], priority: int = 1, claimed_by: str | None = None, **extra: Any
+    ) -> RunRow:
         """Stores a queued run. With secret inputs, the full inputs are kept encrypted so that a worker
         (perhaps after a restart) can run it; what is stored in the open has the secrets masked."""
         document = self.store.save_document(loaded)
         shown = shown_inputs(loaded, inputs)
         if loaded.sop.secret_inputs:
-            extra["secrets"] = Vault().seal(inputs)
-        run = self.store.create_run(document, shown, RunStatus.QUEUED.value, priority, **extra)
-        data = {"status": RunStatus.QUEUED.value, "sop_id": run.sop_id, "inputs": shown}
+            extra["secrets"] = self.vault.seal(inputs)
+        status = RunStatus.QUEUED
+        if claimed_by:  # run here and now (the command line): no other worker may take it
+            status = RunStatus.RUNNING
+            extra.update(worker=claimed_by, heartbeat_at=utcnow())
+        run = self.store.create_run(document, shown, status.value, priority, **extra)
+        data = {"status": status.value, "sop_id": run.sop_id, "inputs": shown}
         event = self.store.record(run.id, "run.created", data)
         for sink in self.sinks:
             await sink.emit(event)
@@ -100,12 +133,18 @@ class Runner:
 
     def inputs_of(self, run: RunRow) -> dict[str, Any]:
         """The real inputs of a stored run."""
-        return Vault().open(run.secrets) if run.secrets else dict(run.inputs)
+        return self.vault.open(run.secrets) if run.secrets else dict(run.inputs)
 
     async def execute(
-        self, run_id: str, loaded: LoadedSop, inputs: dict[str, Any], control: RunControl | None = None
+        self,
+        run_id: str,
+        loaded: LoadedSop,
+        inputs: dict[str, Any],
+        control: RunControl | None = None,
+        worker: str | None = None,
     ) -> RunOutcome:
-        return await Execution(self, run_id, loaded, inputs, control).run()
+        """Runs (or goes on with) a stored run. `worker` names who holds it: its heartbeat is kept fresh."""
+        return await Execution(self, run_id, loaded, inputs, control, worker or worker_name()).run()
 
 
 class Execution:
@@ -119,8 +158,10 @@ class Execution:
         loaded: LoadedSop,
         inputs: dict[str, Any],
         control: RunControl | None = None,
+        worker: str | None = None,
     ) -> None:
         self.runner = runner
+        self.worker = worker
         self.store = runner.store
         self.run_id = run_id
         self.sop = loaded.sop
@@ -130,22 +171,26 @@ class Execution:
         self.mask = Masker([inputs.get(n) for n in self.secret_names])
         rows = self.store.steps(run_id)
         self.status: dict[str, StepStatus] = {r.key: StepStatus(r.status) for r in rows}
-        self.stored_outputs: dict[str, dict[str, Any]] = {r.key: r.outputs or {} for r in rows}
+        vault = runner.vault
+        self.stored_outputs: dict[str, dict[str, Any]] = {
+            r.key: vault.open(r.sealed_outputs) if r.sealed_outputs else r.outputs or {} for r in rows
+        }
         self.attempts: dict[str, int] = {r.key: r.attempts for r in rows}
         run = self.store.run(run_id)
         self.run_status = RunStatus(run.status) if run else RunStatus.QUEUED
         self.batch_id = run.batch_id if run else None
         self.limit = asyncio.Semaphore(self.sop.max_parallel)
         self.artifacts_dir = artifacts_root() / run_id
-        self.base_dir = loaded.base_dir or Path.cwd()
+        self.base_dir = loaded.base_dir or (Path.cwd() if runner.local_files else data_dir() / "uploads")
         self._graphs: dict[int, Graph] = {}
+        self._siblings = sibling_lists(self.sop.steps)
+        self._hold: set[str] = set()  # interrupted non-idempotent steps: a person decides
         self._passed_breakpoints: set[str] = set()
-        self._context: BrowserContext | None = None
-        self._tabs: dict[str, Page] = {}
         saved = self.store.checkpoint(run_id)
-        self._checkpoint: dict[str, Any] | None = {"tabs": saved.tabs, "storage": saved.storage} if saved else None
-        self._storage_at = float("-inf")
-        self._context_lost = False
+        self.browser = BrowserSession(
+            runner.browser, vault, {"tabs": saved.tabs, "storage": saved.storage} if saved else None
+        )
+        self._pause_lock = asyncio.Lock()  # one question to a person at a time, even with parallel steps
         self._http: httpx.AsyncClient | None = None
 
     # I/O shared by the steps -----------------------------------------------------------------
@@ -188,54 +233,10 @@ class Execution:
         await self.emit("step.updated", {"key": key, "status": status, **values}, step=(key, {"status": status}))
 
     async def page(self, tab: str) -> Page:
-        page = self._tabs.get(tab)
-        if page is not None and not page.is_closed() and not self._context_lost:
-            return page
-        if self._context is None or self._context_lost:
-            await self._open_context()
-            page = self._tabs.get(tab)
-            if page is not None:
-                return page
-        assert self._context is not None
-        page = self._tabs[tab] = await self._context.new_page()
-        return page
-
-    async def _open_context(self) -> None:
-        """A browser context for the run; after a crash or a restart it is put back where the last
-        checkpoint left it: cookies and local storage, and each tab at its URL."""
-        if self._context is not None:
-            with contextlib.suppress(Exception):
-                await self._context.close()
-        saved = self._checkpoint or {}
-        self._context = await self.runner.browser.new_context(storage_state=saved.get("storage") or None)
-        self._context.on("close", lambda _: setattr(self, "_context_lost", True))
-        self._context_lost = False
-        self._tabs = {}
-        for name, url in (saved.get("tabs") or {}).items():
-            page = self._tabs[name] = await self._context.new_page()
-            if url and url != "about:blank":
-                with contextlib.suppress(Exception):  # the step that needs the page reports what is wrong
-                    await page.goto(url, timeout=30_000)
-
-    async def _checkpoint_after(self, step: Step, key: str) -> dict[str, Any] | None:
-        """After a browser step: the tabs' URLs always; cookies and local storage when a URL changed,
-        after a navigation, and otherwise at most every STORAGE_EVERY seconds (they cost a few ms)."""
-        if not uses_browser(step) or self._context is None or self._context_lost:
-            return None
-        tabs = {name: page.url for name, page in self._tabs.items() if not page.is_closed()}
-        checkpoint: dict[str, Any] = {"key": key, "tabs": tabs}
-        now = asyncio.get_running_loop().time()
-        previous = self._checkpoint or {}
-        if tabs != previous.get("tabs") or step.action == "navigate" or now - self._storage_at >= STORAGE_EVERY:
-            with contextlib.suppress(Exception):
-                checkpoint["storage"] = await self._context.storage_state()
-                self._storage_at = now
-        self._checkpoint = {**previous, **checkpoint}
-        return checkpoint
+        return await self.browser.page(tab)
 
     def tab_url(self, tab: str) -> str | None:
-        page = self._tabs.get(tab)
-        return page.url if page is not None and not page.is_closed() else None
+        return self.browser.url(tab)
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -243,32 +244,51 @@ class Execution:
         return self._http
 
     async def close(self) -> None:
-        if self._context is not None:
-            with contextlib.suppress(Exception):  # the browser may already be gone: nothing to release
-                await self._context.close()
-            self._context = None
+        await self.browser.close()
         if self._http is not None:
             await self._http.aclose()
+            self._http = None
 
     # the run ---------------------------------------------------------------------------------
 
     async def run(self) -> RunOutcome:
-        await self._reset_interrupted()
-        await self._set_run(RunStatus.RUNNING, started_at=utcnow(), waiting=None)
+        beating = asyncio.create_task(self._heartbeat())
+        try:
+            return await self._run()
+        finally:
+            beating.cancel()
+
+    async def _heartbeat(self) -> None:
+        """Tells the database this worker still holds the run, so nobody takes it over while it is alive."""
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            self.store.heartbeat(self.worker, [self.run_id]) if self.worker else None
+
+    async def _run(self) -> RunOutcome:
         produced: dict[str, Any] = {}
         status, error = RunStatus.COMPLETED, None
         try:
+            await self._reset_interrupted()
+            await self._set_run(
+                RunStatus.RUNNING, started_at=utcnow(), waiting=None, worker=self.worker, heartbeat_at=utcnow()
+            )
             async with asyncio.timeout(self.sop.timeout):
                 produced = await self.run_scope(self.sop.steps, ChainMap({}, self.inputs), "", None)
         except RunFailed as exc:
             status, error = RunStatus.FAILED, str(exc)
+        except RunPaused as exc:
+            await self.close()
+            await self._set_run(RunStatus.PAUSED, waiting=self.mask(exc.waiting.as_dict()))
+            return RunOutcome(self.run_id, RunStatus.PAUSED, {}, exc.waiting.reason)
         except TimeoutError:
             status, error = RunStatus.FAILED, f"the run did not finish within {format_duration(self.sop.timeout or 0)}"
         except asyncio.CancelledError:
-            if self.control is not None and self.control.stopping:
-                await self._set_run(RunStatus.QUEUED, error="the server stopped; the run goes on when it restarts")
-            else:
-                await self._finish(RunStatus.CANCELLED, {}, "cancelled")
+            await self.close()
+            await self._interrupted()
+            raise
+        except Exception as exc:  # a bug must not leave the run `running` for ever
+            await self.close()
+            await self._finish(RunStatus.FAILED, {}, f"internal error: {type(exc).__name__}: {exc}")
             raise
         finally:
             await self.close()
@@ -277,15 +297,57 @@ class Execution:
         await self._finish(status, outputs, error)
         return RunOutcome(self.run_id, status, self.mask(outputs), self.mask(error))
 
+    async def _interrupted(self) -> None:
+        """The execution was cancelled: by a person (the run is cancelled), by a control taking the run back
+        (it records what happens next), or by the process stopping (the run goes back to the queue; a paused
+        run stays paused)."""
+        control = self.control
+        if control is not None and control.handing_back:
+            return
+        if control is not None and control.stopping:
+            if self.run_status != RunStatus.PAUSED:
+                await self._set_run(
+                    RunStatus.QUEUED, error="the server stopped; the run goes on when it restarts", worker=None
+                )
+            return
+        await self._finish(RunStatus.CANCELLED, {}, "cancelled")
+
+    def _step_of(self, key: str) -> Step:
+        step_id = parse_key(key)[-1][0]
+        return next(s for s in self._siblings[step_id] if s.id == step_id)
+
     async def _reset_interrupted(self) -> None:
-        """Steps left running (or blocked) by an earlier execution go back to pending."""
+        """Steps an earlier execution left running (it crashed, or the process was killed) run again, at
+        least once: back to pending. A non-idempotent one waits for a person instead; a step naming
+        `resume_from` sends the run back to that step, so the page is rebuilt by the steps that made it."""
         for key, status in list(self.status.items()):
-            if status in (StepStatus.RUNNING, StepStatus.BLOCKED):
-                reason = "interrupted: runs again" if status == StepStatus.RUNNING else None
+            if status == StepStatus.BLOCKED:
+                await self.step_event(key, "pending", reason=None)
+            if status != StepStatus.RUNNING:
+                continue
+            step = self._step_of(key)
+            if not step.idempotent and not step.children():
+                error = StepError(ErrorKind.INTERRUPTED, f"{INTERRUPTED}: retry it or skip it").as_dict()
                 await self.emit(
                     "step.updated",
-                    {"key": key, "status": "pending", "reason": reason},
-                    step=(key, {"status": "pending", "reason": reason}),
+                    {"key": key, "status": "failed", "error": error},
+                    step=(key, {"status": "failed", "error": error, "finished_at": utcnow()}),
+                )
+                self._hold.add(key)
+                continue
+            await self.step_event(key, "pending", reason="interrupted: runs again")
+            if step.resume_from:
+                await self._rewind(key, step)
+
+    async def _rewind(self, key: str, step: Step) -> None:
+        prefix = key[: len(key) - len(step.id)]
+        ids = [s.id for s in self._siblings[step.id]]
+        start, end = ids.index(step.resume_from), ids.index(step.id)  # type: ignore[arg-type]
+        for sid in ids[min(start, end) : end]:
+            sibling = prefix + sid
+            if self.status.get(sibling) in (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED):
+                await self.step_event(
+                    sibling, "pending", reason=f"runs again: {step.id} resumes from {step.resume_from}"
                 )
 
     async def _set_run(self, status: RunStatus, **values: Any) -> None:
@@ -296,7 +358,17 @@ class Execution:
         await self.emit("run.updated", data, run={"status": status.value, **values})
 
     async def _finish(self, status: RunStatus, outputs: dict[str, Any], error: str | None) -> None:
-        await self._set_run(status, outputs=outputs, error=error, finished_at=utcnow(), waiting=None)
+        """The run ended: steps still running (a run timeout, a cancel, a sibling that failed the run) are
+        recorded as interrupted, so no row is left `running`."""
+        for key, step_status in list(self.status.items()):
+            if step_status == StepStatus.RUNNING:
+                lost = StepError(ErrorKind.INTERRUPTED, f"interrupted: the run {'was ' + status.value}").as_dict()
+                await self.emit(
+                    "step.updated",
+                    {"key": key, "status": "failed", "error": lost},
+                    step=(key, {"status": "failed", "error": lost, "finished_at": utcnow()}),
+                )
+        await self._set_run(status, outputs=outputs, error=error, finished_at=utcnow(), waiting=None, worker=None)
 
     def graph(self, steps: list[Step]) -> Graph:
         graph = self._graphs.get(id(steps))
@@ -360,6 +432,8 @@ class Execution:
                 env.maps[0].update({n: stored.get(n) for n in step_outputs(step)})
             elif known == StepStatus.SKIPPED:
                 env.maps[0].update(dict.fromkeys(step_outputs(step)))
+            elif key in self._hold:
+                known = StepStatus.PENDING  # the gate asks a person before it runs again
             status[step.id] = known
         if new_rows:
             keys = [r["key"] for r in new_rows]
@@ -383,9 +457,11 @@ class Execution:
     async def pause(self, waiting: Waiting) -> dict[str, Any]:
         """Pauses the run until a person answers; returns the answer."""
         assert self.control is not None
-        await self._set_run(RunStatus.PAUSED, waiting=self.mask(waiting.as_dict()))
-        answer = await self.control.wait(waiting)
-        await self._set_run(RunStatus.RUNNING, waiting=None)
+        async with self._pause_lock:
+            self.control.expect(waiting)  # an answer given while the pause is being recorded is kept
+            await self._set_run(RunStatus.PAUSED, waiting=self.mask(waiting.as_dict()))
+            answer = await self.control.wait()
+            await self._set_run(RunStatus.RUNNING, waiting=None)
         if answer["action"] == "step":
             self.control.stepping = True
         return answer
@@ -401,6 +477,8 @@ class Execution:
 
     async def _gate(self, step: Step, key: str) -> bool:
         """Before a step: waits while the run is paused or at a breakpoint; False when the step is to be skipped."""
+        if key in self._hold:
+            return await self._decide_interrupted(step, key)
         control = self.control
         if control is None:
             return True
@@ -418,6 +496,19 @@ class Execution:
             await self.pause(waiting)
             if waiting.kind == "breakpoint":
                 self._passed_breakpoints.add(key)
+
+    async def _decide_interrupted(self, step: Step, key: str) -> bool:
+        """A non-idempotent step was in flight when the run was interrupted: it may or may not have
+        happened (a payment, a submitted form), so a person says whether to run it again."""
+        self._hold.discard(key)
+        waiting = Waiting(f"{INTERRUPTED} ({key}): retry it or skip it", key, "failed")
+        if self.control is None:
+            raise RunPaused(waiting)
+        answer = await self.pause(waiting)
+        if answer["action"] == "skip":
+            return False
+        await self.step_event(key, "pending", reason="retried by a person after an interruption")
+        return True
 
     def _stepped(self) -> None:
         """After a leaf step, in step mode: pause before the next one."""
@@ -492,6 +583,8 @@ class Execution:
     ) -> None:
         duration_ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
         values: dict[str, Any] = {"status": "completed", "finished_at": utcnow(), "outputs": outputs}
+        if self.mask(outputs) != outputs:  # a secret shows in them: keep the real ones sealed, for a resume
+            values["sealed_outputs"] = self.runner.vault.seal(outputs)
         if artifacts:
             values["artifacts"] = artifacts
         await self.emit(
@@ -537,7 +630,7 @@ class Execution:
         await self._start(key, variables, self.attempts[key])
         started = asyncio.get_running_loop().time()
         timeout = step.timeout or self.sop.defaults.timeout
-        ctx = StepContext(self, key, step.tab, timeout, variables, self.base_dir)
+        ctx = StepContext(self, key, step.tab, timeout, variables, self.base_dir, self.runner.local_files)
         policy = RetryPolicy.from_spec(step.retry or self.sop.defaults.retry)
 
         async def on_retry(number: int, exc: StepError | None, wait_s: float) -> None:
@@ -558,15 +651,15 @@ class Execution:
                 await self._failure_screenshot(ctx)
             return await self._fail(step, key, exc, ctx.artifacts)
         env.maps[0].update(outputs)
-        await self._complete(key, outputs, started, ctx.artifacts, await self._checkpoint_after(step, key))
+        await self._complete(key, outputs, started, ctx.artifacts, await self.browser.checkpoint(step, key))
         if uses_browser(step):
             await self._send_frame(step, key)
         self._stepped()
         return StepStatus.COMPLETED
 
     async def _failure_screenshot(self, ctx: StepContext) -> None:
-        page = self._tabs.get(ctx.tab)
-        if page is None or page.is_closed():
+        page = self.browser.current(ctx.tab)
+        if page is None:
             return
         try:
             await page.screenshot(path=ctx.artifact("failure.png"), timeout=5000)
@@ -575,7 +668,7 @@ class Execution:
 
     async def _send_frame(self, step: Step, key: str) -> None:
         frames = self.runner.frames
-        page = self._tabs.get(step.tab)
+        page = self.browser.current(step.tab)
         if frames is None or page is None or not frames.watching(self.run_id):
             return
         with contextlib.suppress(Exception):  # a frame for the live view is never worth failing a step for
@@ -587,7 +680,12 @@ class Execution:
         if isinstance(condition, Probe):
             selector = render_fields(condition.selector, variables)
             page = await self.page(step.tab)
-            count = await page.locator(selector).count()
+            try:
+                count = await page.locator(selector).count()
+            except Exception as exc:  # a selector Playwright cannot read, or the page went away
+                raise StepError(
+                    ErrorKind.ACTION, f"probe {selector!r}: {str(exc).splitlines()[0]}", selector=selector
+                ) from None
             return count > 0 if condition.exists is not None else count == 0
         try:
             return evaluate_condition(condition, variables)

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete, func, text, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
@@ -79,6 +79,7 @@ class Store:
             if latest is not None and latest.content_hash == loaded.content_hash:
                 return latest
             row = SopDocumentRow(
+                base_dir=str(loaded.base_dir) if loaded.base_dir else None,
                 sop_id=sop.id,
                 version=(latest.version + 1) if latest else 1,
                 name=sop.name,
@@ -233,6 +234,36 @@ class Store:
     def checkpoint(self, run_id: str) -> CheckpointRow | None:
         with self.session() as s:
             return s.get(CheckpointRow, run_id)
+
+    def runs_ended_before(self, cutoff: Any) -> list[str]:
+        with self.session() as s:
+            query = select(RunRow.id).where(
+                RunRow.status.in_(("completed", "failed", "cancelled")),  # type: ignore[attr-defined]
+                RunRow.finished_at != None,  # noqa: E711
+                RunRow.finished_at < cutoff,
+            )
+            return list(s.exec(query))
+
+    def drop_checkpoints(self, run_ids: list[str]) -> None:
+        with self.session() as s, s.begin():
+            for start in range(0, len(run_ids), 500):
+                chunk = run_ids[start : start + 500]
+                s.execute(delete(CheckpointRow).where(CheckpointRow.run_id.in_(chunk)))  # type: ignore[attr-defined]
+
+    def heartbeat(self, worker: str, run_ids: list[str]) -> None:
+        """The worker still holds these runs."""
+        if run_ids:
+            with self.session() as s, s.begin():
+                s.execute(
+                    update(RunRow)
+                    .where(RunRow.id.in_(run_ids), RunRow.worker == worker)  # type: ignore[attr-defined]
+                    .values(heartbeat_at=utcnow())
+                )
+
+    def runs_held(self) -> list[RunRow]:
+        """Runs some worker says it is executing."""
+        with self.session() as s:
+            return list(s.exec(select(RunRow).where(RunRow.status == "running")))
 
     def runs_with_status(self, status: str, batch_id: str | None = None) -> list[RunRow]:
         with self.session() as s:

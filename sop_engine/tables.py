@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
@@ -19,7 +20,12 @@ class SopDocumentRow(SQLModel, table=True):
     name: str | None = None
     content_hash: str = Field(index=True)
     source: str = Field(sa_column=Column(Text, nullable=False))
+    base_dir: str | None = None  # the folder of the file it was loaded from: relative upload paths start there
     created_at: datetime
+
+    @property
+    def base_dir_path(self) -> Path | None:
+        return Path(self.base_dir) if self.base_dir else None
 
 
 class BatchRow(SQLModel, table=True):
@@ -96,6 +102,7 @@ class StepRunRow(SQLModel, table=True):
     finished_at: datetime | None = None
     inputs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     outputs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    sealed_outputs: str | None = Field(default=None, sa_column=Column(Text))  # when a secret shows in them
     error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     reason: str | None = None  # why skipped or blocked
     artifacts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -136,5 +143,5 @@ class CheckpointRow(SQLModel, table=True):
     run_id: str = Field(primary_key=True, foreign_key="runs.id")
     key: str  # the browser step after which it was taken
     at: datetime
-    tabs: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    storage: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    tabs: str = Field(sa_column=Column(Text, nullable=False))  # sealed: URLs may carry secrets
+    storage: str | None = Field(default=None, sa_column=Column(Text))  # sealed: the user's cookies

@@ -187,7 +187,6 @@ async def get_sop(request: Request) -> Response:
         {"version": v.version, "created_at": v.created_at.isoformat(), "content_hash": v.content_hash}
         for v in state.store.versions(sop_id)
     ]
-    data["source"] = row.source
     return JSONResponse(data)
 
 

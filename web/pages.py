@@ -55,7 +55,10 @@ async def batch_page(request: Request) -> Response:
 
 
 def _signed_in(request: Request, token: str) -> Response:
-    response = RedirectResponse(request.query_params.get("next", "/"), status_code=303)
+    target = request.query_params.get("next", "/")
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        target = "/"  # only a page of this server: never an open redirect
+    response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
     return response
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from sop_engine.control import RunControl
 from sop_engine.document import LoadedSop, load_sop
+from sop_engine.liveness import STALE, orphaned, worker_name
 from sop_engine.runner import Runner
+from sop_engine.states import RUN_TERMINAL
 from sop_engine.store import Store
 
 log = logging.getLogger("sop_engine.web.workers")
@@ -23,49 +24,74 @@ class LiveRun:
 
     run_id: str
     control: RunControl
-    task: asyncio.Task[object] | None = None
+    task: asyncio.Task[Any] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class WorkerPool:
+    CHECK_EVERY = 5.0  # seconds between looks for runs whose worker stopped
+
     def __init__(self, store: Store, runner: Runner, concurrency: int = 4, poll_seconds: float = 1.0) -> None:
         self.store = store
         self.runner = runner
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.name = worker_name()
         self.live: dict[str, LiveRun] = {}
         self._documents: dict[int, LoadedSop] = {}
         self._wake = asyncio.Event()
-        self._workers: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._recover()
-        self._workers = [asyncio.create_task(self._work(i), name=f"worker-{i}") for i in range(self.concurrency)]
+        await self.recover()
+        self._tasks = [asyncio.create_task(self._work(i), name=f"worker-{i}") for i in range(self.concurrency)]
+        self._tasks.append(asyncio.create_task(self._watch(), name="recovery"))
 
     async def stop(self) -> None:
+        """Runs in flight go back to the queue (paused ones stay paused), to go on after a restart."""
         for live in list(self.live.values()):
             live.control.stopping = True
             if live.task is not None:
                 live.task.cancel()
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
     def wake(self) -> None:
         """A run was queued: a free worker takes it now rather than at its next poll."""
         self._wake.set()
 
-    def _recover(self) -> None:
-        """Runs left `running` by a server that stopped go back to the queue, and resume where they were."""
-        for run in self.store.runs_with_status("running"):
-            self.store.record(
+    async def record(self, run_id: str, type_: str, data: dict[str, Any], **values: Any) -> None:
+        """A state change made outside a run's execution, stored and sent to the feed like any other."""
+        event = self.store.record(run_id, type_, data, **values)
+        for sink in self.runner.sinks:
+            await sink.emit(event)
+
+    async def recover(self) -> list[str]:
+        """Runs whose worker is gone go back to the queue and resume where they were: a worker of this
+        machine whose process is dead, or any worker silent for longer than STALE seconds. So a run is
+        never stuck in `running`."""
+        recovered = []
+        for run in self.store.runs_held():
+            if run.id in self.live or not orphaned(run.worker, run.heartbeat_at, self.name):
+                continue
+            await self.record(
                 run.id,
                 "run.updated",
-                {"status": "queued", "reason": "recovered after a restart"},
+                {"status": "queued", "reason": "recovered: its worker stopped"},
                 run={"status": "queued", "worker": None},
             )
+            recovered.append(run.id)
+        if recovered:
+            log.warning("recovered %d run(s) whose worker stopped", len(recovered))
+            self.wake()
+        return recovered
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.CHECK_EVERY, STALE / 3))
+            await self.recover()
 
     def document(self, document_id: int) -> LoadedSop:
         loaded = self._documents.get(document_id)
@@ -73,7 +99,7 @@ class WorkerPool:
             row = self.store.document_by_id(document_id)
             if row is None:
                 raise LookupError(f"document {document_id} is gone")
-            loaded = self._documents[document_id] = load_sop(row.source)
+            loaded = self._documents[document_id] = load_sop(row.source, base_dir=row.base_dir_path)
         return loaded
 
     async def _work(self, number: int) -> None:
@@ -87,17 +113,17 @@ class WorkerPool:
             live = LiveRun(run.id, RunControl(breakpoints=set(run.breakpoints or [])))
             self.live[run.id] = live
             try:
-                loaded = self.document(run.document_id)
                 live.task = asyncio.current_task()
-                await self.runner.execute(run.id, loaded, self.runner.inputs_of(run), live.control)
+                loaded = self.document(run.document_id)
+                await self.runner.execute(run.id, loaded, self.runner.inputs_of(run), live.control, worker=self.name)
             except asyncio.CancelledError:
                 if live.control.stopping:
                     raise
-                # a person cancelled the run: the runner has recorded it; this worker goes on
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                await self._settle_cancelled(run.id, live)
             except Exception:
                 log.exception("run %s crashed its worker", run.id)
-                self.store.record(
+                await self.record(
                     run.id,
                     "run.updated",
                     {"status": "failed", "error": "internal error"},
@@ -107,11 +133,28 @@ class WorkerPool:
                 live.done.set()
                 self.live.pop(run.id, None)
 
-    async def cancel(self, run_id: str) -> bool:
-        """Stops a live run promptly: the step in flight is interrupted and the browser context closed."""
+    async def _settle_cancelled(self, run_id: str, live: LiveRun) -> None:
+        """A person cancelled the run, or a control took it back (handing it back to the queue): the runner
+        has recorded which, unless the cancel came before it could; then it is recorded here."""
+        if live.control.handing_back:
+            return
+        run = self.store.run(run_id)
+        if run is not None and run.status not in RUN_TERMINAL:
+            await self.record(
+                run_id,
+                "run.updated",
+                {"status": "cancelled", "error": "cancelled"},
+                run={"status": "cancelled", "error": "cancelled", "worker": None},
+            )
+
+    async def cancel(self, run_id: str, hand_back: bool = False) -> bool:
+        """Stops a live run promptly: the step in flight is interrupted and the browser context closed.
+        With `hand_back`, the run is not cancelled: it is released (for a control that changes it and
+        queues it again). Returns once the worker has let go of it."""
         live = self.live.get(run_id)
         if live is None or live.task is None:
             return False
+        live.control.handing_back = hand_back
         live.task.cancel()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(live.done.wait(), 15)

@@ -15,7 +15,7 @@ from playwright.async_api import Page, expect
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from ..durations import format_duration
-from ..errors import ErrorKind, StepError
+from ..errors import BROWSER_GONE, ErrorKind, StepError
 from ..expressions import evaluate_condition
 from ..steps import (
     Assert,
@@ -34,8 +34,6 @@ from ..steps import (
     Wait,
 )
 from .context import ActionContext
-
-_CLOSED = ("has been closed", "Target closed", "Browser closed", "Connection closed")
 
 
 def _ms(seconds: float) -> float:
@@ -68,7 +66,7 @@ async def translated(page: Page, what: str, selector: str | None, timeout: float
         ) from None
     except PlaywrightError as exc:
         message = exc.message.splitlines()[0] if exc.message else str(exc)
-        if any(mark in message for mark in _CLOSED):
+        if any(mark in message for mark in BROWSER_GONE):
             raise StepError(
                 ErrorKind.BROWSER, f"{what}: the browser went away ({message})", selector=selector
             ) from None
@@ -84,8 +82,10 @@ def _safe_url(page: Page) -> str | None:
 
 
 async def navigate(step: Navigate, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-    page = await ctx.page()
     url = str(f["url"])
+    if not ctx.local_files and url.strip().lower().startswith("file:"):
+        raise StepError(ErrorKind.ACTION, f"navigate to {url}: file: URLs are not allowed in the server")
+    page = await ctx.page()
     async with translated(page, f"navigate to {url}", None, ctx.timeout):
         response = await page.goto(url, wait_until=step.wait_until, timeout=_ms(ctx.timeout))
     # an error page (4xx, 5xx) is still a page: `status` lets a later step decide
@@ -168,7 +168,15 @@ async def check(step: Check, f: dict[str, Any], ctx: ActionContext) -> dict[str,
 async def upload(step: Upload, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     page = await ctx.page()
     names = f["files"] if isinstance(f["files"], list) else [f["files"]]
-    paths = [p if p.is_absolute() else ctx.base_dir / p for p in map(Path, map(str, names))]
+    paths = [(p if p.is_absolute() else ctx.base_dir / p).resolve() for p in map(Path, map(str, names))]
+    if not ctx.local_files:
+        outside = [str(p) for p in paths if not p.is_relative_to(ctx.base_dir.resolve())]
+        if outside:
+            raise StepError(
+                ErrorKind.ACTION,
+                f"upload: only files in the SOP's folder can be sent from the server: {', '.join(outside)}",
+                selector=f["selector"],
+            )
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise StepError(ErrorKind.ACTION, f"upload: no such file: {', '.join(missing)}", selector=f["selector"])

@@ -15,6 +15,7 @@ class ActionContext(Protocol):
     timeout: float  # seconds this attempt has
     base_dir: Path  # relative file paths (uploads) resolve here
     variables: dict[str, Any]  # the step's declared inputs
+    local_files: bool  # False in the server: no file: URLs, uploads only from base_dir
 
     async def page(self) -> Page: ...
 

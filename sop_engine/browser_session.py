@@ -1,0 +1,92 @@
+"""A run's browser: its context and tabs, and the checkpoints that put a fresh context back where the run was
+after a crash or a restart (each tab's URL, cookies and local storage), sealed at rest."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from playwright.async_api import BrowserContext, Page
+
+from .browser import BrowserHost
+from .steps import Step, uses_browser
+from .vault import Vault
+
+STORAGE_EVERY = 1.0  # seconds between checkpoints of cookies and local storage on the same pages
+
+
+class BrowserSession:
+    def __init__(self, host: BrowserHost, vault: Vault, saved: dict[str, str | None] | None = None) -> None:
+        self.host = host
+        self.vault = vault
+        self._context: BrowserContext | None = None
+        self._tabs: dict[str, Page] = {}
+        self._lost = False
+        self._lock = asyncio.Lock()  # two parallel first steps open one context, not two
+        self._storage_at = float("-inf")
+        self._saved: dict[str, Any] = {}
+        if saved:
+            self._saved = {
+                "tabs": vault.open(saved["tabs"]) if saved.get("tabs") else {},
+                "storage": vault.open(saved["storage"]) if saved.get("storage") else None,
+            }
+
+    def url(self, tab: str) -> str | None:
+        page = self._tabs.get(tab)
+        return page.url if page is not None and not page.is_closed() else None
+
+    def current(self, tab: str) -> Page | None:
+        page = self._tabs.get(tab)
+        return page if page is not None and not page.is_closed() and not self._lost else None
+
+    async def page(self, tab: str) -> Page:
+        page = self.current(tab)
+        if page is not None:
+            return page
+        async with self._lock:
+            if self._context is None or self._lost:
+                await self._open()
+            page = self.current(tab)
+            if page is None:
+                assert self._context is not None
+                page = self._tabs[tab] = await self._context.new_page()
+            return page
+
+    async def _open(self) -> None:
+        """A context for the run; after a crash or a restart, put back where the last checkpoint left it."""
+        if self._context is not None:
+            with contextlib.suppress(Exception):
+                await self._context.close()
+        self._context = await self.host.new_context(storage_state=self._saved.get("storage") or None)
+        self._context.on("close", lambda _: setattr(self, "_lost", True))
+        self._lost = False
+        self._tabs = {}
+        for name, url in (self._saved.get("tabs") or {}).items():
+            page = self._tabs[name] = await self._context.new_page()
+            if url and url != "about:blank":
+                with contextlib.suppress(Exception):  # the step that needs the page says what is wrong
+                    await page.goto(url, timeout=30_000)
+
+    async def checkpoint(self, step: Step, key: str) -> dict[str, Any] | None:
+        """After a browser step: the tabs' URLs always; cookies and local storage when a URL changed, after a
+        navigation, and otherwise at most every STORAGE_EVERY seconds (they cost a few ms to read)."""
+        if not uses_browser(step) or self._context is None or self._lost:
+            return None
+        tabs = {name: page.url for name, page in self._tabs.items() if not page.is_closed()}
+        sealed: dict[str, Any] = {"key": key, "tabs": self.vault.seal(tabs)}
+        now = asyncio.get_running_loop().time()
+        if tabs != self._saved.get("tabs") or step.action == "navigate" or now - self._storage_at >= STORAGE_EVERY:
+            with contextlib.suppress(Exception):
+                storage = await self._context.storage_state()
+                self._saved["storage"] = storage
+                sealed["storage"] = self.vault.seal(storage)  # type: ignore[arg-type]
+                self._storage_at = now
+        self._saved["tabs"] = tabs
+        return sealed
+
+    async def close(self) -> None:
+        if self._context is not None:
+            with contextlib.suppress(Exception):  # the browser may already be gone: nothing to release
+                await self._context.close()
+            self._context = None

@@ -1,0 +1,241 @@
+"""Faults: the server killed mid-run (again and again), a non-idempotent step interrupted, Chromium killed,
+the database locked by another writer. Each test kills only processes it started."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from sop_engine.browser import BrowserHost
+from sop_engine.document import load_sop
+from sop_engine.runner import Runner
+from sop_engine.states import RunStatus
+from tests.conftest import ServerProcess, post_sop, start_run, wait_for, wait_run
+
+ITEMS = ["a", "b", "c", "d", "e", "f"]
+
+
+class CountingSite:
+    """A site that counts, on its own side, every form submission and every slow call it gets.
+    A submission answers with a redirect to a page that can be loaded again (post/redirect/get)."""
+
+    def __init__(self) -> None:
+        self.submissions: Counter[str] = Counter()
+        self.slow_calls: Counter[str] = Counter()
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _page(self, body: str, status: int = 200) -> None:
+                data = f"<!doctype html><html><body>{body}</body></html>".encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                url = urlparse(self.path)
+                query = parse_qs(url.query)
+                if url.path == "/wizard":
+                    self._page('<form method="post" action="/submit"><input id="tag" name="tag">'
+                               '<button id="go" type="submit">Go</button></form>')
+                elif url.path == "/done":
+                    self._page(f'<p id="done">{query.get("tag", [""])[0]}</p>')
+                elif url.path == "/slow":
+                    site.slow_calls[query.get("tag", [""])[0]] += 1
+                    time.sleep(4)
+                    self._page("<p>paid</p>")
+                else:
+                    self._page("not here", 404)
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                tag = parse_qs(self.rfile.read(length).decode()).get("tag", [""])[0]
+                site.submissions[tag] += 1
+                self.send_response(303)
+                self.send_header("Location", f"/done?tag={tag}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def site_counter():
+    site = CountingSite()
+    yield site
+    site.server.shutdown()
+
+
+SUBMIT_ALL = """
+sop: 1
+id: SOP_ID
+inputs: {base: {}, run_tag: {}}
+outputs: [done]
+defaults: {timeout: 10s}
+steps:
+  - id: each
+    action: loop
+    for_each: "{{ ['a', 'b', 'c', 'd', 'e', 'f'] }}"
+    as: item
+    collect: {done: shown}
+    steps:
+      - {id: open, action: navigate, url: "{{ base }}/wizard", inputs: [base]}
+      - {id: tag, action: fill, selector: "#tag", value: "{{ run_tag }}-{{ item }}", inputs: [run_tag, item]}
+      - {id: go, action: click, selector: "#go"}
+      - {id: read, action: extract, selector: "#done", outputs: {shown: text}}
+      - {id: rest, action: sleep, duration: 150ms}
+"""
+
+
+def test_runs_survive_repeated_server_kills(tmp_path, site_counter):
+    rng = random.Random()
+    server = ServerProcess(tmp_path / "data", concurrency=4).start()
+    kills = 0
+    try:
+        with server.client() as api:
+            sop_id = post_sop(api, SUBMIT_ALL)
+            tags = [f"r{n}" for n in range(3)]
+            runs = {tag: start_run(api, sop_id, {"base": site_counter.url, "run_tag": tag}) for tag in tags}
+        for _ in range(3):
+            time.sleep(rng.uniform(0.4, 1.6))
+            server.stop(kill=True)
+            kills += 1
+            server = ServerProcess(tmp_path / "data", concurrency=4)
+            server.port = server.port  # a fresh port each time: the old socket may linger
+            server.start()
+        with server.client() as api:
+            finished = {tag: wait_run(api, run_id, "completed", timeout=90) for tag, run_id in runs.items()}
+            for tag, run in finished.items():
+                assert run["outputs"] == {"done": [f"{tag}-{item}" for item in ITEMS]}  # as uninterrupted
+                assert all(step["status"] == "completed" for step in run["steps"] if step["key"] != "each")
+                seqs = [e["seq"] for e in api.get(f"/api/runs/{runs[tag]}/events").json()["events"]]
+                assert seqs == list(range(1, len(seqs) + 1))
+    finally:
+        server.stop(kill=True)
+    expected = {f"{tag}-{item}" for tag in tags for item in ITEMS}
+    assert set(site_counter.submissions) == expected
+    # a completed step never runs again; only a step in flight at a kill may (at least once): at most one
+    # extra submission per run per kill
+    extra = sum(site_counter.submissions.values()) - len(expected)
+    assert extra <= kills * len(tags)
+    assert max(site_counter.submissions.values()) <= 1 + kills
+
+
+PAY = """
+sop: 1
+id: SOP_ID
+inputs: {base: {}}
+steps:
+  - {id: before, action: log, message: ready}
+  - {id: pay, action: http, url: "{{ base }}/slow?tag=pay-once", inputs: [base], idempotent: false, timeout: 20s}
+  - {id: after, action: log, message: paid}
+"""
+
+
+def test_a_non_idempotent_step_interrupted_is_not_repeated(tmp_path, site_counter):
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        with server.client() as api:
+            run_id = start_run(api, post_sop(api, PAY), {"base": site_counter.url})
+            wait_for(lambda: site_counter.slow_calls["pay-once"] == 1, timeout=20)
+        server.stop(kill=True)
+        server = ServerProcess(tmp_path / "data").start()
+        with server.client() as api:
+            run = wait_run(api, run_id, "paused", timeout=30)
+            assert run["waiting"]["kind"] == "failed" and run["waiting"]["key"] == "pay"
+            assert "interrupted during a non-idempotent step" in run["waiting"]["reason"]
+            pay = next(s for s in run["steps"] if s["key"] == "pay")
+            assert pay["status"] == "failed" and pay["error"]["kind"] == "interrupted"
+            time.sleep(1)
+            assert site_counter.slow_calls["pay-once"] == 1  # not called again on its own
+            assert api.post(f"/api/runs/{run_id}/steps/pay/skip").status_code == 200  # a person decides
+            run = wait_run(api, run_id, "completed", timeout=30)
+            assert {s["key"]: s["status"] for s in run["steps"]} == {"before": "completed", "pay": "skipped",
+                                                                     "after": "completed"}
+        assert site_counter.slow_calls["pay-once"] == 1
+    finally:
+        server.stop(kill=True)
+
+
+async def test_chromium_killed_mid_run_relaunches_and_completes(store, site_counter):
+    marker = f"--sop-fault-test={uuid.uuid4().hex}"
+    host = BrowserHost(extra_args=[marker])
+    await host.start()
+    try:
+        loaded = load_sop(f"""
+sop: 1
+id: crash
+outputs: [shown]
+steps:
+  - {{id: open, action: navigate, url: "{site_counter.url}/wizard"}}
+  - {{id: tag, action: fill, selector: "#tag", value: survivor}}
+  - {{id: go, action: click, selector: "#go"}}
+  - {{id: nap, action: sleep, duration: 1500ms}}
+  - {{id: read, action: extract, selector: "#done", outputs: {{shown: text}}}}
+""")
+        runner = Runner(store, host)
+        run = await runner.create_run(loaded, {})
+        task = asyncio.ensure_future(runner.execute(run.id, loaded, {}))
+
+        def napping() -> bool:
+            return any(s.key == "nap" and s.status == "running" for s in store.steps(run.id))
+
+        await asyncio.to_thread(wait_for, napping, 20)
+        subprocess.run(["pkill", "-KILL", "-f", marker], check=True)
+        outcome = await asyncio.wait_for(task, 60)
+        assert outcome.status == RunStatus.COMPLETED, outcome.error
+        assert outcome.outputs == {"shown": "survivor"}
+        assert host.launches == 2
+        read = next(s for s in store.steps(run.id) if s.key == "read")
+        assert read.attempts == 2 and read.status == "completed"
+        assert site_counter.submissions["survivor"] == 1
+    finally:
+        await host.close()
+
+
+async def test_a_database_locked_for_a_moment_does_not_fail_a_run(run_sop, store, data_dir):
+    locked = threading.Event()
+
+    def hold_the_lock() -> None:
+        connection = sqlite3.connect(data_dir / "sop.db", timeout=10, isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        locked.set()
+        time.sleep(1.5)
+        connection.execute("COMMIT")
+        connection.close()
+
+    text = """
+sop: 1
+id: locked
+outputs: [n]
+steps:
+  - {id: a, action: sleep, duration: 300ms}
+  - {id: b, action: set, values: {n: 1}}
+  - {id: c, action: sleep, duration: 100ms}
+  - {id: d, action: log, message: done}
+"""
+    holder = threading.Thread(target=hold_the_lock)
+    running = asyncio.ensure_future(run_sop(text))
+    await asyncio.sleep(0.1)
+    holder.start()
+    await asyncio.to_thread(locked.wait, 5)
+    outcome = await asyncio.wait_for(running, 30)
+    holder.join()
+    assert outcome.status == RunStatus.COMPLETED and outcome.outputs == {"n": 1}
