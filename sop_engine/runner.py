@@ -318,8 +318,9 @@ class Execution:
 
     async def _reset_interrupted(self) -> None:
         """Steps an earlier execution left running (it crashed, or the process was killed) run again, at
-        least once: back to pending. A non-idempotent one waits for a person instead; a step naming
-        `resume_from` sends the run back to that step, so the page is rebuilt by the steps that made it."""
+        least once: back to pending. A non-idempotent one waits for a person instead. And where the run
+        goes on at a step naming `resume_from` (it was in flight, or is next), the steps from that one run
+        again too: the page state they made (a filled form, a wizard's memory) is not in a checkpoint."""
         for key, status in list(self.status.items()):
             if status == StepStatus.BLOCKED:
                 await self.step_event(key, "pending", reason=None)
@@ -336,7 +337,9 @@ class Execution:
                 self._hold.add(key)
                 continue
             await self.step_event(key, "pending", reason="interrupted: runs again")
-            if step.resume_from:
+        for key, status in list(self.status.items()):
+            step = self._step_of(key)
+            if status == StepStatus.PENDING and step.resume_from and key not in self._hold:
                 await self._rewind(key, step)
 
     async def _rewind(self, key: str, step: Step) -> None:

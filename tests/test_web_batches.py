@@ -12,8 +12,9 @@ from tests.conftest import TOKEN, fixture_sop, post_sop, wait_for
 
 
 def batch_sop(api, server) -> str:
-    return post_sop(api, fixture_sop("signup-batch.yaml", f"{server.url}/demo/").replace("id: signup-batch",
-                                                                                      "id: SOP_ID"))
+    return post_sop(
+        api, fixture_sop("signup-batch.yaml", f"{server.url}/demo/").replace("id: signup-batch", "id: SOP_ID")
+    )
 
 
 def rows_csv(count: int, failing: set[int] = frozenset(), invalid: set[int] = frozenset()) -> str:
@@ -31,15 +32,26 @@ def wait_batch(api, batch_id: str, timeout: float = 60) -> dict:
 
 def test_batch_from_an_uploaded_file(api, server):
     sop_id = batch_sop(api, server)
-    reply = api.post("/api/batches", data={"sop_id": sop_id, "concurrency": "3"},
-                     files={"file": ("rows.csv", rows_csv(8, failing={3}, invalid={5}), "text/csv")})
+    reply = api.post(
+        "/api/batches",
+        data={"sop_id": sop_id, "concurrency": "3"},
+        files={"file": ("rows.csv", rows_csv(8, failing={3}, invalid={5}), "text/csv")},
+    )
     assert reply.status_code == 201, reply.text
     batch = wait_batch(api, reply.json()["id"])
     assert batch["status"] == "completed" and batch["rows"] == 8
-    assert batch["counts"] | {} == {"completed": 6, "failed": 1, "invalid": 1, "running": 0, "queued": 0,
-                                    "paused": 0, "cancelled": 0}
-    assert [r["status"] for r in batch["rows_page"]] == ["completed"] * 2 + ["failed", "completed", "invalid"] + \
-        ["completed"] * 3
+    assert batch["counts"] | {} == {
+        "completed": 6,
+        "failed": 1,
+        "invalid": 1,
+        "running": 0,
+        "queued": 0,
+        "paused": 0,
+        "cancelled": 0,
+    }
+    assert [r["status"] for r in batch["rows_page"]] == ["completed"] * 2 + ["failed", "completed", "invalid"] + [
+        "completed"
+    ] * 3
     failed_only = api.get(f"/api/batches/{batch['id']}", params={"status": "failed"}).json()
     assert [r["row"] for r in failed_only["rows_page"]] == [3]
     page = api.get(f"/api/batches/{batch['id']}", params={"limit": 2, "offset": 2}).json()
@@ -59,11 +71,20 @@ def test_batch_from_an_uploaded_file(api, server):
 
 def test_batch_from_json_rows_and_bad_requests(api, server):
     sop_id = batch_sop(api, server)
-    reply = api.post("/api/batches", json={"sop_id": sop_id, "rows": [{"who": "Q1"}, {"who": "Q2"}],
-                                           "mapping": {"who": "name"}, "inputs": {"plan": "team"}})
+    reply = api.post(
+        "/api/batches",
+        json={
+            "sop_id": sop_id,
+            "rows": [{"who": "Q1"}, {"who": "Q2"}],
+            "mapping": {"who": "name"},
+            "inputs": {"plan": "team"},
+        },
+    )
     batch = wait_batch(api, reply.json()["id"])
-    assert [r["outputs"] for r in batch["rows_page"]] == [{"submitted_name": "Q1", "submitted_plan": "team"},
-                                                          {"submitted_name": "Q2", "submitted_plan": "team"}]
+    assert [r["outputs"] for r in batch["rows_page"]] == [
+        {"submitted_name": "Q1", "submitted_plan": "team"},
+        {"submitted_name": "Q2", "submitted_plan": "team"},
+    ]
     assert api.post("/api/batches", json={"sop_id": "nope", "rows": [{}]}).status_code == 404
     assert api.post("/api/batches", json={"sop_id": sop_id, "rows": []}).status_code == 422
     assert api.post("/api/batches", json={"sop_id": sop_id, "rows": [{}], "mapping": {"a": "zzz"}}).status_code == 422
@@ -76,8 +97,11 @@ def test_batch_from_json_rows_and_bad_requests(api, server):
 
 def test_cancel_a_batch(api, server):
     sop_id = batch_sop(api, server)
-    reply = api.post("/api/batches", data={"sop_id": sop_id, "concurrency": "1"},
-                     files={"file": ("rows.csv", rows_csv(30), "text/csv")})
+    reply = api.post(
+        "/api/batches",
+        data={"sop_id": sop_id, "concurrency": "1"},
+        files={"file": ("rows.csv", rows_csv(30), "text/csv")},
+    )
     batch_id = reply.json()["id"]
     wait_for(lambda: api.get(f"/api/batches/{batch_id}").json()["counts"]["completed"] >= 1)
     assert api.post(f"/api/batches/{batch_id}/cancel").status_code == 200
@@ -93,8 +117,10 @@ async def test_batch_page_shows_rows_and_progress(browser_host, server, api):
     try:
         await page.goto(f"{server.url}/login?token={TOKEN}")
         await page.goto(f"{server.url}/sops/{sop_id}")
-        await page.set_input_files('#batch-form input[name="file"]', files=[{
-            "name": "rows.csv", "mimeType": "text/csv", "buffer": rows_csv(6, failing={2}).encode()}])
+        await page.set_input_files(
+            '#batch-form input[name="file"]',
+            files=[{"name": "rows.csv", "mimeType": "text/csv", "buffer": rows_csv(6, failing={2}).encode()}],
+        )
         await page.click("#batch-button")
         await page.wait_for_url("**/batches/*")
         await expect(page.locator("#batch-status")).to_have_text("completed")
