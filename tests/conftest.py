@@ -130,7 +130,7 @@ class ServerProcess:
                 [
                     sys.executable,
                     "-m",
-                    "sop_engine",
+                    "web",
                     "serve",
                     "--port",
                     str(self.port),
