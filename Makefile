@@ -31,12 +31,12 @@ demo: setup
 	$(BIN)/sop-engine demo
 
 test: setup
-	$(BIN)/ruff check sop_engine web tests
+	$(BIN)/ruff check sop_engine web tests bench
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check sop_engine web tests
-	$(BIN)/ruff format --check sop_engine web tests
+	$(BIN)/ruff check sop_engine web tests bench
+	$(BIN)/ruff format --check sop_engine web tests bench
 
 clean:
 	rm -rf $(VENV) data node_modules .pytest_cache .ruff_cache *.egg-info

@@ -68,18 +68,24 @@ class Node:
 class Graph:
     nodes: dict[str, Node]  # in document order
 
-    def ready(self, status: Mapping[str, StepStatus]) -> list[str]:
-        """Pending steps whose dependencies are done, in document order."""
-        return [
-            sid
-            for sid, node in self.nodes.items()
-            if status[sid] == StepStatus.PENDING
-            and all(status[d] in _SATISFIED for d in node.needs)
-            and all(status[d] in STEP_TERMINAL for d in node.after)
-        ]
+    def ready(self, status: Mapping[str, StepStatus], first: bool = False) -> list[str]:
+        """Pending steps whose dependencies are done, in document order (with `first`, only the first)."""
+        found = []
+        for sid, node in self.nodes.items():
+            if (
+                status[sid] == StepStatus.PENDING
+                and all(status[d] in _SATISFIED for d in node.needs)
+                and all(status[d] in STEP_TERMINAL for d in node.after)
+            ):
+                found.append(sid)
+                if first:
+                    break
+        return found
 
     def blocked(self, status: Mapping[str, StepStatus]) -> list[str]:
         """Pending steps that can never run: a step they need failed or is blocked itself."""
+        if not any(value in _BROKEN for value in status.values()):
+            return []
         return [
             sid
             for sid, node in self.nodes.items()

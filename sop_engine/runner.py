@@ -56,6 +56,7 @@ class RunPaused(Exception):
 
 
 INTERRUPTED = "interrupted during a non-idempotent step"
+WRITE_BEHIND = 0.05  # seconds a step's start may wait to be written with its result
 
 
 @dataclass
@@ -191,6 +192,12 @@ class Execution:
             runner.browser, vault, {"tabs": saved.tabs, "storage": saved.storage} if saved else None
         )
         self._pause_lock = asyncio.Lock()  # one question to a person at a time, even with parallel steps
+        # writes: a change waited for is committed at once, with those asked for before it (a step's start
+        # goes with its result when the step is quick; a slow step's start is written WRITE_BEHIND later)
+        self._queue: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Future[None] | None = None
+        self._flush_order = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
 
     # I/O shared by the steps -----------------------------------------------------------------
@@ -204,8 +211,12 @@ class Execution:
         step: tuple[str, dict[str, Any]] | None = None,
         new_steps: list[dict[str, Any]] | None = None,
         checkpoint: dict[str, Any] | None = None,
+        wait: bool = True,
     ) -> None:
-        """Store a state change with its event in one transaction, then tell the sinks."""
+        """Store a state change with its event, then tell the sinks. With `wait=False` (a step's start, new
+        step rows) the change is written with the next one waited for, or WRITE_BEHIND seconds later, whichever
+        comes first: a quick step's start and result share one commit, and both are committed before the
+        next step starts."""
         if step is not None and "status" in step[1]:
             new = StepStatus(step[1]["status"])
             if step[0] in self.status:
@@ -216,17 +227,35 @@ class Execution:
             self.run_status = RunStatus(run["status"])
         for row in new_steps or ():
             self.status[row["key"]] = StepStatus.PENDING
-        event = self.store.record(
-            self.run_id,
-            type_,
-            self.mask(data),
-            run=self.mask(run) if run else None,
-            step=(step[0], self.mask(step[1])) if step else None,
-            new_steps=new_steps or (),
-            checkpoint=checkpoint,
-        )
-        for sink in self.runner.sinks:
-            await sink.emit(event)
+        change = {
+            "run": self.mask(run) if run else None,
+            "step": (step[0], self.mask(step[1])) if step else None,
+            "new_steps": new_steps or (),
+            "checkpoint": checkpoint,
+        }
+        self._queue.append((type_, self.mask(data), change))
+        if wait:
+            await self.flush()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(WRITE_BEHIND, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_timer = None
+        self._flushing = asyncio.ensure_future(self.flush())
+
+    async def flush(self) -> None:
+        """Commits the changes asked for so far, in one transaction, then tells the sinks, in order."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        async with self._flush_order:
+            changes, self._queue = self._queue, []
+            if not changes:
+                return
+            events = self.store.record_many(self.run_id, changes)
+            for event in events:
+                for sink in self.runner.sinks:
+                    await sink.emit(event)
 
     async def step_event(self, key: str, status: str, **values: Any) -> None:
         """A step's status change: stored on its row and told as a step.updated event."""
@@ -386,14 +415,15 @@ class Execution:
         graph = self.graph(steps)
         status = await self._scope_status(steps, env, prefix, parent)
         running: dict[asyncio.Task[StepStatus], str] = {}
+        sequential = self.sop.max_parallel == 1
         try:
             while True:
                 for sid in graph.blocked(status):
                     status[sid] = await self._block(graph, sid, prefix, status)
-                ready = graph.ready(status)
+                ready = graph.ready(status, first=sequential)
                 if not ready and not running:
                     return {n: env.maps[0].get(n) for s in steps for n in step_outputs(s)}
-                if self.sop.max_parallel == 1 and not running:
+                if sequential:
                     status[ready[0]] = StepStatus.RUNNING
                     status[ready[0]] = await self.run_step(graph.nodes[ready[0]].step, env, prefix)
                     continue
@@ -440,7 +470,7 @@ class Execution:
             status[step.id] = known
         if new_rows:
             keys = [r["key"] for r in new_rows]
-            await self.emit("steps.added", {"parent": parent, "keys": keys}, new_steps=new_rows)
+            await self.emit("steps.added", {"parent": parent, "keys": keys}, new_steps=new_rows, wait=False)
         return status
 
     async def _block(self, graph: Graph, sid: str, prefix: str, status: Mapping[str, StepStatus]) -> StepStatus:
@@ -560,7 +590,10 @@ class Execution:
         )
         self._stepped()
 
-    async def _start(self, key: str, variables: dict[str, Any], attempt: int | None = None) -> None:
+    async def _start(
+        self, key: str, variables: dict[str, Any], attempt: int | None = None, durable: bool = False
+    ) -> None:
+        """`durable`: committed before the step acts (a non-idempotent step must be known to have started)."""
         attempt = attempt or self.attempts.setdefault(key, 1)
         shown = self._shown_inputs(variables)
         values = {
@@ -573,7 +606,10 @@ class Execution:
             "reason": None,
         }
         await self.emit(
-            "step.updated", {"key": key, "status": "running", "attempt": attempt, "inputs": shown}, step=(key, values)
+            "step.updated",
+            {"key": key, "status": "running", "attempt": attempt, "inputs": shown},
+            step=(key, values),
+            wait=durable,
         )
 
     async def _complete(
@@ -630,7 +666,7 @@ class Execution:
 
     async def _leaf_once(self, step: Step, env: ChainMap[str, Any], key: str, variables: dict[str, Any]) -> StepStatus:
         self.attempts[key] = self.attempts.get(key, 0) + 1
-        await self._start(key, variables, self.attempts[key])
+        await self._start(key, variables, self.attempts[key], durable=not step.idempotent)
         started = asyncio.get_running_loop().time()
         timeout = step.timeout or self.sop.defaults.timeout
         ctx = StepContext(self, key, step.tab, timeout, variables, self.base_dir, self.runner.local_files)

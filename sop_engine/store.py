@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, text, update
+from sqlalchemy import bindparam, delete, func, insert, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, select
@@ -57,8 +57,14 @@ class Store:
         self.url = url or default_database_url()
         self.engine = make_engine(self.url)
         SQLModel.metadata.create_all(self.engine)
+        self._statements: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._writer: Any = None  # one connection for the hot path of run writes, one writer at a time
+        self._writing = threading.Lock()
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self.engine.dispose()
 
     def session(self) -> Session:
@@ -222,14 +228,47 @@ class Store:
                 if taken.rowcount == 1:
                     return s.get(RunRow, candidate)
 
+    def _statement(self, kind: str, keys: tuple[str, ...]) -> Any:
+        """Statements of the hot path, built once per shape and reused (bound parameters v_<column>)."""
+        found = self._statements.get((kind, keys))
+        if found is None:
+            runs, steps = RunRow.__table__, StepRunRow.__table__  # type: ignore[attr-defined]
+            if kind == "run":
+                found = (
+                    update(runs)
+                    .where(runs.c.id == bindparam("rid"))
+                    .values(last_seq=runs.c.last_seq + 1, **{k: bindparam(f"v_{k}") for k in keys})
+                    .returning(runs.c.last_seq)
+                )
+            elif kind == "step":
+                found = (
+                    update(steps)
+                    .where(steps.c.run_id == bindparam("rid"), steps.c.key == bindparam("k"))
+                    .values(**{k: bindparam(f"v_{k}") for k in keys})
+                )
+            else:
+                found = insert(RunEventRow.__table__)  # type: ignore[attr-defined]
+            self._statements[(kind, keys)] = found
+        return found
+
     @staticmethod
-    def _save_checkpoint(s: Session, run_id: str, at: Any, checkpoint: dict[str, Any]) -> None:
+    def _reset(conn: Any, run_id: str, keys: list[str], reason: str | None) -> None:
+        steps = StepRunRow.__table__  # type: ignore[attr-defined]
+        conn.execute(
+            update(steps)
+            .where(steps.c.run_id == run_id, steps.c.key.in_(keys))
+            .values(status="pending", reason=reason, error=None, outputs=None, sealed_outputs=None, finished_at=None)
+        )
+
+    @staticmethod
+    def _save_checkpoint(conn: Any, run_id: str, at: Any, checkpoint: dict[str, Any]) -> None:
+        table = CheckpointRow.__table__  # type: ignore[attr-defined]
         values = {"key": checkpoint["key"], "at": at, "tabs": checkpoint["tabs"]}
         if "storage" in checkpoint:  # taken less often than the URLs: keep the last one when not retaken
             values["storage"] = checkpoint["storage"]
-        done = s.execute(update(CheckpointRow).where(CheckpointRow.run_id == run_id).values(**values))
+        done = conn.execute(update(table).where(table.c.run_id == run_id).values(**values))
         if done.rowcount == 0:
-            s.add(CheckpointRow(run_id=run_id, **values))
+            conn.execute(insert(table), [{"run_id": run_id, **values}])
 
     def checkpoint(self, run_id: str) -> CheckpointRow | None:
         with self.session() as s:
@@ -365,39 +404,52 @@ class Store:
 
     # writes of a run: the state change and its event commit together -----------------------
 
-    def record(
-        self,
-        run_id: str,
-        type_: str,
-        data: dict[str, Any],
-        *,
-        run: dict[str, Any] | None = None,
-        step: tuple[str, dict[str, Any]] | None = None,
-        new_steps: Iterable[dict[str, Any]] = (),
-        reset: tuple[list[str], str | None] | None = None,
-        audit: dict[str, Any] | None = None,
-        checkpoint: dict[str, Any] | None = None,
-    ) -> Event:
-        """Applies a state change and appends its event, numbered next in the run's sequence, atomically."""
+    def record(self, run_id: str, type_: str, data: dict[str, Any], **change: Any) -> Event:
+        """Applies a state change and appends its event, numbered next in the run's sequence, atomically.
+        `change`: run={columns}, step=(key, {columns}), new_steps=[rows], reset=(keys, reason), audit={...},
+        checkpoint={key, tabs, storage}."""
+        return self.record_many(run_id, [(type_, data, change)])[0]
+
+    def record_many(self, run_id: str, changes: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[Event]:
+        """Several state changes of one run, each with its event, in one transaction (in their order).
+        SQLAlchemy Core statements built once, on one connection: the ORM's bookkeeping, and building the
+        statements anew, would cost more than the commit itself."""
         at = utcnow()
-        with self.session() as s, s.begin():
-            s.execute(update(RunRow).where(RunRow.id == run_id).values(last_seq=RunRow.last_seq + 1, **(run or {})))
-            seq = s.exec(select(RunRow.last_seq).where(RunRow.id == run_id)).one()
-            for values in new_steps:
-                s.add(StepRunRow(run_id=run_id, **values))
-            if step:
-                key, values = step
-                s.execute(update(StepRunRow).where(StepRunRow.run_id == run_id, StepRunRow.key == key).values(**values))
-            if reset:
-                keys, reason = reset
-                s.execute(
-                    update(StepRunRow)
-                    .where(StepRunRow.run_id == run_id, StepRunRow.key.in_(keys))  # type: ignore[attr-defined]
-                    .values(status="pending", reason=reason, error=None, outputs=None, finished_at=None)
-                )
-            if audit:
-                s.add(AuditRow(run_id=run_id, at=at, **audit))
-            if checkpoint:
-                self._save_checkpoint(s, run_id, at, checkpoint)
-            s.add(RunEventRow(run_id=run_id, seq=seq, type=type_, data=data, at=at))
-        return Event(run_id, seq, type_, data, at)
+        events = []
+        with self._writing:
+            if self._writer is None or self._writer.closed:
+                self._writer = self.engine.connect()
+            conn = self._writer
+            with conn.begin():
+                for type_, data, change in changes:
+                    seq = self._apply(conn, run_id, at, change)
+                    conn.execute(
+                        self._statement("event", ()),
+                        {"run_id": run_id, "seq": seq, "type": type_, "data": data, "at": at},
+                    )
+                    events.append(Event(run_id, seq, type_, data, at))
+        return events
+
+    def _apply(self, conn: Any, run_id: str, at: Any, change: dict[str, Any]) -> int:
+        run = change.get("run") or {}
+        seq = conn.execute(
+            self._statement("run", tuple(sorted(run))), {"rid": run_id, **{f"v_{k}": v for k, v in run.items()}}
+        ).scalar_one()
+        rows = [
+            {"run_id": run_id, "attempts": 0, "artifacts": [], **values} for values in change.get("new_steps") or ()
+        ]
+        if rows:
+            conn.execute(insert(StepRunRow.__table__), rows)  # type: ignore[attr-defined]
+        if change.get("step"):
+            key, values = change["step"]
+            conn.execute(
+                self._statement("step", tuple(sorted(values))),
+                {"rid": run_id, "k": key, **{f"v_{k}": v for k, v in values.items()}},
+            )
+        if change.get("reset"):
+            self._reset(conn, run_id, *change["reset"])
+        if change.get("audit"):
+            conn.execute(insert(AuditRow.__table__), [{"run_id": run_id, "at": at, **change["audit"]}])  # type: ignore[attr-defined]
+        if change.get("checkpoint"):
+            self._save_checkpoint(conn, run_id, at, change["checkpoint"])
+        return seq
