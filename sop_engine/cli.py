@@ -7,7 +7,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,9 +16,12 @@ from .browser import BrowserHost, BrowserNotFound
 from .document import DocumentError, LoadedSop, load_sop_file, parse_cli_value, resolve_inputs
 from .events import Event
 from .liveness import worker_name
-from .runner import Runner, RunOutcome
 from .states import RunStatus
-from .store import Store
+from .steps import uses_browser
+
+if TYPE_CHECKING:
+    from .runner import Runner, RunOutcome
+    from .store import Store
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Run browser SOPs step by step."
@@ -123,10 +126,15 @@ def _summary(store: Store, outcome: RunOutcome) -> dict[str, Any]:
 async def _execute(
     loaded: LoadedSop, inputs: dict[str, Any], headed: bool, progress: bool, resume: str | None = None
 ) -> tuple[Store, RunOutcome]:
-    store = Store()
     sinks = [ConsoleProgress()] if progress else []
-    async with BrowserHost(headed=headed) as browser:
-        runner = Runner(store, browser, sinks)
+    browser = BrowserHost(headed=headed)
+    # Chromium starts while the database layer is imported and opened (in a thread): a run starts sooner
+    launching = asyncio.create_task(browser.start()) if any(map(uses_browser, loaded.sop.walk())) else None
+    try:
+        store, runner_class = await asyncio.to_thread(_open_store)
+        if launching is not None:
+            await launching
+        runner = runner_class(store, browser, sinks)
         if resume is None:
             run_id = (await runner.create_run(loaded, inputs, claimed_by=worker_name())).id
         else:
@@ -138,12 +146,24 @@ async def _execute(
                 run={"status": "queued", "worker": None},
             )
         outcome = await runner.execute(run_id, loaded, inputs)
+    finally:
+        if launching is not None and not launching.done():
+            launching.cancel()
+        await browser.close()
     return store, outcome
+
+
+def _open_store() -> tuple[Store, type[Runner]]:
+    from .runner import Runner
+    from .store import Store
+
+    return Store(), Runner
 
 
 def _resume_target(run_id: str) -> tuple[LoadedSop, dict[str, Any]]:
     """A stored run to go on with: its document version and its inputs (secrets decrypted)."""
     from .document import load_sop
+    from .store import Store
     from .vault import Vault
 
     store = Store()
@@ -249,6 +269,7 @@ def prune(
 
     from .events import utcnow
     from .runner import artifacts_root
+    from .store import Store
 
     match = re.fullmatch(r"(\d+)([dhm])", older_than.strip())
     if not match:
@@ -345,6 +366,8 @@ async def _run_batch(
     headed: bool,
 ) -> tuple[Any, str]:
     from .batch import Batches, default_concurrency
+    from .runner import Runner
+    from .store import Store
 
     store = Store()
     async with BrowserHost(headed=headed) as browser:
