@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,13 +14,12 @@ import typer
 from rich.console import Console
 
 from .browser import BrowserHost, BrowserNotFound
-from .document import DocumentError, LoadedSop, load_sop_file, parse_cli_value, resolve_inputs
 from .events import Event
 from .liveness import worker_name
 from .states import RunStatus
-from .steps import uses_browser
 
 if TYPE_CHECKING:
+    from .document import DocumentError, LoadedSop
     from .runner import Runner, RunOutcome
     from .store import Store
 
@@ -41,6 +41,8 @@ def _invalid(error: DocumentError, what: str) -> typer.Exit:
 
 
 def _load(file: Path) -> LoadedSop:
+    from .document import DocumentError, load_sop_file
+
     try:
         return load_sop_file(file)
     except DocumentError as exc:
@@ -48,6 +50,8 @@ def _load(file: Path) -> LoadedSop:
 
 
 def _given_inputs(pairs: list[str], inputs_json: Path | None, types: dict[str, str]) -> dict[str, Any]:
+    from .document import parse_cli_value
+
     given: dict[str, Any] = {}
     if inputs_json is not None:
         try:
@@ -123,17 +127,23 @@ def _summary(store: Store, outcome: RunOutcome) -> dict[str, Any]:
     }
 
 
+Loader = Callable[[], "tuple[LoadedSop, dict[str, Any]]"]
+
+
 async def _execute(
-    loaded: LoadedSop, inputs: dict[str, Any], headed: bool, progress: bool, resume: str | None = None
-) -> tuple[Store, RunOutcome]:
+    load: Loader, headed: bool, progress: bool, resume: str | None = None
+) -> tuple[Store, RunOutcome, LoadedSop]:
+    """Chromium starts first; the document is read and checked, and the database opened, while it does
+    (in threads): a run starts sooner. An invalid document ends it all with exit code 2."""
     sinks = [ConsoleProgress()] if progress else []
     browser = BrowserHost(headed=headed)
-    # Chromium starts while the database layer is imported and opened (in a thread): a run starts sooner
-    launching = asyncio.create_task(browser.start()) if any(map(uses_browser, loaded.sop.walk())) else None
+    launching = asyncio.create_task(browser.start())
     try:
+        loaded, inputs = await asyncio.to_thread(load)
+        if progress:
+            out.print(f"[bold]{_escape(loaded.sop.name or loaded.sop.id)}[/]")
         store, runner_class = await asyncio.to_thread(_open_store)
-        if launching is not None:
-            await launching
+        await launching
         runner = runner_class(store, browser, sinks)
         if resume is None:
             run_id = (await runner.create_run(loaded, inputs, claimed_by=worker_name())).id
@@ -147,10 +157,11 @@ async def _execute(
             )
         outcome = await runner.execute(run_id, loaded, inputs)
     finally:
-        if launching is not None and not launching.done():
-            launching.cancel()
+        if not launching.done():
+            with contextlib.suppress(BaseException):
+                await launching
         await browser.close()
-    return store, outcome
+    return store, outcome, loaded
 
 
 def _open_store() -> tuple[Store, type[Runner]]:
@@ -183,17 +194,24 @@ def _resume_target(run_id: str) -> tuple[LoadedSop, dict[str, Any]]:
         store.close()
 
 
-def run_document(
-    loaded: LoadedSop, given: dict[str, Any], *, headed: bool = False, as_json: bool = False, resume: str | None = None
-) -> int:
+def _from_file(file: Path, pairs: list[str], inputs_json: Path | None) -> Loader:
+    def load() -> tuple[LoadedSop, dict[str, Any]]:
+        from .document import DocumentError, resolve_inputs
+
+        loaded = _load(file)
+        types = {name: spec.type for name, spec in loaded.sop.inputs.items()}
+        given = _given_inputs(pairs, inputs_json, types)
+        try:
+            return loaded, resolve_inputs(loaded.sop, given)
+        except DocumentError as exc:
+            raise _invalid(exc, "The inputs do not fit the SOP:") from None
+
+    return load
+
+
+def run_document(load: Loader, *, headed: bool = False, as_json: bool = False, resume: str | None = None) -> int:
     try:
-        inputs = given if resume else resolve_inputs(loaded.sop, given)
-    except DocumentError as exc:
-        raise _invalid(exc, "The inputs do not fit the SOP:") from None
-    if not as_json:
-        out.print(f"[bold]{_escape(loaded.sop.name or loaded.sop.id)}[/]")
-    try:
-        store, outcome = asyncio.run(_execute(loaded, inputs, headed, progress=not as_json, resume=resume))
+        store, outcome, _ = asyncio.run(_execute(load, headed, progress=not as_json, resume=resume))
     except BrowserNotFound as exc:
         err.print(f"[red]{exc}[/]")
         return EXIT_FAILED
@@ -231,15 +249,12 @@ def run(
 ) -> None:
     """Run an SOP headless, start to finish: exit code 0 completed, 1 failed or paused, 2 invalid."""
     if resume is not None:
-        loaded, inputs = _resume_target(resume)
-        raise typer.Exit(run_document(loaded, inputs, headed=headed, as_json=as_json, resume=resume))
+        target = _resume_target(resume)  # checked before anything starts
+        raise typer.Exit(run_document(lambda: target, headed=headed, as_json=as_json, resume=resume))
     if file is None:
         err.print("[red]give an SOP file, or --resume RUN_ID[/]")
         raise typer.Exit(EXIT_INVALID)
-    loaded = _load(file)
-    types = {name: spec.type for name, spec in loaded.sop.inputs.items()}
-    given = _given_inputs(input, inputs_json, types)
-    raise typer.Exit(run_document(loaded, given, headed=headed, as_json=as_json))
+    raise typer.Exit(run_document(_from_file(file, input, inputs_json), headed=headed, as_json=as_json))
 
 
 @app.command()
@@ -251,10 +266,10 @@ def demo(
     """Serve the fixture pages on 127.0.0.1 and run the demo SOP against them."""
     from .static_site import serve_folder
 
-    loaded = _load(sop)
+    _load(sop)  # an invalid document is refused before the pages are served
     with serve_folder(sites, port=port) as url:
         out.print(f"[dim]fixture pages at {url}[/]")
-        raise typer.Exit(run_document(loaded, {}))
+        raise typer.Exit(run_document(_from_file(sop, [], None)))
 
 
 @app.command()
@@ -305,6 +320,7 @@ def _mapping(pairs: list[str]) -> dict[str, str]:
 
 def _read_rows(loaded: LoadedSop, data: Path, mapping: dict[str, str], fixed: dict[str, Any]) -> list[Any]:
     from .datafile import parse_rows, row_inputs
+    from .document import DocumentError
 
     try:
         cells = parse_rows(data.read_text(encoding="utf-8"), data.name)

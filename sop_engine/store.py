@@ -237,7 +237,7 @@ class Store:
                 found = (
                     update(runs)
                     .where(runs.c.id == bindparam("rid"))
-                    .values(last_seq=runs.c.last_seq + 1, **{k: bindparam(f"v_{k}") for k in keys})
+                    .values(last_seq=runs.c.last_seq + bindparam("n"), **{k: bindparam(f"v_{k}") for k in keys})
                     .returning(runs.c.last_seq)
                 )
             elif kind == "step":
@@ -411,45 +411,51 @@ class Store:
         return self.record_many(run_id, [(type_, data, change)])[0]
 
     def record_many(self, run_id: str, changes: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[Event]:
-        """Several state changes of one run, each with its event, in one transaction (in their order).
+        """Several state changes of one run, each with its event numbered in order, in one transaction.
+        Merged into as few statements as they allow: one update of the run (its sequence moves by as many
+        events), new step rows in one insert, one update per step touched, the events in one insert.
         SQLAlchemy Core statements built once, on one connection: the ORM's bookkeeping, and building the
         statements anew, would cost more than the commit itself."""
         at = utcnow()
-        events = []
+        run: dict[str, Any] = {}
+        rows: list[dict[str, Any]] = []
+        steps: dict[str, dict[str, Any]] = {}
+        checkpoint = None
+        for _, _, change in changes:
+            run.update(change.get("run") or {})
+            rows += [{"run_id": run_id, "attempts": 0, "artifacts": [], **v} for v in change.get("new_steps") or ()]
+            if change.get("step"):
+                key, values = change["step"]
+                steps.setdefault(key, {}).update(values)
+            checkpoint = change.get("checkpoint") or checkpoint
         with self._writing:
             if self._writer is None or self._writer.closed:
                 self._writer = self.engine.connect()
             conn = self._writer
             with conn.begin():
-                for type_, data, change in changes:
-                    seq = self._apply(conn, run_id, at, change)
+                last = conn.execute(
+                    self._statement("run", tuple(sorted(run))),
+                    {"rid": run_id, "n": len(changes), **{f"v_{k}": v for k, v in run.items()}},
+                ).scalar_one()
+                if rows:
+                    conn.execute(insert(StepRunRow.__table__), rows)  # type: ignore[attr-defined]
+                for key, values in steps.items():
                     conn.execute(
-                        self._statement("event", ()),
-                        {"run_id": run_id, "seq": seq, "type": type_, "data": data, "at": at},
+                        self._statement("step", tuple(sorted(values))),
+                        {"rid": run_id, "k": key, **{f"v_{k}": v for k, v in values.items()}},
                     )
-                    events.append(Event(run_id, seq, type_, data, at))
+                for _, _, change in changes:
+                    if change.get("reset"):
+                        self._reset(conn, run_id, *change["reset"])
+                    if change.get("audit"):
+                        audit = {"run_id": run_id, "at": at, **change["audit"]}
+                        conn.execute(insert(AuditRow.__table__), [audit])  # type: ignore[attr-defined]
+                if checkpoint:
+                    self._save_checkpoint(conn, run_id, at, checkpoint)
+                first = last - len(changes) + 1
+                events = [Event(run_id, first + i, type_, data, at) for i, (type_, data, _) in enumerate(changes)]
+                conn.execute(
+                    self._statement("event", ()),
+                    [{"run_id": run_id, "seq": e.seq, "type": e.type, "data": e.data, "at": at} for e in events],
+                )
         return events
-
-    def _apply(self, conn: Any, run_id: str, at: Any, change: dict[str, Any]) -> int:
-        run = change.get("run") or {}
-        seq = conn.execute(
-            self._statement("run", tuple(sorted(run))), {"rid": run_id, **{f"v_{k}": v for k, v in run.items()}}
-        ).scalar_one()
-        rows = [
-            {"run_id": run_id, "attempts": 0, "artifacts": [], **values} for values in change.get("new_steps") or ()
-        ]
-        if rows:
-            conn.execute(insert(StepRunRow.__table__), rows)  # type: ignore[attr-defined]
-        if change.get("step"):
-            key, values = change["step"]
-            conn.execute(
-                self._statement("step", tuple(sorted(values))),
-                {"rid": run_id, "k": key, **{f"v_{k}": v for k, v in values.items()}},
-            )
-        if change.get("reset"):
-            self._reset(conn, run_id, *change["reset"])
-        if change.get("audit"):
-            conn.execute(insert(AuditRow.__table__), [{"run_id": run_id, "at": at, **change["audit"]}])  # type: ignore[attr-defined]
-        if change.get("checkpoint"):
-            self._save_checkpoint(conn, run_id, at, change["checkpoint"])
-        return seq
