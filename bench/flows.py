@@ -140,11 +140,10 @@ def recording(work: Path, url: str, n: int) -> Path:
 
 
 def replay_todo(work: Path, peers: Path, url: str, n: int, chromium: str) -> Variant:
-    return Variant(
-        "@puppeteer/replay",
-        ["node", str(BENCH / "replay_runner.mjs"), str(recording(work, url, n)), chromium],
-        {"NODE_PATH": str(peers / "node_modules")},
-    )
+    # an ES module finds its packages from where it lies: it runs from the peers' folder
+    runner = peers / "replay_runner.mjs"
+    runner.write_text((BENCH / "replay_runner.mjs").read_text())
+    return Variant("@puppeteer/replay", ["node", str(runner), str(recording(work, url, n)), chromium])
 
 
 def sop_scrape(work: Path, url: str) -> Variant:
