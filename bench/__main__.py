@@ -36,10 +36,11 @@ class Sizes:
     warmup: int
     overhead_steps: int
     overhead_repeats: int
+    batch_runs: int  # a batch of 100 rows is long: fewer rounds, and the flows before it warmed the machine up
 
 
-FULL = Sizes(50, 200, 100, 20, (1, 4, 8), runs=3, warmup=1, overhead_steps=1000, overhead_repeats=5)
-SMOKE = Sizes(4, 6, 4, 3, (2,), runs=1, warmup=0, overhead_steps=50, overhead_repeats=1)
+FULL = Sizes(50, 200, 100, 20, (1, 4, 8), runs=3, warmup=1, overhead_steps=1000, overhead_repeats=5, batch_runs=2)
+SMOKE = Sizes(4, 6, 4, 3, (2,), runs=1, warmup=0, overhead_steps=50, overhead_repeats=1, batch_runs=1)
 
 
 def fmt(timing: Timing) -> str:
@@ -148,14 +149,16 @@ def todo_flows(report: Report, work: Path, base: str, sizes: Sizes, install_peer
         )
 
 
-def run_variants(report: Report, variants: list[flows.Variant], sizes: Sizes) -> dict[str, Timing] | None:
+def run_variants(
+    report: Report, variants: list[flows.Variant], sizes: Sizes, runs: int | None = None, warmup: int | None = None
+) -> dict[str, Timing] | None:
     try:
-        return interleaved(variants, ROOT, sizes.runs, sizes.warmup)
+        return interleaved(variants, ROOT, runs or sizes.runs, sizes.warmup if warmup is None else warmup)
     except Failed as exc:  # one variant failing (a peer that will not start) must not lose the rest
         if len(variants) > 2:
             report.note(f"{exc}; measured without it.")
             failing = str(exc).split(" exited")[0].split(" did not")[0]
-            return run_variants(report, [v for v in variants if v.name != failing], sizes)
+            return run_variants(report, [v for v in variants if v.name != failing], sizes, runs, warmup)
         report.note(f"Not measured: {exc}")
         return None
 
@@ -185,7 +188,11 @@ def batch_flows(report: Report, work: Path, base: str, sizes: Sizes) -> None:
     last_ratio = None
     for concurrency in sizes.concurrencies:
         timings = run_variants(
-            report, [flows.sop_batch(work, rows, concurrency), flows.plain_batch(rows, concurrency)], sizes
+            report,
+            [flows.sop_batch(work, rows, concurrency), flows.plain_batch(rows, concurrency)],
+            sizes,
+            runs=sizes.batch_runs,
+            warmup=0,
         )
         if not timings:
             continue
