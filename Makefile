@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run demo test lint fmt clean
+.PHONY: setup browser run demo test bench lint fmt clean
 
 setup: $(STAMP) browser node_modules/.installed
 
@@ -33,6 +33,10 @@ demo: setup
 test: setup
 	$(BIN)/ruff check sop_engine web tests bench
 	$(BIN)/python -m pytest
+
+# rewrites docs/benchmarks.md (about 15 minutes; installs the peer runners into bench/.peers)
+bench: setup
+	$(BIN)/python -m bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check sop_engine web tests bench

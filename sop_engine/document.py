@@ -174,7 +174,7 @@ def load_sop(text: str, base_dir: Path | None = None) -> LoadedSop:
     for name, spec in sop.inputs.items():
         if not _is_name(name):
             problems.append(Problem(f"inputs.{name}", "is not a variable name (letters, digits, _)"))
-        if not spec.required and spec.default is not None and not _fits(spec.default, spec.type):
+        if not spec.required and spec.default is not None and not fits_type(spec.default, spec.type):
             problems.append(Problem(f"inputs.{name}", f"default must be {spec.type}, got {spec.default!r}"))
     problems.extend(check_document(sop))
     if problems:
@@ -210,7 +210,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _fits(value: Any, type_name: str) -> bool:
+def fits_type(value: Any, type_name: str) -> bool:
+    """True when a value is of a declared input type (a bool is no integer)."""
     if isinstance(value, bool) and type_name != "boolean":
         return False
     return isinstance(value, _TYPES[type_name])
@@ -235,7 +236,7 @@ def resolve_inputs(sop: Sop, given: dict[str, Any]) -> dict[str, Any]:
         if value is None and not spec.required and name not in given:
             resolved[name] = None
             continue
-        if not _fits(value, spec.type):
+        if not fits_type(value, spec.type):
             shown = "***" if spec.secret else json.dumps(value, default=str)
             problems.append(Problem(f"input '{name}'", f"must be {spec.type}, got {shown}"))
             continue

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..control import Waiting
+from ..document import fits_type
 from ..errors import ErrorKind, StepError
 from ..steps import Approval, Input
 from .context import ActionContext
-
-_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,)}
 
 
 def check_form_values(step: Input, values: dict[str, Any]) -> list[str]:
@@ -19,7 +18,7 @@ def check_form_values(step: Input, values: dict[str, Any]) -> list[str]:
         value = values.get(name, spec.default)
         if value is None:
             problems.append(f"'{name}' is required")
-        elif isinstance(value, bool) and spec.type != "boolean" or not isinstance(value, _TYPES[spec.type]):
+        elif not fits_type(value, spec.type):
             problems.append(f"'{name}' must be {spec.type}")
     return problems
 
