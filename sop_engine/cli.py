@@ -264,12 +264,29 @@ def demo(
     port: Annotated[int, typer.Option(help="Loopback port for the pages.")] = 8765,
 ) -> None:
     """Serve the fixture pages on 127.0.0.1 and run the demo SOP against them."""
+    from .document import load_sop
     from .static_site import serve_folder
 
-    _load(sop)  # an invalid document is refused before the pages are served
-    with serve_folder(sites, port=port) as url:
+    loaded = _load(sop)  # an invalid document is refused before the pages are served
+    pages = serve_folder(sites, port=port)
+    try:
+        url = pages.__enter__()
+    except OSError as exc:
+        err.print(f"[red]cannot serve the pages on 127.0.0.1:{port}: {exc.strerror or exc}; pick another --port[/]")
+        raise typer.Exit(EXIT_INVALID) from None
+    try:
         out.print(f"[dim]fixture pages at {url}[/]")
-        raise typer.Exit(run_document(_from_file(sop, [], None)))
+        # the example SOPs point at the pages' usual address: point them at this one
+        demo_doc = load_sop(loaded.source.replace("http://127.0.0.1:8765/", url), base_dir=loaded.base_dir)
+        raise typer.Exit(run_document(lambda: (demo_doc, _resolved(demo_doc))))
+    finally:
+        pages.__exit__(None, None, None)
+
+
+def _resolved(loaded: LoadedSop) -> dict[str, Any]:
+    from .document import resolve_inputs
+
+    return resolve_inputs(loaded.sop, {})
 
 
 @app.command()

@@ -153,7 +153,7 @@ def parse_text(text: str) -> Any:
 
 def load_sop(text: str, base_dir: Path | None = None) -> LoadedSop:
     """Parse and check a document; raises DocumentError listing every problem found."""
-    from .graph import check_document  # the graph checks need parsed steps
+    from .graph import check_declarations, check_document  # the graph checks need parsed steps
 
     raw = parse_text(text)
     if not isinstance(raw, dict):
@@ -169,8 +169,8 @@ def load_sop(text: str, base_dir: Path | None = None) -> LoadedSop:
         raise DocumentError(problems) from None
     parsed = [_parse_step(s, f"steps[{i}]", problems) for i, s in enumerate(sop.steps)]
     sop.steps = [p for p in parsed if p is not None]
-    if problems:
-        raise DocumentError(problems)
+    if problems:  # the steps that parsed still say what else is wrong with them
+        raise DocumentError(problems + check_declarations(sop.steps))
     for name, spec in sop.inputs.items():
         if not _is_name(name):
             problems.append(Problem(f"inputs.{name}", "is not a variable name (letters, digits, _)"))

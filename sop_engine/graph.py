@@ -214,17 +214,19 @@ def _names(step: Step, field: str, value: object, condition: bool, problems: lis
         return set()
 
 
-def _check_step(step: Step, available: set[str], all_ids: set[str], problems: list[Problem]) -> None:
+def check_declarations(steps: list[Step]) -> list[Problem]:
+    """Only the checks a step makes on its own (its templates use what it declares): with steps that did not
+    parse, the checks between steps would report what is only missing because of them."""
+    problems: list[Problem] = []
+    for step in steps:
+        _check_templates(step, problems)
+        for children in step.children():
+            problems += check_declarations(children)
+    return problems
+
+
+def _check_templates(step: Step, problems: list[Problem]) -> None:
     declared = set(step.inputs)
-    for name in step.inputs:
-        if name not in available:
-            problems.append(
-                Problem(
-                    f"step '{step.id}', field 'inputs'",
-                    f"step '{step.id}' declares input '{name}', which is not an SOP input, a loop variable in "
-                    "scope, or an output of another step",
-                )
-            )
     for field, value in step.templated().items():
         _uses(step, _names(step, field, value, False, problems), declared, field, problems)
     if step.when is not None:
@@ -238,6 +240,20 @@ def _check_step(step: Step, available: set[str], all_ids: set[str], problems: li
                 f"outputs.{name}",
                 problems,
             )
+
+
+def _check_step(step: Step, available: set[str], all_ids: set[str], problems: list[Problem]) -> None:
+    declared = set(step.inputs)
+    for name in step.inputs:
+        if name not in available:
+            problems.append(
+                Problem(
+                    f"step '{step.id}', field 'inputs'",
+                    f"step '{step.id}' declares input '{name}', which is not an SOP input, a loop variable in "
+                    "scope, or an output of another step",
+                )
+            )
+    _check_templates(step, problems)
     for dep in step.depends_on:
         if dep not in all_ids or dep == step.id:
             problems.append(Problem(f"step '{step.id}', field 'depends_on'", f"'{dep}' is not another step's id"))

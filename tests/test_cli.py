@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT as ROOT_DIR
 from tests.conftest import SOPS, fixture_sop
 
 CLI = [sys.executable, "-m", "sop_engine"]
@@ -147,3 +148,26 @@ def test_secret_input_is_masked_in_errors(tmp_path: Path):
     result = cli("run", str(SOPS / "login.yaml"), "--inputs-json", "inputs.json", cwd=tmp_path)
     assert result.returncode == 2
     assert "must be string, got ***" in result.stderr
+
+
+def test_validate_reports_every_problem_at_once(tmp_path: Path):
+    text = (SOPS / "todo-add.yaml").read_text().replace("        key: Enter\n", "").replace("{{ item }}", "{{ itme }}")
+    (tmp_path / "bad.yaml").write_text(text)
+    result = cli("validate", "bad.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "step 'enter' (steps[1].steps[1]), field 'key': is required" in result.stderr
+    assert "step 'type' uses 'itme', which it does not declare in its inputs" in result.stderr
+
+
+def test_demo_serves_the_pages_on_the_port_it_is_given(tmp_path: Path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = cli("demo", "--port", str(taken.getsockname()[1]), cwd=ROOT_DIR, timeout=60)
+        assert busy.returncode == 2 and "pick another --port" in busy.stderr
+        port = taken.getsockname()[1]
+    result = cli("demo", "--port", str(port), cwd=ROOT_DIR, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"fixture pages at http://127.0.0.1:{port}/" in result.stdout and '"left": 3' in result.stdout

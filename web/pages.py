@@ -74,7 +74,12 @@ async def login(request: Request) -> Response:
     return _page(request, "login.html", failed=bool(token))
 
 
+async def favicon(request: Request) -> Response:
+    return Response(status_code=204)
+
+
 routes = [
+    Route("/favicon.ico", favicon),
     Route("/", sops_page),
     Route("/sops/{sop_id}", sop_page),
     Route("/runs", runs_page),
