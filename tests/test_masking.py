@@ -70,3 +70,18 @@ def test_values_of_other_types_pass_through():
 
 def test_text_method_masks_plain_strings():
     assert Masker(["ab", "abc"]).text("abcab") == "******"
+
+
+def test_secrets_are_masked_in_the_forms_urls_and_json_give_them():
+    from sop_engine.masking import Masker
+
+    mask = Masker(["p@ss word/1"])
+    text = 'go?q=p%40ss%20word%2F1&r=p%40ss+word%2F1 {"s": "p@ss word/1"}'
+    assert mask(text) == 'go?q=***&r=*** {"s": "***"}'
+
+
+def test_every_value_inside_a_secret_list_or_dict_is_secret():
+    from sop_engine.masking import Masker
+
+    mask = Masker([["tok-a", "tok-b"], {"key": "k-123"}])
+    assert mask({"a": "tok-a", "b": ["tok-b"], "c": "k-123!"}) == {"a": "***", "b": ["***"], "c": "***!"}

@@ -40,6 +40,12 @@ def test_pages_redirect_to_login_and_the_login_url_sets_a_cookie(server):
         assert browser_like.get("/api/sops").status_code == 200  # the cookie is enough
 
 
+def test_login_only_redirects_to_pages_of_this_server(server):
+    for target, expected in (("/runs", "/runs"), ("https://evil.example/", "/"), ("//evil.example/x", "/")):
+        reply = httpx.get(f"{server.url}/login", params={"token": "test-token", "next": target})
+        assert (reply.status_code, reply.headers["location"]) == (303, expected)
+
+
 def test_posting_a_document_stores_versions(api):
     text = SLEEPY.replace("SOP_ID", "versioned-sop")
     first = api.post("/api/sops", content=text)

@@ -13,9 +13,11 @@ sop: 1
 id: SOP_ID
 inputs:
   ms: {type: integer, default: 300}
+  pin: {type: string, secret: true, default: "0000"}
+outputs: [pin_length]
 steps:
   - {id: first, action: sleep, duration: "{{ ms }}ms", inputs: [ms]}
-  - {id: second, action: log, message: done}
+  - {id: second, action: set, inputs: [pin], values: {pin_length: "{{ pin | length }}"}}
 """
 
 
@@ -73,7 +75,7 @@ def test_queued_and_interrupted_runs_survive_a_restart(own_server, tmp_path, kil
     server = own_server(1)
     with server.client() as api:
         sop_id = post_sop(api, NAP)
-        ids = [start_run(api, sop_id, {"ms": 1500}) for _ in range(3)]
+        ids = [start_run(api, sop_id, {"ms": 1500, "pin": "4-2-4-2-4"}) for _ in range(3)]
         wait_run(api, ids[0], "running")
     server.stop(kill=kill)
     restarted = own_server(1, data=server.data)
@@ -83,6 +85,10 @@ def test_queued_and_interrupted_runs_survive_a_restart(own_server, tmp_path, kil
         runs = [wait_run(api, rid, "completed", timeout=40) for rid in ids]
     first = runs[0]
     assert [s["status"] for s in first["steps"]] == ["completed", "completed"]
+    # the secret input came back from its encrypted copy after the restart, and never shows in clear
+    assert all(r["outputs"] == {"pin_length": len("4-2-4-2-4")} and r["inputs"]["pin"] == "***" for r in runs)
+    for path in server.data.glob("sop.db*"):
+        assert b"4-2-4-2-4" not in path.read_bytes()
     events = [e["seq"] for e in first_events(restarted, ids[0])]
     assert events == list(range(1, len(events) + 1))
 
