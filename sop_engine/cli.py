@@ -106,9 +106,7 @@ def _summary(store: Store, outcome: RunOutcome) -> dict[str, Any]:
     started = sorted(rows, key=lambda r: (r.started_at is None, r.started_at or far, r.id))
     steps = []
     for row in started:
-        duration = None
-        if row.started_at and row.finished_at:
-            duration = round((row.finished_at - row.started_at).total_seconds() * 1000, 1)
+        duration = row.duration_ms
         steps.append(
             {
                 "key": row.key,

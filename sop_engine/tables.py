@@ -107,6 +107,12 @@ class StepRunRow(SQLModel, table=True):
     reason: str | None = None  # why skipped or blocked
     artifacts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return round((self.finished_at - self.started_at).total_seconds() * 1000, 1)
+
 
 class RunEventRow(SQLModel, table=True):
     __tablename__ = "run_events"

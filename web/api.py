@@ -96,9 +96,7 @@ def document_json(row: SopDocumentRow, loaded: LoadedSop | None = None) -> dict[
 
 
 def step_json(row: StepRunRow) -> dict[str, Any]:
-    duration = None
-    if row.started_at and row.finished_at:
-        duration = round((row.finished_at - row.started_at).total_seconds() * 1000, 1)
+    duration = row.duration_ms
     return {
         "key": row.key,
         "step_id": row.step_id,
