@@ -179,6 +179,22 @@ def test_a_non_idempotent_step_interrupted_is_not_repeated(tmp_path, site_counte
         server.stop(kill=True)
 
 
+async def run_and_kill_chromium(store, host, loaded, key: str, marker: str, settle: float = 0.0):
+    """Starts a run, waits until step `key` is running, kills the Chromium that carries the marker (and only
+    it), and returns the run's id and outcome."""
+    runner = Runner(store, host)
+    run = await runner.create_run(loaded, {})
+    task = asyncio.ensure_future(runner.execute(run.id, loaded, {}))
+
+    def running() -> bool:
+        return any(s.key == key and s.status == "running" for s in store.steps(run.id))
+
+    await asyncio.to_thread(wait_for, running, 20)
+    await asyncio.sleep(settle)
+    subprocess.run(["pkill", "-KILL", "-f", marker.lstrip("-")], check=True)
+    return run.id, await asyncio.wait_for(task, 60)
+
+
 async def test_chromium_killed_mid_run_relaunches_and_completes(store, site_counter):
     marker = f"--sop-fault-test={uuid.uuid4().hex}"
     host = BrowserHost(extra_args=[marker])
@@ -195,16 +211,8 @@ steps:
   - {{id: nap, action: sleep, duration: 1500ms}}
   - {{id: read, action: extract, selector: "#done", outputs: {{shown: text}}}}
 """)
-        runner = Runner(store, host)
-        run = await runner.create_run(loaded, {})
-        task = asyncio.ensure_future(runner.execute(run.id, loaded, {}))
-
-        def napping() -> bool:
-            return any(s.key == "nap" and s.status == "running" for s in store.steps(run.id))
-
-        await asyncio.to_thread(wait_for, napping, 20)
-        subprocess.run(["pkill", "-KILL", "-f", marker.lstrip("-")], check=True)
-        outcome = await asyncio.wait_for(task, 60)
+        run_id, outcome = await run_and_kill_chromium(store, host, loaded, "nap", marker)
+        run = store.run(run_id)
         assert outcome.status == RunStatus.COMPLETED, outcome.error
         assert outcome.outputs == {"shown": "survivor"}
         assert host.launches == 2
@@ -262,17 +270,8 @@ steps:
     script: "() => new Promise(done => setTimeout(() => done(document.querySelector('#done').textContent), 2000))"
     outputs: {{title: value}}
 """)
-        runner = Runner(store, host)
-        run = await runner.create_run(loaded, {})
-        task = asyncio.ensure_future(runner.execute(run.id, loaded, {}))
-
-        def evaluating() -> bool:
-            return any(s.key == "slow" and s.status == "running" for s in store.steps(run.id))
-
-        await asyncio.to_thread(wait_for, evaluating, 20)
-        await asyncio.sleep(0.3)
-        subprocess.run(["pkill", "-KILL", "-f", marker.lstrip("-")], check=True)
-        outcome = await asyncio.wait_for(task, 60)
+        run_id, outcome = await run_and_kill_chromium(store, host, loaded, "slow", marker, settle=0.3)
+        run = store.run(run_id)
         assert outcome.status == RunStatus.COMPLETED, outcome.error
         assert outcome.outputs == {"title": "kept"}  # the page came back from the checkpoint
         slow = next(s for s in store.steps(run.id) if s.key == "slow")
