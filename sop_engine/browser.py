@@ -9,6 +9,8 @@ from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
 
+from . import settings
+
 _ON_PATH = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 QUIET_FLAGS = (
     "--disable-background-networking",
@@ -25,7 +27,7 @@ class BrowserNotFound(RuntimeError):
 
 def find_chromium() -> str | None:
     """SOP_BROWSER if set; else a Chromium or Chrome on PATH; else None (Playwright's own download)."""
-    named = os.environ.get("SOP_BROWSER")
+    named = settings.current().browser
     if named:
         found = shutil.which(named) or (named if os.path.exists(named) else None)
         if not found:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from pathlib import Path
@@ -13,22 +12,18 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
+from . import settings
 from .document import LoadedSop
 from .events import Event, utcnow
 from .tables import AuditRow, BatchItemRow, BatchRow, CheckpointRow, RunEventRow, RunRow, SopDocumentRow, StepRunRow
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("SOP_DATA_DIR", "data"))
+    return settings.current().data_dir
 
 
 def default_database_url() -> str:
-    url = os.environ.get("SOP_DATABASE_URL")
-    if url:
-        return url
-    folder = data_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'sop.db'}"
+    return settings.current().database
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from . import settings
 from .store import data_dir
 
 
@@ -18,7 +19,7 @@ def _key_file() -> Path:
 
 def load_key() -> bytes:
     """SOP_SECRET_KEY if set, else a key file in the data folder, made on first use (mode 0600)."""
-    named = os.environ.get("SOP_SECRET_KEY")
+    named = settings.current().secret_key
     if named:
         return named.encode()
     path = _key_file()

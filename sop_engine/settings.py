@@ -1,0 +1,75 @@
+"""Every environment variable the engine and the server read, in one place.
+
+`current()` reads the environment each time it is called (it is cheap), so tests that set a variable see it;
+nothing else in the code base reads `os.environ`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a whole number") from None
+
+
+def _list(name: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None  # None: a SQLite file in data_dir
+    secret_key: str | None  # the vault's key; None: data_dir/secret.key, made on first use
+    browser: str | None  # a Chromium executable or command name
+    api_token: str | None  # SOP_API_TOKEN: one admin token
+    api_tokens: tuple[str, ...]  # SOP_API_TOKENS: "name:role:token" or "name:token" (operator)
+    public_origin: str | None  # the origin people reach the server at, behind a proxy: https://sop.example.com
+    session_hours: int  # how long a login cookie lasts
+    egress_deny: tuple[str, ...]  # networks (CIDR), addresses or host names SOPs may not reach, besides defaults
+    egress_allow: tuple[str, ...]  # when set, the only networks and hosts SOPs may reach
+    max_body_bytes: int  # a request body larger than this gets 413
+    yaml_max_depth: int  # nesting of a document, data file or inputs
+    yaml_max_nodes: int  # values in a document after its aliases are expanded
+    template_max_output: int  # characters a template may produce
+    template_max_range: int  # items a template's range() may produce
+    write_retry_seconds: int  # how long a worker retries a failed database write before it lets the run go
+
+    @property
+    def database(self) -> str:
+        if self.database_url:
+            return self.database_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.data_dir / 'sop.db'}"
+
+
+def current() -> Settings:
+    env = os.environ.get
+    return Settings(
+        data_dir=Path(env("SOP_DATA_DIR", "data")),
+        database_url=env("SOP_DATABASE_URL") or None,
+        secret_key=env("SOP_SECRET_KEY") or None,
+        browser=env("SOP_BROWSER") or None,
+        api_token=env("SOP_API_TOKEN") or None,
+        api_tokens=_list("SOP_API_TOKENS"),
+        public_origin=(env("SOP_PUBLIC_ORIGIN") or "").rstrip("/") or None,
+        session_hours=_int("SOP_SESSION_HOURS", 12),
+        egress_deny=_list("SOP_EGRESS_DENY"),
+        egress_allow=_list("SOP_EGRESS_ALLOW"),
+        max_body_bytes=_int("SOP_MAX_BODY_BYTES", 5 * MIB),
+        yaml_max_depth=_int("SOP_YAML_MAX_DEPTH", 64),
+        yaml_max_nodes=_int("SOP_YAML_MAX_NODES", 10_000),
+        template_max_output=_int("SOP_TEMPLATE_MAX_OUTPUT", 1 * MIB),
+        template_max_range=_int("SOP_TEMPLATE_MAX_RANGE", 100_000),
+        write_retry_seconds=_int("SOP_WRITE_RETRY_SECONDS", 60),
+    )
