@@ -10,54 +10,29 @@ from typing import Any
 
 import socketio
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
+from sop_engine import settings
 from sop_engine.batch import Batches
 from sop_engine.browser import BrowserHost
 from sop_engine.document import DocumentError, load_sop_file
 from sop_engine.runner import Runner
 from sop_engine.store import Store
 
-from . import api, pages
-from .auth import Tokens, token_of
+from . import api, errors, pages
+from .auth import Tokens
 from .config import ServerConfig, asset_dir, vendor_dir
 from .controls import Controls
+from .db import AsyncStore
+from .guard import Guard, socket_origin_check
 from .live import LiveFeed
 from .state import ServerState
 from .workers import WorkerPool
 
 log = logging.getLogger("sop_engine.web")
 DEMO_PREFIX = "http://127.0.0.1:8765/"
-_OPEN = ("/static/", "/demo/", "/login", "/favicon.ico")
-
-
-class TokenGate:
-    """Every route but static files, the demo pages and the login needs a token: 401 for the API,
-    a redirect to the login page for pages."""
-
-    def __init__(self, app: ASGIApp, tokens: Tokens) -> None:
-        self.app = app
-        self.tokens = tokens
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(_OPEN):
-            await self.app(scope, receive, send)
-            return
-        from starlette.requests import HTTPConnection
-
-        who = self.tokens.who(token_of(HTTPConnection(scope)))
-        if who is None:
-            if scope["path"].startswith("/api/"):
-                response: Any = JSONResponse({"error": "unauthorized: send Authorization: Bearer <token>"}, 401)
-            else:
-                response = RedirectResponse("/login", status_code=303)
-            await response(scope, receive, send)
-            return
-        scope.setdefault("state", {})["who"] = who
-        await self.app(scope, receive, send)
 
 
 def load_examples(store: Store, config: ServerConfig) -> None:
@@ -78,19 +53,28 @@ def load_examples(store: Store, config: ServerConfig) -> None:
 
 def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None) -> ASGIApp:
     config = config or ServerConfig()
-    tokens = tokens or Tokens.from_env()
-    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=[], logger=False, engineio_logger=False)
+    options = settings.current()
+    tokens = tokens or Tokens()
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        cors_allowed_origins=socket_origin_check(options.public_origin),
+        max_http_buffer_size=64 * 1024,  # a socket message is a small JSON object
+        logger=False,
+        engineio_logger=False,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = Store()
+        tokens.attach(store)
         load_examples(store, config)
         browser = BrowserHost(headed=config.headed)
         feed = LiveFeed(sio, store, tokens)
         runner = Runner(store, browser, [feed], frames=feed, local_files=False)
         pool = WorkerPool(store, runner, config.concurrency)
-        controls = Controls(store, pool)
-        app.state.server = ServerState(store, browser, runner, pool, feed, controls, tokens, Batches(runner))
+        db = AsyncStore(store)
+        controls = Controls(db, pool)
+        app.state.server = ServerState(store, db, browser, runner, pool, feed, controls, tokens, Batches(runner))
         await pool.start()
         try:
             yield
@@ -99,14 +83,15 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
             await browser.close()
             store.close()
 
-    routes: list[Any] = [Mount("/api", routes=api.routes), *pages.routes]
+    routes: list[Any] = [Mount("/api", routes=api.routes()), *pages.routes]
     routes.append(Mount("/static", app=StaticFiles(directory=asset_dir("static")), name="static"))
     vendor = vendor_dir()
     if vendor is not None:
         routes.insert(-1, Mount("/static/vendor", app=StaticFiles(directory=vendor), name="vendor"))
     if config.sites is not None and config.sites.is_dir():
         routes.append(Mount("/demo", app=StaticFiles(directory=config.sites, html=True), name="demo"))
-    starlette = Starlette(routes=routes, lifespan=lifespan)
+    starlette = Starlette(routes=routes, lifespan=lifespan, exception_handlers=errors.handlers)
     starlette.state.config = config
     starlette.state.tokens = tokens
-    return socketio.ASGIApp(sio, other_asgi_app=TokenGate(starlette, tokens))
+    guarded = Guard(starlette, tokens, options.max_body_bytes, options.public_origin)
+    return socketio.ASGIApp(sio, other_asgi_app=guarded)

@@ -17,20 +17,13 @@ from sop_engine.loops import parse_key
 from sop_engine.states import RUN_TERMINAL, RunStatus
 from sop_engine.steps import Input
 
+from .errors import Invalid, NotFound, Refused
 from .workers import LiveRun, WorkerPool
-
-
-class Refused(Exception):
-    """A control that does not fit the run's or step's state: 409, and nothing changed."""
-
-
-class NotFound(Exception):
-    """404."""
 
 
 @dataclass
 class Controls:
-    store: Any
+    store: Any  # web.db.AsyncStore: every call awaited, in a thread
     pool: WorkerPool
 
     async def _audit(self, run_id: str, who: str, action: str, target: str | None = None, **values: Any) -> None:
@@ -39,14 +32,14 @@ class Controls:
         audit = {"who": who, "action": action, "target": target, "detail": data}
         await self.pool.record(run_id, "control", data, audit=audit, **values)
 
-    def _run(self, run_id: str) -> Any:
-        run = self.store.run(run_id)
+    async def _run(self, run_id: str) -> Any:
+        run = await self.store.run(run_id)
         if run is None:
             raise NotFound(f"no run {run_id}")
         return run
 
-    def _step_row(self, run_id: str, key: str) -> Any:
-        row = next((r for r in self.store.steps(run_id) if r.key == key), None)
+    async def _step_row(self, run_id: str, key: str) -> Any:
+        row = next((r for r in await self.store.steps(run_id) if r.key == key), None)
         if row is None:
             raise NotFound(f"run {run_id} has no step {key}")
         return row
@@ -66,7 +59,7 @@ class Controls:
     # run controls ----------------------------------------------------------------------------
 
     async def pause(self, run_id: str, who: str) -> None:
-        run = self._run(run_id)
+        run = await self._run(run_id)
         live, waiting = self._waiting(run_id)
         if run.status != RunStatus.RUNNING or live is None:
             raise Refused(f"the run is {run.status}; only a running run can be paused")
@@ -76,7 +69,7 @@ class Controls:
         await self._audit(run_id, who, "pause")
 
     async def resume(self, run_id: str, who: str, action: str = "resume") -> None:
-        run = self._run(run_id)
+        run = await self._run(run_id)
         if run.status != RunStatus.PAUSED:
             raise Refused(f"the run is {run.status}; only a paused run can be resumed or stepped")
         live, waiting = self._waiting(run_id)
@@ -93,7 +86,7 @@ class Controls:
         await self._audit(run_id, who, action)
 
     async def cancel(self, run_id: str, who: str) -> None:
-        run = self._run(run_id)
+        run = await self._run(run_id)
         if run.status in RUN_TERMINAL:
             raise Refused(f"the run is {run.status} already")
         await self._audit(run_id, who, "cancel")
@@ -108,8 +101,8 @@ class Controls:
     # step controls ---------------------------------------------------------------------------
 
     async def skip(self, run_id: str, key: str, who: str) -> None:
-        run = self._run(run_id)
-        row = self._step_row(run_id, key)
+        run = await self._run(run_id)
+        row = await self._step_row(run_id, key)
         live, waiting = self._waiting(run_id)
         if run.status == RunStatus.CANCELLED:
             raise Refused("the run was cancelled")
@@ -143,8 +136,8 @@ class Controls:
             )
 
     async def retry(self, run_id: str, key: str, who: str, loaded: LoadedSop) -> None:
-        run = self._run(run_id)
-        row = self._step_row(run_id, key)
+        run = await self._run(run_id)
+        row = await self._step_row(run_id, key)
         if row.status != "failed":
             raise Refused(f"step {key} is {row.status}; only a failed step can be retried")
         live, waiting = self._waiting(run_id)
@@ -154,26 +147,26 @@ class Controls:
             return
         if live is not None or run.status not in (RunStatus.FAILED, RunStatus.COMPLETED, RunStatus.PAUSED):
             raise Refused(f"the run is {run.status}; retry a step of a run that ended, or that waits on that step")
-        keys = [key, *self._blocked(run_id), *self._containers(run_id, key)]
+        keys = [key, *await self._blocked(run_id), *await self._containers(run_id, key)]
         self.pool.wake()
         await self._audit(run_id, who, "retry", key, reset=(keys, f"retried by {who}"), run=self._requeue())
 
     async def rerun(self, run_id: str, key: str, who: str, loaded: LoadedSop) -> None:
-        run = self._run(run_id)
-        row = self._step_row(run_id, key)
+        run = await self._run(run_id)
+        row = await self._step_row(run_id, key)
         if row.status != "completed":
             raise Refused(f"step {key} is {row.status}; only a completed step can be rerun")
         if run.status not in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.PAUSED):
             raise Refused(f"the run is {run.status}; rerun a step of a completed, failed or paused run")
         await self.pool.cancel(run_id, hand_back=True)  # paused in this process: its worker lets go first
-        keys = self.rerun_keys(run_id, key, loaded)
+        keys = await self.rerun_keys(run_id, key, loaded)
         self.pool.wake()
         await self._audit(
             run_id, who, "rerun", key, reset=(keys, f"rerun by {who}"), run=self._requeue(), data={"reset": keys}
         )
 
     async def breakpoint(self, run_id: str, key: str, on: bool, who: str, loaded: LoadedSop) -> None:
-        run = self._run(run_id)
+        run = await self._run(run_id)
         if run.status in RUN_TERMINAL:
             raise Refused(f"the run is {run.status}; breakpoints are for runs still to go")
         if _step_id(key) not in {s.id for s in loaded.sop.walk()}:
@@ -193,32 +186,32 @@ class Controls:
         if isinstance(step, Input):
             problems = check_form_values(step, values)
             if problems:
-                raise ValueError("; ".join(problems))
+                raise Invalid("; ".join(problems))
         elif not isinstance(values.get("approved"), bool):
-            raise ValueError("'approved' must be true or false")
+            raise Invalid("'approved' must be true or false")
         secret = sorted(n for n, f in (waiting.form or {}).get("fields", {}).items() if f.get("secret"))
         self._answer(live, "submit", values=values)  # type: ignore[arg-type]
         await self._audit(run_id, who, "submit", key, data={"fields": sorted(values), "secret": secret})
 
     # which rows a retry or rerun resets ------------------------------------------------------
 
-    def _blocked(self, run_id: str) -> list[str]:
-        return [r.key for r in self.store.steps(run_id) if r.status == "blocked"]
+    async def _blocked(self, run_id: str) -> list[str]:
+        return [r.key for r in await self.store.steps(run_id) if r.status == "blocked"]
 
-    def _containers(self, run_id: str, key: str) -> list[str]:
+    async def _containers(self, run_id: str, key: str) -> list[str]:
         """The loops and branches holding a step: they must run again to reach it."""
-        parents = {r.key: r.parent_key for r in self.store.steps(run_id)}
+        parents = {r.key: r.parent_key for r in await self.store.steps(run_id)}
         found, parent = [], parents.get(key)
         while parent:
             found.append(parent)
             parent = parents.get(parent)
         return found
 
-    def rerun_keys(self, run_id: str, key: str, loaded: LoadedSop) -> list[str]:
+    async def rerun_keys(self, run_id: str, key: str, loaded: LoadedSop) -> list[str]:
         """The step, every step inside it, the steps after it that need it (at its level and at each
         enclosing level, with what is inside them), and its containers. "Inside" follows the recorded
         parent of each row, so steps in `if` branches (which share their parent's key prefix) count."""
-        rows = self.store.steps(run_id)
+        rows = await self.store.steps(run_id)
         parents = {r.key: r.parent_key for r in rows}
         siblings_of = sibling_lists(loaded.sop.steps)
         chosen = {key}
@@ -237,7 +230,7 @@ class Controls:
             more = {r.key for r in rows if parents.get(r.key) in chosen} - chosen
             grew = bool(more)
             chosen |= more
-        return sorted(chosen | set(self._blocked(run_id)))
+        return sorted(chosen | set(await self._blocked(run_id)))
 
 
 def _step_id(key: str) -> str | None:

@@ -6,15 +6,18 @@ A client connects with its token (`auth: {token}` or the page's cookie), then
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from typing import Any
 
 import socketio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sop_engine.events import Event
 from sop_engine.store import Store
 
+from .access import may_read
 from .auth import Tokens, token_from_environ
 
 SOCKET_NAMES = {
@@ -27,6 +30,27 @@ SOCKET_NAMES = {
     "log": "log",
 }
 _TERMINAL = {"completed", "failed", "skipped", "blocked"}
+
+
+class Subscribe(BaseModel):
+    """`{run_id, since}` for one run, or `{all: true}` for every run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str | None = Field(None, min_length=1, max_length=64)
+    since: int = Field(0, ge=0, le=2**62)
+    all: bool = False
+
+
+def _subscription(data: Any) -> Subscribe | str:
+    try:
+        found = Subscribe.model_validate(data)
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors())
+        return f"send {{run_id, since}} or {{all: true}} ({where})"
+    if not found.all and found.run_id is None:
+        return "send {run_id, since} or {all: true}"
+    return found
 
 
 def run_room(run_id: str) -> str:
@@ -51,33 +75,39 @@ class LiveFeed:
     # socket handlers -------------------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
-        who = self.tokens.who(token_from_environ(environ, auth))
-        if who is None:
+        """The origin was checked before (cors_allowed_origins); here the token."""
+        user = await asyncio.to_thread(self.tokens.user, token_from_environ(environ, auth))
+        if user is None:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized: a token is needed")
-        await self.sio.save_session(sid, {"who": who})
+        await self.sio.save_session(sid, {"user": user})
 
-    async def on_subscribe(self, sid: str, data: Any) -> dict[str, Any]:
-        if not isinstance(data, dict):
-            return {"ok": False, "error": "send {run_id, since} or {all: true}"}
-        if data.get("all"):
+    async def on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
+        wanted = _subscription(data)
+        if isinstance(wanted, str):
+            return {"ok": False, "error": wanted}
+        user = (await self.sio.get_session(sid)).get("user")
+        if wanted.all:
+            if not may_read(user, None):
+                return {"ok": False, "error": "not allowed"}
             await self.sio.enter_room(sid, ALL_RUNS)
             return {"ok": True}
-        run_id = str(data.get("run_id", ""))
-        if self.store.run(run_id) is None:
+        run_id = str(wanted.run_id)
+        run = await asyncio.to_thread(self.store.run, run_id)
+        if run is None or not may_read(user, run):
             return {"ok": False, "error": f"no run {run_id}"}
         await self.sio.enter_room(sid, run_room(run_id))
-        since = data.get("since") or 0
-        missed = self.store.events(run_id, since=int(since)) if isinstance(since, int) else []
+        missed = await asyncio.to_thread(self.store.events, run_id, wanted.since, 10_000)
         for row in missed:  # the client drops any it also gets live: it applies a sequence number once
             event = Event(row.run_id, row.seq, row.type, row.data, row.at)
             await self.sio.emit(SOCKET_NAMES.get(row.type, "run.updated"), event.as_dict(), to=sid)
         return {"ok": True, "replayed": len(missed)}
 
-    async def on_unsubscribe(self, sid: str, data: Any) -> None:
-        if isinstance(data, dict) and data.get("run_id"):
-            await self.sio.leave_room(sid, run_room(str(data["run_id"])))
-        elif isinstance(data, dict) and data.get("all"):
-            await self.sio.leave_room(sid, ALL_RUNS)
+    async def on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
+        wanted = _subscription(data)
+        if isinstance(wanted, str):
+            return {"ok": False, "error": wanted}
+        await self.sio.leave_room(sid, ALL_RUNS if wanted.all else run_room(str(wanted.run_id)))
+        return {"ok": True}
 
     # sinks ----------------------------------------------------------------------------------
 
@@ -91,7 +121,8 @@ class LiveFeed:
         rooms = [run_room(event.run_id), ALL_RUNS]
         await self.sio.emit(SOCKET_NAMES.get(event.type, "run.updated"), event.as_dict(), to=rooms)
         if event.type == "step.updated" and event.data.get("status") in _TERMINAL | {"pending"}:
-            await self.sio.emit("progress", self.progress(event.run_id, event.seq), to=rooms)
+            progress = await asyncio.to_thread(self.progress, event.run_id, event.seq)
+            await self.sio.emit("progress", progress, to=rooms)
 
     def progress(self, run_id: str, seq: int) -> dict[str, Any]:
         counts = self.store.step_counts(run_id)

@@ -7,28 +7,33 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from .api import document_json, state_of
+from sop_engine import settings
+
+from .api import document_json
 from .auth import COOKIE
 from .config import asset_dir
+from .db import off_loop
+from .state import state_of
 
 templates = Jinja2Templates(directory=str(asset_dir("templates")))
 
 
 def _page(request: Request, name: str, **context: object) -> Response:
-    return templates.TemplateResponse(request, name, {"who": getattr(request.state, "who", None), **context})
+    user = getattr(request.state, "user", None)
+    return templates.TemplateResponse(request, name, {"who": user.name if user else None, **context})
 
 
 async def sops_page(request: Request) -> Response:
-    rows = state_of(request).store.documents()
+    rows = await state_of(request).db.documents()
     return _page(request, "sops.html", sops=[document_json(r) for r in rows])
 
 
 async def sop_page(request: Request) -> Response:
     state = state_of(request)
-    row = state.store.document(request.path_params["sop_id"])
+    row = await state.db.document(request.path_params["sop_id"])
     if row is None:
         return _page(request, "missing.html", what=f"SOP {request.path_params['sop_id']}")
-    return _page(request, "sop.html", sop=document_json(row, state.pool.document(row.id)))
+    return _page(request, "sop.html", sop=document_json(row, await off_loop(state.pool.document, row.id)))
 
 
 async def runs_page(request: Request) -> Response:
@@ -36,7 +41,7 @@ async def runs_page(request: Request) -> Response:
 
 
 async def run_page(request: Request) -> Response:
-    run = state_of(request).store.run(request.path_params["run_id"])
+    run = await state_of(request).db.run(request.path_params["run_id"])
     if run is None:
         return _page(request, "missing.html", what=f"run {request.path_params['run_id']}")
     return _page(request, "run.html", run_id=run.id, sop_id=run.sop_id)
@@ -44,14 +49,19 @@ async def run_page(request: Request) -> Response:
 
 async def batches_page(request: Request) -> Response:
     state = state_of(request)
-    return _page(request, "batches.html", batches=[state.batches.summary(b.id) for b in state.store.batches()])
+
+    def summaries() -> list[dict[str, object]]:
+        return [state.batches.summary(b.id) for b in state.store.batches()]
+
+    return _page(request, "batches.html", batches=await off_loop(summaries))
 
 
 async def batch_page(request: Request) -> Response:
     state = state_of(request)
-    if state.store.batch(request.path_params["batch_id"]) is None:
-        return _page(request, "missing.html", what=f"batch {request.path_params['batch_id']}")
-    return _page(request, "batch.html", batch=state.batches.summary(request.path_params["batch_id"]))
+    batch_id = request.path_params["batch_id"]
+    if await state.db.batch(batch_id) is None:
+        return _page(request, "missing.html", what=f"batch {batch_id}")
+    return _page(request, "batch.html", batch=await off_loop(state.batches.summary, batch_id))
 
 
 def _signed_in(request: Request, token: str) -> Response:
@@ -59,17 +69,20 @@ def _signed_in(request: Request, token: str) -> Response:
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         target = "/"  # only a page of this server: never an open redirect
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+    hours = settings.current().session_hours
+    response.set_cookie(COOKIE, token, max_age=hours * 3600, httponly=True, samesite="strict", path="/")
     return response
 
 
 async def login(request: Request) -> Response:
+    """POST the token from the form, or open the URL `serve` printed once: either sets an HttpOnly cookie that
+    expires; the page then replaces the URL in the browser's history, so the token is not kept there."""
     tokens = request.app.state.tokens
     if request.method == "POST":
-        token = str((await request.form()).get("token", ""))
+        token = str((await request.form(max_files=0, max_fields=5)).get("token", ""))
     else:
         token = request.query_params.get("token", "")
-    if token and tokens.who(token):
+    if token and len(token) < 512 and await off_loop(tokens.user, token):
         return _signed_in(request, token)
     return _page(request, "login.html", failed=bool(token))
 

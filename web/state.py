@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from starlette.requests import HTTPConnection
+
 from sop_engine.batch import Batches
 from sop_engine.browser import BrowserHost
 from sop_engine.runner import Runner
@@ -11,6 +13,7 @@ from sop_engine.store import Store
 
 from .auth import Tokens
 from .controls import Controls
+from .db import AsyncStore
 from .live import LiveFeed
 from .workers import WorkerPool
 
@@ -18,6 +21,7 @@ from .workers import WorkerPool
 @dataclass
 class ServerState:
     store: Store
+    db: AsyncStore  # the same store, each call in a thread
     browser: BrowserHost
     runner: Runner
     pool: WorkerPool
@@ -25,3 +29,7 @@ class ServerState:
     controls: Controls
     tokens: Tokens
     batches: Batches
+
+
+def state_of(conn: HTTPConnection) -> ServerState:
+    return conn.app.state.server

@@ -8,6 +8,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
+from sop_engine import runner as runner_module
 from sop_engine.control import RunControl
 from sop_engine.document import LoadedSop, load_sop
 from sop_engine.liveness import STALE, orphaned, worker_name
@@ -16,6 +19,9 @@ from sop_engine.states import RUN_TERMINAL
 from sop_engine.store import Store
 
 log = logging.getLogger("sop_engine.web.workers")
+# the database went away under a run: the runner retried its writes, then gave up
+STORE_DOWN: tuple[type[BaseException], ...] = (DBAPIError, getattr(runner_module, "StoreUnavailable", DBAPIError))
+BACKOFF = (0.5, 10.0)  # seconds a worker waits after a database failure, doubling up to the second
 
 
 @dataclass
@@ -64,7 +70,7 @@ class WorkerPool:
 
     async def record(self, run_id: str, type_: str, data: dict[str, Any], **values: Any) -> None:
         """A state change made outside a run's execution, stored and sent to the feed like any other."""
-        event = self.store.record(run_id, type_, data, **values)
+        event = await asyncio.to_thread(self.store.record, run_id, type_, data, **values)
         for sink in self.runner.sinks:
             await sink.emit(event)
 
@@ -73,7 +79,7 @@ class WorkerPool:
         machine whose process is dead, or any worker silent for longer than STALE seconds. So a run is
         never stuck in `running`."""
         recovered = []
-        for run in self.store.runs_held():
+        for run in await asyncio.to_thread(self.store.runs_held):
             if run.id in self.live or not orphaned(run.worker, run.heartbeat_at, self.name):
                 continue
             await self.record(
@@ -91,7 +97,10 @@ class WorkerPool:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(min(self.CHECK_EVERY, STALE / 3))
-            await self.recover()
+            try:
+                await self.recover()
+            except STORE_DOWN as exc:
+                log.warning("recovery skipped, the database is unavailable: %s", str(exc).splitlines()[0])
 
     def document(self, document_id: int) -> LoadedSop:
         loaded = self._documents.get(document_id)
@@ -103,42 +112,68 @@ class WorkerPool:
         return loaded
 
     async def _work(self, number: int) -> None:
+        """Claims and runs queued runs, for as long as the pool lives: a database failure makes it wait and
+        try again, never ends it."""
+        pause = BACKOFF[0]
         while True:
-            run = self.store.claim_next_run(self.name)
+            try:
+                run = await asyncio.to_thread(self.store.claim_next_run, self.name)
+            except STORE_DOWN as exc:
+                log.warning("worker %d cannot claim, the database is unavailable: %s", number, _first(exc))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, BACKOFF[1])
+                continue
+            pause = BACKOFF[0]
             if run is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
                 continue
-            live = LiveRun(run.id, RunControl(breakpoints=set(run.breakpoints or [])))
-            self.live[run.id] = live
-            try:
-                live.task = asyncio.current_task()
-                loaded = self.document(run.document_id)
-                await self.runner.execute(run.id, loaded, self.runner.inputs_of(run), live.control, worker=self.name)
-            except asyncio.CancelledError:
-                if live.control.stopping:
-                    raise
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                await self._settle_cancelled(run.id, live)
-            except Exception:
-                log.exception("run %s crashed its worker", run.id)
+            await self._execute(run)
+
+    async def _execute(self, run: Any) -> None:
+        live = LiveRun(run.id, RunControl(breakpoints=set(run.breakpoints or [])))
+        self.live[run.id] = live
+        try:
+            live.task = asyncio.current_task()
+            loaded = await asyncio.to_thread(self.document, run.document_id)
+            await self.runner.execute(run.id, loaded, self.runner.inputs_of(run), live.control, worker=self.name)
+        except asyncio.CancelledError:
+            if live.control.stopping:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            await self._settle_cancelled(run.id, live)
+        except STORE_DOWN as exc:
+            await self._release(run.id, exc)
+        except Exception:
+            log.exception("run %s crashed its worker", run.id)
+            with contextlib.suppress(*STORE_DOWN):  # when even this fails, recovery finds the run later
                 await self.record(
                     run.id,
                     "run.updated",
                     {"status": "failed", "error": "internal error"},
                     run={"status": "failed", "error": "internal error: see the server log"},
                 )
-            finally:
-                live.done.set()
-                self.live.pop(run.id, None)
+        finally:
+            live.done.set()
+            self.live.pop(run.id, None)
+
+    async def _release(self, run_id: str, exc: BaseException) -> None:
+        """The database failed under the run for longer than the runner waits: the run goes back to the
+        queue, to go on from its last committed step when the database is back (or, when even the release
+        cannot be written, when recovery finds its heartbeat stale)."""
+        log.warning("run %s released, the database is unavailable: %s", run_id, _first(exc))
+        try:
+            await asyncio.to_thread(self.store.release_claim, run_id, self.name)
+        except STORE_DOWN as again:
+            log.warning("run %s could not be released (%s): recovery will take it back", run_id, _first(again))
 
     async def _settle_cancelled(self, run_id: str, live: LiveRun) -> None:
         """A person cancelled the run, or a control took it back (handing it back to the queue): the runner
         has recorded which, unless the cancel came before it could; then it is recorded here."""
         if live.control.handing_back:
             return
-        run = self.store.run(run_id)
+        run = await asyncio.to_thread(self.store.run, run_id)
         if run is not None and run.status not in RUN_TERMINAL:
             await self.record(
                 run_id,
@@ -159,3 +194,7 @@ class WorkerPool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(live.done.wait(), 15)
         return True
+
+
+def _first(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,177 @@
+"""Batches: one SOP over the rows of a data file (JSON rows, or a CSV/JSON/JSONL upload)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sop_engine.batch import results_csv, results_jsonl
+from sop_engine.datafile import parse_rows, row_inputs
+from sop_engine.document import DocumentError
+
+from ..access import name_of, require_control
+from ..db import off_loop
+from ..errors import BadRequest, Invalid, NotFound, Refused
+from ..responses import Json
+from ..state import ServerState, state_of
+from .endpoints import Query, endpoint
+from .reading import body_model, checked, model, parse_json, query_int, query_text, upload_text
+from .serialize import PRIORITIES, BatchDetailOut, BatchListOut, BatchOut, RetriedOut
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sop_id: str = Field(max_length=200)
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
+    inputs: dict[str, Any] = {}
+    mapping: dict[str, str] = {}
+    concurrency: int = Field(4, ge=1, le=64)
+    priority: Literal["high", "normal", "low"] = "normal"
+    version: int | None = Field(None, ge=1, le=2**62)
+
+
+async def _batch_request(request: Request) -> BatchRequest:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return await body_model(request, BatchRequest)
+    text, filename = await upload_text(request)
+    form = await request.form()
+    try:
+        rows = parse_rows(text, filename)
+    except DocumentError as exc:
+        raise Invalid("the data file is not valid", problems=[p.as_dict() for p in exc.problems]) from None
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    checked(rows, "the data file")
+    mapping = dict(p.split("=", 1) for p in str(form.get("mapping", "")).split(",") if "=" in p)
+    fields = {k: form[k] for k in ("sop_id", "concurrency", "priority", "version") if form.get(k)}
+    inputs = parse_json(str(form["inputs"]), "the form field 'inputs'") if form.get("inputs") else {}
+    return model(BatchRequest, {**fields, "rows": rows, "mapping": mapping, "inputs": inputs})
+
+
+@endpoint(
+    "POST",
+    "/batches",
+    "Start a batch: a run per row",
+    BatchOut,
+    body=BatchRequest,
+    body_types=("multipart/form-data",),
+    status=201,
+    role="operator",
+)
+async def create_batch(request: Request) -> Response:
+    state = state_of(request)
+    body = await _batch_request(request)
+    row = await state.db.document(body.sop_id, body.version)
+    if row is None:
+        raise NotFound(f"no SOP {body.sop_id}")
+    loaded = await off_loop(state.pool.document, row.id)
+    unknown = sorted(set(body.mapping.values()) - set(loaded.sop.inputs))
+    if unknown:
+        raise Invalid(f"mapping names {', '.join(unknown)}, which the SOP does not declare as inputs")
+    rows = [row_inputs(loaded.sop, n, cells, body.mapping, body.inputs) for n, cells in enumerate(body.rows, 1)]
+    batch = await off_loop(
+        state.batches.create,
+        loaded,
+        rows,
+        "upload",
+        body.concurrency,
+        PRIORITIES[body.priority],
+        created_by=name_of(request),
+    )
+    state.pool.wake()
+    return Json(await off_loop(state.batches.summary, batch.id), status_code=201)
+
+
+async def _batch(request: Request) -> tuple[ServerState, Any]:
+    state = state_of(request)
+    batch_id = request.path_params["batch_id"]
+    batch = await state.db.batch(batch_id)
+    if batch is None:
+        raise NotFound(f"no batch {batch_id}")
+    return state, batch
+
+
+@endpoint("GET", "/batches", "The latest batches", BatchListOut)
+async def list_batches(request: Request) -> Response:
+    state = state_of(request)
+
+    def summaries() -> list[dict[str, Any]]:
+        return [state.batches.summary(b.id) for b in state.store.batches()]
+
+    return Json({"batches": await off_loop(summaries)})
+
+
+@endpoint(
+    "GET",
+    "/batches/{batch_id}",
+    "A batch with a page of its rows",
+    BatchDetailOut,
+    query=(
+        Query("status"),
+        Query("limit", "integer", minimum=1, maximum=1000),
+        Query("offset", "integer", minimum=0),
+    ),
+)
+async def get_batch(request: Request) -> Response:
+    state, batch = await _batch(request)
+    limit = query_int(request, "limit", 100, low=1, high=1000)
+    offset = query_int(request, "offset", 0)
+    status = query_text(request, "status")
+    lines = await off_loop(state.batches.results, batch.id)
+    if status:
+        lines = [line for line in lines if line["status"] == status]
+    summary = await off_loop(state.batches.summary, batch.id)
+    page = lines[offset : offset + limit]
+    return Json({**summary, "total": len(lines), "limit": limit, "offset": offset, "rows_page": page})
+
+
+@endpoint("POST", "/batches/{batch_id}/retry-failed", "A new run for every failed row", RetriedOut, role="operator")
+async def batch_retry_failed(request: Request) -> Response:
+    state, batch = await _batch(request)
+    require_control(request, f"batch {batch.id}", getattr(batch, "created_by", None))
+    retried = await off_loop(state.batches.retry_failed, batch.id)
+    if not retried:
+        raise Refused("no row of this batch failed")
+    state.pool.wake()
+    return Json({"retried": retried, **await off_loop(state.batches.summary, batch.id)})
+
+
+@endpoint("POST", "/batches/{batch_id}/cancel", "Cancel the rows still to go", BatchOut, role="operator")
+async def batch_cancel(request: Request) -> Response:
+    state, batch = await _batch(request)
+    require_control(request, f"batch {batch.id}", getattr(batch, "created_by", None))
+    summary = await off_loop(state.batches.summary, batch.id)
+    if summary["status"] != "running":
+        raise Refused(f"the batch is {summary['status']}")
+    await off_loop(state.batches.cancel, batch.id)
+    for status in ("running", "paused"):
+        for run in await state.db.runs_with_status(status, batch.id):
+            await state.pool.cancel(run.id)
+    return Json(await off_loop(state.batches.summary, batch.id))
+
+
+@endpoint(
+    "GET",
+    "/batches/{batch_id}/results",
+    "Every row's result, as JSON lines or CSV",
+    None,
+    query=(Query("format", enum=("jsonl", "csv")),),
+)
+async def batch_results(request: Request) -> Response:
+    state, batch = await _batch(request)
+    kind = query_text(request, "format", ("jsonl", "csv")) or "jsonl"
+    lines = await off_loop(state.batches.results, batch.id)
+    if kind == "csv":
+        outputs = (await off_loop(state.pool.document, batch.document_id)).sop.outputs
+        body, media = results_csv(lines, outputs), "text/csv"
+    else:
+        body, media = results_jsonl(lines), "application/x-ndjson"
+    return Response(
+        body.encode("utf-8", "backslashreplace"),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="batch-{batch.id}.{kind}"'},
+    )

@@ -1,0 +1,217 @@
+"""Runs: start one, list them, read one with its steps, events and audit trail, control it, its files."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from sop_engine.document import DocumentError, resolve_inputs
+from sop_engine.runner import artifacts_root
+from sop_engine.states import RunStatus
+
+from ..access import name_of, require_control
+from ..db import off_loop
+from ..errors import Invalid, NotFound
+from ..responses import Json
+from ..state import state_of
+from .endpoints import Query, endpoint
+from .reading import body_model, json_body, model, query_int, query_text
+from .serialize import PRIORITIES, AuditOut, EventListOut, RunListOut, RunOut, run_json
+
+KEY = r"[A-Za-z0-9_.\[\]-]{1,512}"
+
+
+class RunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sop_id: str = Field(max_length=200)
+    inputs: dict[str, Any] = {}
+    priority: Literal["high", "normal", "low"] = "normal"
+    version: int | None = Field(None, ge=1, le=2**62)
+    breakpoints: list[Any] = Field([], max_length=1000)
+
+
+class SubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    values: dict[str, Any] = Field(default_factory=dict)
+
+
+class BreakpointRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    on: bool = True
+
+
+async def _run(request: Request) -> Any:
+    run_id = request.path_params["run_id"]
+    run = await state_of(request).db.run(run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    return run
+
+
+@endpoint("POST", "/runs", "Queue a run of an SOP", RunOut, body=RunRequest, status=201, role="operator")
+async def create_run(request: Request) -> Response:
+    state = state_of(request)
+    body = await body_model(request, RunRequest)
+    row = await state.db.document(body.sop_id, body.version)
+    if row is None:
+        raise NotFound(f"no SOP {body.sop_id}" + (f" version {body.version}" if body.version else ""))
+    loaded = await off_loop(state.pool.document, row.id)
+    try:
+        inputs = resolve_inputs(loaded.sop, body.inputs)
+    except DocumentError as exc:
+        raise Invalid("the inputs do not fit the SOP", problems=[p.as_dict() for p in exc.problems]) from None
+    breakpoints = [str(b) for b in body.breakpoints]
+    created = await state.runner.create_run(
+        loaded, inputs, PRIORITIES[body.priority], breakpoints=breakpoints, created_by=name_of(request)
+    )
+    state.pool.wake()
+    return Json(run_json(await state.db.run(created.id) or created, []), status_code=201)
+
+
+@endpoint(
+    "GET",
+    "/runs",
+    "Runs, newest first",
+    RunListOut,
+    query=(
+        Query("status", enum=tuple(RunStatus)),
+        Query("sop_id"),
+        Query("created_by"),
+        Query("limit", "integer", "at most 500", minimum=1, maximum=500),
+        Query("offset", "integer", minimum=0),
+    ),
+)
+async def list_runs(request: Request) -> Response:
+    status = query_text(request, "status", tuple(RunStatus))
+    limit = query_int(request, "limit", 50, low=1, high=500)
+    offset = query_int(request, "offset", 0)
+    runs, total = await state_of(request).db.runs(
+        status, query_text(request, "sop_id"), limit, offset, created_by=query_text(request, "created_by")
+    )
+    return Json({"runs": [run_json(r) for r in runs], "total": total, "limit": limit, "offset": offset})
+
+
+@endpoint("GET", "/runs/{run_id}", "A run with its steps", RunOut)
+async def get_run(request: Request) -> Response:
+    run = await _run(request)
+    return Json(run_json(run, await state_of(request).db.steps(run.id)))
+
+
+@endpoint(
+    "GET",
+    "/runs/{run_id}/events",
+    "A run's events after a sequence number",
+    EventListOut,
+    query=(Query("since", "integer", minimum=0), Query("limit", "integer", minimum=1, maximum=10_000)),
+)
+async def run_events(request: Request) -> Response:
+    run = await _run(request)
+    since = query_int(request, "since", 0)
+    limit = query_int(request, "limit", 10_000, low=1, high=10_000)
+    rows = await state_of(request).db.events(run.id, since, limit)
+    events = [{"run_id": e.run_id, "seq": e.seq, "type": e.type, "data": e.data, "at": e.at.isoformat()} for e in rows]
+    return Json({"events": events})
+
+
+@endpoint("GET", "/runs/{run_id}/audit", "Who did what to a run", AuditOut)
+async def run_audit(request: Request) -> Response:
+    run = await _run(request)
+    rows = await state_of(request).db.audit(run.id)
+    audit = [
+        {"at": r.at.isoformat(), "who": r.who, "action": r.action, "target": r.target, "detail": r.detail} for r in rows
+    ]
+    return Json({"audit": audit})
+
+
+@endpoint(
+    "POST",
+    "/runs/{run_id}/steps/{key}/{action}",
+    "A step control: skip, retry, rerun, breakpoint ({on}), submit ({values})",
+    RunOut,
+    body_types=("application/json",),
+    path_enums={"action": ("skip", "retry", "rerun", "breakpoint", "submit")},
+    role="operator",
+)
+async def step_control(request: Request) -> Response:
+    state = state_of(request)
+    run = await _run(request)
+    key, action = request.path_params["key"], request.path_params["action"]
+    if action not in ("skip", "retry", "rerun", "breakpoint", "submit"):
+        raise NotFound(f"no step control {action}: use skip, retry, rerun, breakpoint or submit")
+    require_control(request, f"run {run.id}", getattr(run, "created_by", None))
+    body = await json_body(request, empty={})
+    loaded = await off_loop(state.pool.document, run.document_id)
+    controls, who = state.controls, name_of(request)
+    if action == "skip":
+        await controls.skip(run.id, key, who)
+    elif action == "retry":
+        await controls.retry(run.id, key, who, loaded)
+    elif action == "rerun":
+        await controls.rerun(run.id, key, who, loaded)
+    elif action == "breakpoint":
+        await controls.breakpoint(run.id, key, model(BreakpointRequest, body).on, who, loaded)
+    else:
+        await controls.submit(run.id, key, model(SubmitRequest, body).values, who, loaded)
+    return Json(run_json(await state.db.run(run.id), await state.db.steps(run.id)))
+
+
+@endpoint(
+    "POST",
+    "/runs/{run_id}/{action}",
+    "A run control: pause, resume, step, cancel",
+    RunOut,
+    path_enums={"action": ("pause", "resume", "step", "cancel")},
+    role="operator",
+)
+async def run_control(request: Request) -> Response:
+    state = state_of(request)
+    run = await _run(request)
+    action = request.path_params["action"]
+    if action not in ("pause", "resume", "step", "cancel"):
+        raise NotFound(f"no run control {action}: use pause, resume, step or cancel")
+    require_control(request, f"run {run.id}", getattr(run, "created_by", None))
+    who = name_of(request)
+    if action == "pause":
+        await state.controls.pause(run.id, who)
+    elif action == "cancel":
+        await state.controls.cancel(run.id, who)
+    else:
+        await state.controls.resume(run.id, who, action)
+    return Json(run_json(await state.db.run(run.id)))
+
+
+INLINE = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
+
+
+def _artifact_path(relative: str) -> Any:
+    root = artifacts_root().resolve()
+    if "\x00" in relative or "\\" in relative:
+        return None
+    try:
+        path = (root / relative).resolve()
+    except (OSError, ValueError):
+        return None
+    if not path.is_relative_to(root) or len(path.relative_to(root).parts) != 2 or not path.is_file():
+        return None
+    return path
+
+
+@endpoint("GET", "/artifacts/{path:path}", "A file a run made (screenshot, download)", None)
+async def artifact(request: Request) -> Response:
+    """Served as a download, never as a page of this server: a saved HTML file cannot act in its origin."""
+    path = await off_loop(_artifact_path, request.path_params["path"])
+    if path is None:
+        raise NotFound("no such artifact")
+    inline = path.suffix.lower() in INLINE
+    return FileResponse(
+        path,
+        content_disposition_type="inline" if inline else "attachment",
+        filename=path.name,
+        headers={"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"},
+    )
