@@ -359,5 +359,12 @@ const SOP = (() => {
     socket.on("run.updated", (event) => { if (event.data.batch_id === batchId) soon(); });
   }
 
-  return { api, uploadForm, runForm, runsPage, runPage, batchForm, batchPage };
+  // the sign-in URL carries a token: take it out of the address bar and history at once, then sign in by POST
+  function loginPage(form) {
+    const next = new URLSearchParams(location.search).get("next");
+    history.replaceState(null, "", "/login" + (next ? "?next=" + encodeURIComponent(next) : ""));
+    if (form.dataset.auto) form.submit();
+  }
+
+  return { api, uploadForm, runForm, runsPage, runPage, batchForm, batchPage, loginPage };
 })();

@@ -91,8 +91,12 @@ def fixture_sop(name: str, site: str) -> str:
 
 # the server, as a real process on a loopback port -------------------------------------------
 
-TOKEN = "test-token"
-ALICE = "alice-token"
+TOKEN = "test-token"  # admin
+ALICE = "alice-token"  # admin
+BOB = "bob-token"  # operator
+CAROL = "carol-token"  # operator
+VIC = "vic-token"  # viewer
+TOKENS = f"alice:admin:{ALICE},bob:operator:{BOB},carol:operator:{CAROL},vic:viewer:{VIC}"
 
 
 def free_port() -> int:
@@ -106,9 +110,10 @@ def free_port() -> int:
 class ServerProcess:
     """`sop-engine serve` in a subprocess, with its own data folder and a known token."""
 
-    def __init__(self, data: Path, concurrency: int = 4) -> None:
+    def __init__(self, data: Path, concurrency: int = 4, env: dict[str, str] | None = None) -> None:
         self.data = data
         self.concurrency = concurrency
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: Any = None
@@ -123,7 +128,13 @@ class ServerProcess:
         import httpx
 
         self.data.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "SOP_DATA_DIR": str(self.data), "SOP_API_TOKEN": TOKEN, "SOP_API_TOKENS": f"alice:{ALICE}"}
+        env = {
+            **os.environ,
+            "SOP_DATA_DIR": str(self.data),
+            "SOP_API_TOKEN": TOKEN,
+            "SOP_API_TOKENS": TOKENS,
+            **self.env,
+        }
         env.pop("SOP_DATABASE_URL", None)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -231,3 +242,9 @@ def start_run(api: Any, sop_id: str, inputs: dict[str, Any] | None = None, **ext
     response = api.post("/api/runs", json={"sop_id": sop_id, "inputs": inputs or {}, **extra})
     assert response.status_code == 201, response.text
     return response.json()["id"]
+
+
+async def sign_in(page: Any, base_url: str, token: str = TOKEN) -> None:
+    """Opens the sign-in URL the server prints; the page takes the token out of the URL and posts it."""
+    async with page.expect_navigation(url=f"{base_url}/"):
+        await page.goto(f"{base_url}/login?token={token}")

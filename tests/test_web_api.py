@@ -35,14 +35,14 @@ def test_pages_redirect_to_login_and_the_login_url_sets_a_cookie(server):
     with httpx.Client(base_url=server.url) as browser_like:
         assert browser_like.get("/login?token=wrong").status_code == 200
         assert "sop_token" not in browser_like.cookies
-        signed = browser_like.get("/login?token=test-token", follow_redirects=True)
+        signed = browser_like.post("/login", data={"token": "test-token"}, follow_redirects=True)
         assert signed.status_code == 200 and "SOPs" in signed.text
         assert browser_like.get("/api/sops").status_code == 200  # the cookie is enough
 
 
 def test_login_only_redirects_to_pages_of_this_server(server):
     for target, expected in (("/runs", "/runs"), ("https://evil.example/", "/"), ("//evil.example/x", "/")):
-        reply = httpx.get(f"{server.url}/login", params={"token": "test-token", "next": target})
+        reply = httpx.post(f"{server.url}/login", params={"next": target}, data={"token": "test-token"})
         assert (reply.status_code, reply.headers["location"]) == (303, expected)
 
 

@@ -8,7 +8,7 @@ import json
 
 from playwright.async_api import expect
 
-from tests.conftest import TOKEN, fixture_sop, post_sop, wait_for
+from tests.conftest import fixture_sop, post_sop, sign_in, wait_for
 
 
 def batch_sop(api, server) -> str:
@@ -115,7 +115,7 @@ async def test_batch_page_shows_rows_and_progress(browser_host, server, api):
     page = await context.new_page()
     page.set_default_timeout(20000)
     try:
-        await page.goto(f"{server.url}/login?token={TOKEN}")
+        await sign_in(page, server.url)
         await page.goto(f"{server.url}/sops/{sop_id}")
         await page.set_input_files(
             '#batch-form input[name="file"]',

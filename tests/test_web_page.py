@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.conftest import TOKEN, post_sop
+from tests.conftest import post_sop, sign_in
 
 SLOW = """
 sop: 1
@@ -27,7 +27,7 @@ async def page(browser_host, server):
     context = await browser_host.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     page.set_default_timeout(15000)
-    await page.goto(f"{server.url}/login?token={TOKEN}")
+    await sign_in(page, server.url)
     yield page
     await context.close()
 

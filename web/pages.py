@@ -82,9 +82,13 @@ async def login(request: Request) -> Response:
         token = str((await request.form(max_files=0, max_fields=5)).get("token", ""))
     else:
         token = request.query_params.get("token", "")
-    if token and len(token) < 512 and await off_loop(tokens.user, token):
+    known = bool(token) and len(token) < 512 and await off_loop(tokens.user, token) is not None
+    if known and request.method == "POST":
         return _signed_in(request, token)
-    return _page(request, "login.html", failed=bool(token))
+    next_page = request.query_params.get("next")
+    if known:  # a GET with the token: the page takes it out of the URL, then posts it
+        return _page(request, "login.html", token=token, next=next_page)
+    return _page(request, "login.html", failed=bool(token), next=next_page)
 
 
 async def favicon(request: Request) -> Response:
