@@ -3,25 +3,44 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import math
+import re
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import tenacity
-from playwright.async_api import Page
+from playwright.async_api import Locator, Page
 
 from .actions import EXECUTORS
 from .control import Waiting
 from .durations import format_duration
 from .errors import BROWSER_GONE, ErrorKind, StepError, is_retryable
-from .expressions import ExpressionError, render
+from .expressions import ExpressionError, is_template, names_in, render
 from .retries import RetryPolicy
-from .steps import HUMAN_ACTIONS, Step
+from .steps import HUMAN_ACTIONS, If, Input, Loop, Set, Step
 
 if TYPE_CHECKING:
     from .runner import Execution
+
+try:
+    from .text import clean
+except ImportError:  # until sop_engine/text.py is in: the same rule, lone surrogates become U+FFFD
+    _SURROGATE = re.compile("[\ud800-\udfff]")
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return _SURROGATE.sub("\ufffd", value)
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+
+MASK_COLOR = "#FF00FF"  # what covers a secret in a picture (Playwright's default mask colour)
 
 
 def file_safe(key: str) -> str:
@@ -43,6 +62,11 @@ class StepContext:
 
     async def page(self) -> Page:
         return await self.execution.page(self.tab)
+
+    async def secret_locators(self, page: Page) -> list[Locator]:
+        """What a picture of `page` must cover (`page.screenshot(mask=...)`): the fields filled with a secret,
+        and the elements whose text shows one."""
+        return self.execution.secret_locators(self.tab, page)
 
     def artifact(self, name: str) -> Path:
         folder = self.execution.artifacts_dir
@@ -68,8 +92,35 @@ def render_fields(value: Any, variables: dict[str, Any]) -> Any:
         raise StepError(ErrorKind.TEMPLATE, str(exc)) from None
 
 
+def not_json(value: Any) -> str | None:
+    """What keeps a value from being JSON ("a range", "holds a function", "nan"), or None when it is."""
+    if value is None or isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else repr(value)
+    if isinstance(value, list | tuple | dict):
+        keys = [k for k in value if not isinstance(k, str | int | float | bool)] if isinstance(value, dict) else []
+        if keys:
+            return f"holds a {type(keys[0]).__name__} key"
+        for item in value.values() if isinstance(value, dict) else value:
+            problem = not_json(item)
+            if problem is not None:
+                return problem if problem.startswith("holds ") else f"holds {problem}"
+        return None
+    return f"a {type(value).__name__}"
+
+
+def check_json(what: str, value: Any) -> Any:
+    """The value, when it is JSON (it is stored and sent); a TEMPLATE failure when it is not."""
+    problem = not_json(value)
+    if problem is not None:
+        verb = "" if problem.startswith("holds ") else "is "
+        raise StepError(ErrorKind.TEMPLATE, f"{what} {verb}{problem}, not a JSON value")
+    return value
+
+
 def map_outputs(step: Step, result: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
-    """The step's declared outputs, read off its result."""
+    """The step's declared outputs, read off its result; each must be a JSON value."""
     outputs: dict[str, Any] = {}
     for name, source in step.outputs.items():
         if "{" in source:
@@ -82,7 +133,103 @@ def map_outputs(step: Step, result: dict[str, Any], variables: dict[str, Any]) -
                 ErrorKind.ACTION,
                 f"output '{name}' reads '{source}', which the {step.action} result does not have (it has: {fields})",
             )
+        check_json(f"output {name!r}", outputs[name])
     return outputs
+
+
+def clean_error(exc: StepError) -> StepError:
+    """The error with what it quotes from the page made valid text (a lone surrogate cannot be stored or sent)."""
+    for name in ("message", "selector", "url", "expected", "found"):
+        setattr(exc, name, clean(getattr(exc, name)))
+    exc.args = (exc.message,)
+    return exc
+
+
+# which values carry a secret ---------------------------------------------------------------
+#
+# A name is *tainted* when it is a secret input, a secret field of an input form, or an output computed
+# from a tainted name: by an output template that reads one; for `set`, by the value template that reads
+# one; for any other action, by any of its fields reading one (what the action gives back came from the
+# secret: an evaluate, an http call). A loop over a tainted value taints its item; a loop collecting a
+# tainted name taints the collection. The rule reads the document only, so a resumed run gets the same
+# answer. Names are not scoped: a name tainted anywhere in the document is tainted everywhere in it.
+
+
+def _reads(value: Any) -> set[str]:
+    try:
+        return names_in(value)
+    except ExpressionError:  # it fails when rendered, and says why then
+        return set()
+
+
+def _all_steps(steps: list[Step]) -> Iterator[Step]:
+    for step in steps:
+        yield step
+        for children in step.children():
+            yield from _all_steps(children)
+
+
+def _tainted_by(step: Step, tainted: set[str]) -> set[str]:
+    if isinstance(step, Loop):
+        found = {step.as_} if _reads(step.templated()) & tainted else set()
+        return found | {name for name, var in step.collect.items() if var in tainted}
+    if isinstance(step, If):
+        return set()
+    whole = False
+    if isinstance(step, Set):
+        fed = {k for k, v in step.values.items() if _reads(v) & tainted}
+    elif isinstance(step, Input):
+        fed = {k for k, spec in step.fields.items() if spec.secret}
+    else:
+        whole = bool(_reads(step.templated()) & tainted)
+        fed = set()
+    found = set()
+    for name, source in step.outputs.items():
+        if "{" in source:
+            reads = _reads(source)
+            if reads & tainted or ("result" in reads and (whole or fed)):
+                found.add(name)
+        elif whole or source in fed:
+            found.add(name)
+    return found
+
+
+def tainted_names(steps: list[Step], secrets: set[str]) -> frozenset[str]:
+    """Every name of the document whose value carries a secret (the rule above)."""
+    tainted = set(secrets)
+    while True:
+        grown = set().union(tainted, *(_tainted_by(step, tainted) for step in _all_steps(steps)))
+        if grown == tainted:
+            return frozenset(tainted)
+        tainted = grown
+
+
+def secret_parts(template: Any, rendered: Any, tainted: frozenset[str]) -> Iterator[Any]:
+    """The rendered values of the templates in `template` that read a tainted name: each is secret as a whole."""
+    if isinstance(template, str):
+        if is_template(template) and _reads(template) & tainted:
+            yield rendered
+    elif isinstance(template, dict) and isinstance(rendered, dict):
+        for key, value in template.items():
+            yield from secret_parts(value, rendered.get(key), tainted)
+    elif isinstance(template, list) and isinstance(rendered, list):
+        for value, out in zip(template, rendered, strict=False):
+            yield from secret_parts(value, out, tainted)
+
+
+MIN_DERIVED = 4  # a value computed from a secret this short ("200", "yes") is masked by name only
+
+
+def secret_texts(value: Any) -> Iterator[str]:
+    """The texts a value computed from a secret shows: itself and its leaves, of MIN_DERIVED characters or more."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, dict | list | tuple):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from secret_texts(item)
+    text = str(value)
+    if len(text) >= MIN_DERIVED:
+        yield text
 
 
 OnRetry = Callable[[int, StepError | None, float], Awaitable[None]]
@@ -129,17 +276,19 @@ async def _one_attempt(executor: Any, step: Step, fields: dict[str, Any], ctx: S
     try:
         # Playwright gets the step's timeout; this one catches whatever does not honour it
         async with asyncio.timeout(deadline):
-            return await executor(step, fields, ctx)
+            return clean(await executor(step, fields, ctx))  # what the page gave back, as valid text
     except TimeoutError:
         raise StepError(
             ErrorKind.TIMEOUT,
             f"{step.action} did not finish within {format_duration(ctx.timeout)}",
             url=ctx.execution.tab_url(step.tab),
         ) from None
-    except (StepError, asyncio.CancelledError):
+    except StepError as exc:
+        raise clean_error(exc) from None
+    except asyncio.CancelledError:
         raise
     except Exception as exc:  # an executor's unexpected error still fails only its step
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = clean(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         if any(mark in text for mark in BROWSER_GONE):
             raise StepError(ErrorKind.BROWSER, f"{step.action}: the browser went away ({text})") from None
         raise StepError(ErrorKind.ACTION, f"{step.action} failed: {type(exc).__name__}: {text}") from None

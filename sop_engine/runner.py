@@ -4,23 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import ChainMap
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
-from playwright.async_api import Page
+import tenacity
+from playwright.async_api import Locator, Page
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
-from .attempts import StepContext, attempt_step, map_outputs, render_fields
+from . import settings
+from .attempts import (
+    MASK_COLOR,
+    StepContext,
+    attempt_step,
+    check_json,
+    clean_error,
+    map_outputs,
+    render_fields,
+    secret_parts,
+    secret_texts,
+    tainted_names,
+)
 from .browser import BrowserHost
 from .browser_session import BrowserSession
 from .control import RunControl, Waiting
 from .document import LoadedSop
 from .durations import format_duration
 from .errors import ErrorKind, StepError
-from .events import EventSink, utcnow
+from .events import Event, EventSink, utcnow
 from .expressions import ExpressionError, evaluate_condition
 from .graph import Graph, build_graph, sibling_lists, step_outputs
 from .liveness import HEARTBEAT, worker_name
@@ -39,8 +54,11 @@ from .retries import RetryPolicy
 from .states import RunStatus, StepStatus, check_run_transition, check_step_transition
 from .steps import Condition, If, Loop, Probe, Step, uses_browser
 from .store import Store, data_dir
-from .tables import RunRow
+from .tables import CheckpointRow, RunRow, StepRunRow
 from .vault import Vault
+
+log = logging.getLogger("sop_engine.runner")
+T = TypeVar("T")
 
 
 class RunFailed(Exception):
@@ -55,8 +73,51 @@ class RunPaused(Exception):
         self.waiting = waiting
 
 
+class StoreUnavailable(Exception):
+    """The database refused a run's writes (locked, read-only, unreachable) for longer than
+    `write_retry_seconds`. The execution stops without recording anything more: what it had committed is
+    consistent, the run is still `running` under its worker, and whoever holds the claim lets it go (it
+    resumes from its last committed step)."""
+
+
 INTERRUPTED = "interrupted during a non-idempotent step"
 WRITE_BEHIND = 0.05  # seconds a step's start may wait to be written with its result
+STORE_RETRY_FIRST, STORE_RETRY_MAX = 0.1, 5.0  # seconds between tries of a refused database call: doubling
+
+
+def refused(exc: BaseException) -> bool:
+    """The database could not take the call now (locked, read-only, gone away): another try may do."""
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+async def call_store(call: Callable[..., T], *args: Any, what: str = "a database call") -> T:
+    """Runs a blocking store call in a thread. Refused, it is tried again with backoff for up to
+    `write_retry_seconds`, the caller waiting; then StoreUnavailable. One store transaction is all or
+    nothing, so a try that failed wrote nothing."""
+
+    def retrying(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        first = str(error).splitlines()[0] if error else ""
+        log.warning("%s was refused (%s); trying again in %.1fs", what, first, state.upcoming_sleep)
+
+    limit = settings.current().write_retry_seconds
+    tries = tenacity.AsyncRetrying(
+        wait=tenacity.wait_exponential(multiplier=STORE_RETRY_FIRST, min=STORE_RETRY_FIRST, max=STORE_RETRY_MAX),
+        stop=tenacity.stop_after_delay(limit),
+        retry=tenacity.retry_if_exception(refused),
+        before_sleep=retrying,
+        reraise=True,
+    )
+    try:
+        async for attempt in tries:
+            with attempt:
+                return await asyncio.to_thread(call, *args)
+    except DBAPIError as exc:
+        if not refused(exc):
+            raise
+        first = str(exc.orig or exc).splitlines()[0]
+        raise StoreUnavailable(f"{what} was refused for {limit}s: {first}") from exc
+    raise AssertionError("unreachable: tenacity reraises the last error")
 
 
 @dataclass
@@ -73,6 +134,12 @@ class FrameSink(Protocol):
     def watching(self, run_id: str) -> bool: ...
 
     async def frame(self, run_id: str, key: str, jpeg: bytes) -> None: ...
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Marks a background task's exception as seen: whoever needs it learns it another way."""
+    if not task.cancelled():
+        task.exception()
 
 
 def artifacts_root() -> Path:
@@ -117,7 +184,6 @@ class Runner:
     ) -> RunRow:
         """Stores a queued run. With secret inputs, the full inputs are kept encrypted so that a worker
         (perhaps after a restart) can run it; what is stored in the open has the secrets masked."""
-        document = self.store.save_document(loaded)
         shown = shown_inputs(loaded, inputs)
         if loaded.sop.secret_inputs:
             extra["secrets"] = self.vault.seal(inputs)
@@ -125,9 +191,14 @@ class Runner:
         if claimed_by:  # run here and now (the command line): no other worker may take it
             status = RunStatus.RUNNING
             extra.update(worker=claimed_by, heartbeat_at=utcnow())
-        run = self.store.create_run(document, shown, status.value, priority, **extra)
-        data = {"status": status.value, "sop_id": run.sop_id, "inputs": shown}
-        event = self.store.record(run.id, "run.created", data)
+
+        def store_run() -> tuple[RunRow, Event]:
+            document = self.store.save_document(loaded)
+            run = self.store.create_run(document, shown, status.value, priority, **extra)
+            data = {"status": status.value, "sop_id": run.sop_id, "inputs": shown}
+            return run, self.store.record(run.id, "run.created", data)
+
+        run, event = await call_store(store_run, what="storing a new run")
         for sink in self.sinks:
             await sink.emit(event)
         return run
@@ -144,8 +215,23 @@ class Runner:
         control: RunControl | None = None,
         worker: str | None = None,
     ) -> RunOutcome:
-        """Runs (or goes on with) a stored run. `worker` names who holds it: its heartbeat is kept fresh."""
-        return await Execution(self, run_id, loaded, inputs, control, worker or worker_name()).run()
+        """Runs (or goes on with) a stored run. `worker` names who holds it: its heartbeat is kept fresh.
+        Raises StoreUnavailable when the database refuses the run's writes for too long."""
+        execution = await Execution.prepare(self, run_id, loaded, inputs, control, worker or worker_name())
+        return await execution.run()
+
+
+@dataclass
+class StoredRun:
+    """What the store holds of a run as an execution starts."""
+
+    run: RunRow | None
+    steps: list[StepRunRow]
+    checkpoint: CheckpointRow | None
+
+    @classmethod
+    def read(cls, store: Store, run_id: str) -> StoredRun:
+        return cls(store.run(run_id), store.steps(run_id), store.checkpoint(run_id))
 
 
 class Execution:
@@ -158,9 +244,11 @@ class Execution:
         run_id: str,
         loaded: LoadedSop,
         inputs: dict[str, Any],
-        control: RunControl | None = None,
-        worker: str | None = None,
+        control: RunControl | None,
+        worker: str | None,
+        stored: StoredRun,
     ) -> None:
+        """Use `await Execution.prepare(...)`: it reads the stored run off the event loop."""
         self.runner = runner
         self.worker = worker
         self.store = runner.store
@@ -170,14 +258,18 @@ class Execution:
         self.control = control
         self.secret_names = self.sop.secret_inputs
         self.mask = Masker([inputs.get(n) for n in self.secret_names])
-        rows = self.store.steps(run_id)
+        # names whose values carry a secret (attempts.tainted_names): shown as *** by name
+        self.tainted = tainted_names(self.sop.steps, self.secret_names)
+        # secrets as the page may show them, kept here only, to cover them in pictures
+        self._clear: dict[str, None] = dict.fromkeys(t for n in self.secret_names for t in secret_texts(inputs.get(n)))
+        self._filled: dict[str, set[str]] = {}  # tab -> selectors of fields filled with a secret
+        rows, run = stored.steps, stored.run
         self.status: dict[str, StepStatus] = {r.key: StepStatus(r.status) for r in rows}
         vault = runner.vault
         self.stored_outputs: dict[str, dict[str, Any]] = {
             r.key: vault.open(r.sealed_outputs) if r.sealed_outputs else r.outputs or {} for r in rows
         }
         self.attempts: dict[str, int] = {r.key: r.attempts for r in rows}
-        run = self.store.run(run_id)
         self.run_status = RunStatus(run.status) if run else RunStatus.QUEUED
         self.batch_id = run.batch_id if run else None
         self.limit = asyncio.Semaphore(self.sop.max_parallel)
@@ -187,7 +279,7 @@ class Execution:
         self._siblings = sibling_lists(self.sop.steps)
         self._hold: set[str] = set()  # interrupted non-idempotent steps: a person decides
         self._passed_breakpoints: set[str] = set()
-        saved = self.store.checkpoint(run_id)
+        saved = stored.checkpoint
         self.browser = BrowserSession(
             runner.browser, vault, {"tabs": saved.tabs, "storage": saved.storage} if saved else None
         )
@@ -198,7 +290,22 @@ class Execution:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Future[None] | None = None
         self._flush_order = asyncio.Lock()
+        self._last_write: asyncio.Future[None] | None = None  # a write whose flush was cancelled: it goes on
+        self._unavailable: StoreUnavailable | None = None
         self._http: httpx.AsyncClient | None = None
+
+    @classmethod
+    async def prepare(
+        cls,
+        runner: Runner,
+        run_id: str,
+        loaded: LoadedSop,
+        inputs: dict[str, Any],
+        control: RunControl | None = None,
+        worker: str | None = None,
+    ) -> Execution:
+        stored = await call_store(StoredRun.read, runner.store, run_id, what=f"reading run {run_id}")
+        return cls(runner, run_id, loaded, inputs, control, worker, stored)
 
     # I/O shared by the steps -----------------------------------------------------------------
 
@@ -242,20 +349,46 @@ class Execution:
     def _flush_soon(self) -> None:
         self._flush_timer = None
         self._flushing = asyncio.ensure_future(self.flush())
+        self._flushing.add_done_callback(_retrieved)  # a refused write is raised again by the next flush
 
     async def flush(self) -> None:
-        """Commits the changes asked for so far, in one transaction, then tells the sinks, in order."""
+        """Commits the changes asked for so far, in one transaction, then tells the sinks, in order. A write
+        the database refuses is tried again while the run waits (call_store); when it gives up, the changes
+        stay queued, in order, and this and every later flush raise StoreUnavailable."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
         async with self._flush_order:
+            if self._last_write is not None:
+                earlier, self._last_write = self._last_write, None
+                await asyncio.wait([earlier])
+            if self._unavailable is not None:
+                raise StoreUnavailable(str(self._unavailable))
             changes, self._queue = self._queue, []
             if not changes:
                 return
-            events = self.store.record_many(self.run_id, changes)
-            for event in events:
-                for sink in self.runner.sinks:
-                    await sink.emit(event)
+            writing = asyncio.ensure_future(self._commit(changes))
+            writing.add_done_callback(_retrieved)
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                if not writing.done():  # a transaction under way goes to its end; the next flush waits for it
+                    self._last_write = writing
+                raise
+
+    async def _commit(self, changes: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+        try:
+            events = await call_store(
+                self.store.record_many, self.run_id, changes, what=f"a write of run {self.run_id}"
+            )
+        except BaseException as exc:
+            self._queue[:0] = changes  # none of them was written: they go first, in order
+            if isinstance(exc, StoreUnavailable):
+                self._unavailable = exc
+            raise
+        for event in events:
+            for sink in self.runner.sinks:
+                await sink.emit(event)
 
     async def step_event(self, key: str, status: str, **values: Any) -> None:
         """A step's status change: stored on its row and told as a step.updated event."""
@@ -289,9 +422,12 @@ class Execution:
 
     async def _heartbeat(self) -> None:
         """Tells the database this worker still holds the run, so nobody takes it over while it is alive."""
-        while True:
+        while self.worker:
             await asyncio.sleep(HEARTBEAT)
-            self.store.heartbeat(self.worker, [self.run_id]) if self.worker else None
+            try:
+                await asyncio.to_thread(self.store.heartbeat, self.worker, [self.run_id])
+            except SQLAlchemyError as exc:  # the next beat tries again; the run's own writes say when to give up
+                log.warning("heartbeat of run %s refused: %s", self.run_id, str(exc).splitlines()[0])
 
     async def _run(self) -> RunOutcome:
         produced: dict[str, Any] = {}
@@ -315,6 +451,8 @@ class Execution:
             await self.close()
             await self._interrupted()
             raise
+        except StoreUnavailable:  # nothing more can be recorded: the run stays as last committed
+            raise
         except Exception as exc:  # a bug must not leave the run `running` for ever
             await self.close()
             await self._finish(RunStatus.FAILED, {}, f"internal error: {type(exc).__name__}: {exc}")
@@ -322,7 +460,7 @@ class Execution:
         finally:
             await self.close()
         scope = {**self.inputs, **produced}
-        outputs = {name: scope.get(name) for name in self.sop.outputs}
+        outputs = self._shown({name: scope.get(name) for name in self.sop.outputs})
         await self._finish(status, outputs, error)
         return RunOutcome(self.run_id, status, self.mask(outputs), self.mask(error))
 
@@ -463,6 +601,8 @@ class Execution:
             elif known == StepStatus.COMPLETED:
                 stored = self.stored_outputs.get(key, {})
                 env.maps[0].update({n: stored.get(n) for n in step_outputs(step)})
+                for name in self.tainted.intersection(step_outputs(step)):
+                    self.hide(stored.get(name))
             elif known == StepStatus.SKIPPED:
                 env.maps[0].update(dict.fromkeys(step_outputs(step)))
             elif key in self._hold:
@@ -506,6 +646,7 @@ class Execution:
         for name, spec in ((waiting.form or {}).get("fields") or {}).items():
             if spec.get("secret"):
                 self.mask.add(answer.get("values", {}).get(name))
+                self.hide(answer.get("values", {}).get(name))
         return answer
 
     async def _gate(self, step: Step, key: str) -> bool:
@@ -554,8 +695,35 @@ class Execution:
     def _variables(self, step: Step, env: Mapping[str, Any]) -> dict[str, Any]:
         return {name: env.get(name) for name in step.inputs}
 
+    def _shown(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Variables as they may be shown: a tainted one as ***, whatever its value."""
+        return {n: MASK if n in self.tainted else v for n, v in values.items()}
+
     def _shown_inputs(self, variables: dict[str, Any]) -> dict[str, Any]:
-        return {n: MASK if n in self.secret_names else v for n, v in variables.items()}
+        return self._shown(variables)
+
+    # secrets: derived ones, and where they show on a page ------------------------------------
+
+    def hide(self, value: Any) -> None:
+        """A value computed from a secret: masked from now on in every text, and covered in pictures."""
+        for text in secret_texts(value):
+            self.mask.add(text)
+            self._clear[text] = None
+
+    def _learn_secrets(self, step: Step, template: Any, fields: Any) -> None:
+        """Before the step acts: the rendered templates that read a tainted name become secrets, and a
+        field filled with one is remembered, to be covered in pictures of its tab."""
+        for value in secret_parts(template, fields, self.tainted):
+            self.hide(value)
+        if step.action in ("fill", "type", "select") and isinstance(fields, dict):
+            values = [fields.get("value"), fields.get("label")]
+            if self.mask(values) != values:
+                self._filled.setdefault(step.tab, set()).add(fields["selector"])
+
+    def secret_locators(self, tab: str, page: Page) -> list[Locator]:
+        """The fields of the tab filled with a secret, and the elements whose text shows one."""
+        filled = [page.locator(selector) for selector in sorted(self._filled.get(tab, ()))]
+        return filled + [page.get_by_text(text) for text in self._clear]
 
     async def run_step(self, step: Step, env: ChainMap[str, Any], prefix: str) -> StepStatus:
         key = instance_key(prefix, step.id)
@@ -621,9 +789,10 @@ class Execution:
         checkpoint: dict[str, Any] | None = None,
     ) -> None:
         duration_ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
+        real, outputs = outputs, self._shown(outputs)
         values: dict[str, Any] = {"status": "completed", "finished_at": utcnow(), "outputs": outputs}
-        if self.mask(outputs) != outputs:  # a secret shows in them: keep the real ones sealed, for a resume
-            values["sealed_outputs"] = self.runner.vault.seal(outputs)
+        if self.mask(outputs) != real:  # a secret shows in them: keep the real ones sealed, for a resume
+            values["sealed_outputs"] = self.runner.vault.seal(real)
         if artifacts:
             values["artifacts"] = artifacts
         await self.emit(
@@ -636,6 +805,7 @@ class Execution:
     async def _fail(self, step: Step, key: str, exc: StepError, artifacts: list[str]) -> StepStatus:
         """Records the failure, then applies on_error: fail ends the run, continue goes on, pause asks a person
         (who retries or skips the step: RETRY comes back as PENDING)."""
+        exc = clean_error(exc)
         error = exc.as_dict()
         await self.emit(
             "step.updated",
@@ -673,7 +843,7 @@ class Execution:
         policy = RetryPolicy.from_spec(step.retry or self.sop.defaults.retry)
 
         async def on_retry(number: int, exc: StepError | None, wait_s: float) -> None:
-            error = exc.as_dict() if exc else None
+            error = clean_error(exc).as_dict() if exc else None
             self.attempts[key] += 1
             await self.emit(
                 "step.retried",
@@ -682,9 +852,13 @@ class Execution:
             )
 
         try:
-            fields = render_fields(step.templated(), variables)
+            template = step.templated()
+            fields = render_fields(template, variables)
+            self._learn_secrets(step, template, fields)
             result = await attempt_step(step, fields, ctx, policy, self.limit, on_retry)
             outputs = map_outputs(step, result, variables)
+            for name in self.tainted.intersection(outputs):
+                self.hide(outputs[name])
         except StepError as exc:
             if uses_browser(step):
                 await self._failure_screenshot(ctx)
@@ -700,8 +874,10 @@ class Execution:
         page = self.browser.current(ctx.tab)
         if page is None:
             return
+        path = ctx.artifact("failure.png")
         try:
-            await page.screenshot(path=ctx.artifact("failure.png"), timeout=5000)
+            mask = await ctx.secret_locators(page)
+            await page.screenshot(path=path, timeout=5000, mask=mask, mask_color=MASK_COLOR)
         except Exception:  # a screenshot is a courtesy; the step's own error is what matters
             ctx.artifacts.pop()
 
@@ -711,7 +887,9 @@ class Execution:
         if frames is None or page is None or not frames.watching(self.run_id):
             return
         with contextlib.suppress(Exception):  # a frame for the live view is never worth failing a step for
-            await frames.frame(self.run_id, key, await page.screenshot(type="jpeg", quality=60, timeout=2000))
+            mask = self.secret_locators(step.tab, page)
+            jpeg = await page.screenshot(type="jpeg", quality=60, timeout=2000, mask=mask, mask_color=MASK_COLOR)
+            await frames.frame(self.run_id, key, jpeg)
 
     # conditions and steps holding steps -------------------------------------------------------
 
@@ -761,7 +939,10 @@ class Execution:
     async def _loop_items(self, loop: Loop, variables: dict[str, Any]) -> list[Any] | None:
         try:
             if loop.for_each is not None:
-                return for_each_items(render_fields(loop.for_each, variables))
+                items = for_each_items(render_fields(loop.for_each, variables))
+                if loop.as_ in self.tainted:
+                    self.hide(items)
+                return check_json(f"the for_each of loop {loop.id}", items)
             if loop.repeat is not None:
                 return repeat_items(render_fields(loop.repeat, variables))
         except LoopError as exc:
