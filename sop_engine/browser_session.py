@@ -10,6 +10,8 @@ from typing import Any
 from playwright.async_api import BrowserContext, Page
 
 from .browser import BrowserHost
+from .policy import NetworkPolicy, PolicyError
+from .policy.guard import BrowserGuard
 from .steps import Step, uses_browser
 from .vault import Vault
 
@@ -17,9 +19,19 @@ STORAGE_EVERY = 1.0  # seconds between checkpoints of cookies and local storage 
 
 
 class BrowserSession:
-    def __init__(self, host: BrowserHost, vault: Vault, saved: dict[str, str | None] | None = None) -> None:
+    def __init__(
+        self,
+        host: BrowserHost,
+        vault: Vault,
+        saved: dict[str, str | None] | None = None,
+        policy: NetworkPolicy | None = None,
+    ) -> None:
+        """`policy`: where the run's pages may go (the command line's, which allows everything, by default);
+        with any restriction, every context gets the policy's proxy, route handler and frame guard."""
         self.host = host
         self.vault = vault
+        self.policy = policy or NetworkPolicy.for_cli()
+        self.guard = None if self.policy.unrestricted else BrowserGuard(self.policy)
         self._context: BrowserContext | None = None
         self._tabs: dict[str, Page] = {}
         self._lost = False
@@ -37,10 +49,17 @@ class BrowserSession:
         return page.url if page is not None and not page.is_closed() else None
 
     def current(self, tab: str) -> Page | None:
+        """The tab's page, if it is open and may be looked at (not while it is somewhere the policy forbids)."""
         page = self._tabs.get(tab)
-        return page if page is not None and not page.is_closed() and not self._lost else None
+        if page is None or page.is_closed() or self._lost:
+            return None
+        return None if self.guard is not None and self.guard.dirty(page) else page
 
     async def page(self, tab: str) -> Page:
+        """The tab's page, opened when needed; raises the PolicyError it owes when it went where it may not."""
+        page = self._tabs.get(tab)
+        if page is not None and self.guard is not None:
+            await self.guard.settle(page)
         page = self.current(tab)
         if page is not None:
             return page
@@ -50,23 +69,40 @@ class BrowserSession:
             page = self.current(tab)
             if page is None:
                 assert self._context is not None
-                page = self._tabs[tab] = await self._context.new_page()
+                page = self._tabs[tab] = await self._new_page()
             return page
+
+    async def _new_page(self) -> Page:
+        assert self._context is not None
+        page = await self._context.new_page()
+        if self.guard is not None:
+            self.guard.watch(page)
+        return page
 
     async def _open(self) -> None:
         """A context for the run; after a crash or a restart, put back where the last checkpoint left it."""
         if self._context is not None:
             with contextlib.suppress(Exception):
                 await self._context.close()
-        self._context = await self.host.new_context(storage_state=self._saved.get("storage") or None)
+        options = await self.guard.context_options() if self.guard is not None else {}
+        self._context = await self.host.new_context(storage_state=self._saved.get("storage") or None, **options)
         self._context.on("close", lambda _: setattr(self, "_lost", True))
+        if self.guard is not None:
+            await self.guard.install(self._context)
         self._lost = False
         self._tabs = {}
         for name, url in (self._saved.get("tabs") or {}).items():
-            page = self._tabs[name] = await self._context.new_page()
-            if url and url != "about:blank":
+            page = self._tabs[name] = await self._new_page()
+            if url and url != "about:blank" and self._may_open(url):
                 with contextlib.suppress(Exception):  # the step that needs the page says what is wrong
                     await page.goto(url, timeout=30_000)
+
+    def _may_open(self, url: str) -> bool:
+        try:
+            self.policy.check_url(url)
+        except PolicyError:
+            return False
+        return True
 
     async def checkpoint(self, step: Step, key: str) -> dict[str, Any] | None:
         """After a browser step: the tabs' URLs always; cookies and local storage when a URL changed, after a
@@ -93,3 +129,5 @@ class BrowserSession:
             with contextlib.suppress(Exception):  # the browser may already be gone: nothing to release
                 await self._context.close()
             self._context = None
+        if self.guard is not None:
+            await self.guard.close()

@@ -30,6 +30,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+STRICT_HELP = "The server's network policy: only http(s) pages, no file: URLs, no link-local or metadata addresses."
 _MARKS = {"completed": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]↷[/]", "blocked": "[magenta]⊘[/]"}
 
 
@@ -129,7 +130,7 @@ Loader = Callable[[], "tuple[LoadedSop, dict[str, Any]]"]
 
 
 async def _execute(
-    load: Loader, headed: bool, progress: bool, resume: str | None = None
+    load: Loader, headed: bool, progress: bool, resume: str | None = None, strict: bool = False
 ) -> tuple[Store, RunOutcome, LoadedSop]:
     """Chromium starts first; the document is read and checked, and the database opened, while it does
     (in threads): a run starts sooner. An invalid document ends it all with exit code 2."""
@@ -142,7 +143,7 @@ async def _execute(
             out.print(f"[bold]{_escape(loaded.sop.name or loaded.sop.id)}[/]")
         store, runner_class = await asyncio.to_thread(_open_store)
         await launching
-        runner = runner_class(store, browser, sinks)
+        runner = _runner(runner_class, store, browser, sinks, strict)
         if resume is None:
             run_id = (await runner.create_run(loaded, inputs, claimed_by=worker_name())).id
         else:
@@ -160,6 +161,18 @@ async def _execute(
                 await launching
         await browser.close()
     return store, outcome, loaded
+
+
+def _runner(runner_class: type[Runner], store: Store, browser: BrowserHost, sinks: list[Any], strict: bool) -> Runner:
+    """A Runner with the command line's network policy: everything is allowed, as on the person's own machine;
+    with --strict, what the server allows."""
+    from .policy import NetworkPolicy
+
+    policy = NetworkPolicy.for_cli(strict)
+    try:
+        return runner_class(store, browser, sinks, policy=policy)  # type: ignore[call-arg]
+    except TypeError:  # a Runner that still takes only `local_files`
+        return runner_class(store, browser, sinks, local_files=policy.local_files)
 
 
 def _open_store() -> tuple[Store, type[Runner]]:
@@ -207,9 +220,11 @@ def _from_file(file: Path, pairs: list[str], inputs_json: Path | None) -> Loader
     return load
 
 
-def run_document(load: Loader, *, headed: bool = False, as_json: bool = False, resume: str | None = None) -> int:
+def run_document(
+    load: Loader, *, headed: bool = False, as_json: bool = False, resume: str | None = None, strict: bool = False
+) -> int:
     try:
-        store, outcome, _ = asyncio.run(_execute(load, headed, progress=not as_json, resume=resume))
+        store, outcome, _ = asyncio.run(_execute(load, headed, progress=not as_json, resume=resume, strict=strict))
     except BrowserNotFound as exc:
         err.print(f"[red]{exc}[/]")
         return EXIT_FAILED
@@ -244,15 +259,16 @@ def run(
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of progress.")] = False,
     resume: Annotated[str | None, typer.Option("--resume", help="Go on with a stored run (by id).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
 ) -> None:
     """Run an SOP headless, start to finish: exit code 0 completed, 1 failed or paused, 2 invalid."""
     if resume is not None:
         target = _resume_target(resume)  # checked before anything starts
-        raise typer.Exit(run_document(lambda: target, headed=headed, as_json=as_json, resume=resume))
+        raise typer.Exit(run_document(lambda: target, headed=headed, as_json=as_json, resume=resume, strict=strict))
     if file is None:
         err.print("[red]give an SOP file, or --resume RUN_ID[/]")
         raise typer.Exit(EXIT_INVALID)
-    raise typer.Exit(run_document(_from_file(file, input, inputs_json), headed=headed, as_json=as_json))
+    raise typer.Exit(run_document(_from_file(file, input, inputs_json), headed=headed, as_json=as_json, strict=strict))
 
 
 @app.command()
@@ -395,6 +411,7 @@ async def _run_batch(
     retry_failed: str | None,
     progress: bool,
     headed: bool,
+    strict: bool = False,
 ) -> tuple[Any, str]:
     from .batch import Batches, default_concurrency
     from .runner import Runner
@@ -402,7 +419,7 @@ async def _run_batch(
 
     store = Store()
     async with BrowserHost(headed=headed) as browser:
-        batches = Batches(Runner(store, browser))
+        batches = Batches(_runner(Runner, store, browser, [], strict))
         if resume or retry_failed:
             batch_id = resume or retry_failed
             if store.batch(batch_id) is None:  # type: ignore[arg-type]
@@ -448,6 +465,7 @@ def batch(
     resume: Annotated[str | None, typer.Option("--resume", help="Go on with a batch's rows not done yet.")] = None,
     retry_failed: Annotated[str | None, typer.Option("--retry-failed", help="Run a batch's failed rows again.")] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
 ) -> None:
     """Run an SOP over every row of a data file: exit code 0 when every row completed, 1 when some did not,
     2 when the document or the data file is invalid."""
@@ -461,7 +479,9 @@ def batch(
         raise typer.Exit(EXIT_INVALID)
     try:
         batches, batch_id = asyncio.run(
-            _run_batch(file, data, input, _mapping(map_), concurrency, resume, retry_failed, not as_json, headed)
+            _run_batch(
+                file, data, input, _mapping(map_), concurrency, resume, retry_failed, not as_json, headed, strict
+            )
         )
     except BrowserNotFound as exc:
         err.print(f"[red]{exc}[/]")

@@ -16,6 +16,7 @@ class ErrorKind(StrEnum):
     TEMPLATE = "template"  # a template failed to render: final
     ACTION = "action"  # the action itself refused (bad file path, bad script): final
     INTERRUPTED = "interrupted"  # the run was cancelled or timed out while the step ran
+    POLICY = "policy"  # the network policy refused a URL, a host or an address: final
 
 
 RETRYABLE = frozenset(

@@ -17,6 +17,9 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 from ..durations import format_duration
 from ..errors import BROWSER_GONE, ErrorKind, StepError
 from ..expressions import evaluate_condition
+from ..policy import PolicyError, clean
+from ..policy.guard import BrowserGuard, guard_of
+from ..policy.proxy import DENIED_HEADER
 from ..steps import (
     Assert,
     Check,
@@ -33,7 +36,7 @@ from ..steps import (
     Upload,
     Wait,
 )
-from .context import ActionContext
+from .context import ActionContext, policy_of
 
 
 def _ms(seconds: float) -> float:
@@ -42,10 +45,14 @@ def _ms(seconds: float) -> float:
 
 @asynccontextmanager
 async def translated(page: Page, what: str, selector: str | None, timeout: float) -> AsyncIterator[None]:
-    """Turns Playwright's exceptions into StepErrors that say what was tried, where, and what was found."""
+    """Turns Playwright's exceptions into StepErrors that say what was tried, where, and what was found.
+    A page that went where the policy forbids fails the step, before and after the call, whatever it did."""
+    guard = guard_of(page)
+    await _settle(guard, page)
     try:
         yield
     except PlaywrightTimeout:
+        await _settle(guard, page)
         url = page.url
         count = None
         if selector:
@@ -65,6 +72,7 @@ async def translated(page: Page, what: str, selector: str | None, timeout: float
             ErrorKind.TIMEOUT, f"{what}: not done within {format_duration(timeout)}{found}", selector=selector, url=url
         ) from None
     except PlaywrightError as exc:
+        await _settle(guard, page)
         message = exc.message.splitlines()[0] if exc.message else str(exc)
         if any(mark in message for mark in BROWSER_GONE):
             raise StepError(
@@ -72,6 +80,12 @@ async def translated(page: Page, what: str, selector: str | None, timeout: float
             ) from None
         kind = ErrorKind.NAVIGATION if "net::ERR_" in message else ErrorKind.ACTION
         raise StepError(kind, f"{what}: {message}", selector=selector, url=_safe_url(page)) from None
+    await _settle(guard, page)
+
+
+async def _settle(guard: BrowserGuard | None, page: Page) -> None:
+    if guard is not None:
+        await guard.settle(page)
 
 
 def _safe_url(page: Page) -> str | None:
@@ -83,11 +97,30 @@ def _safe_url(page: Page) -> str | None:
 
 async def navigate(step: Navigate, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     url = str(f["url"])
-    if not ctx.local_files and url.strip().lower().startswith("file:"):
-        raise StepError(ErrorKind.ACTION, f"navigate to {url}: file: URLs are not allowed in the server")
+    what = f"navigate to {url if url == clean(url) else repr(url)}"
+    policy = policy_of(ctx)
+    try:
+        await policy.check_request(url)
+    except PolicyError as exc:
+        raise PolicyError(f"{what}: {exc.message}", url=exc.url) from None
+    except OSError as exc:
+        raise StepError(ErrorKind.NAVIGATION, f"{what}: the host name did not resolve ({exc})", url=url) from None
     page = await ctx.page()
-    async with translated(page, f"navigate to {url}", None, ctx.timeout):
-        response = await page.goto(url, wait_until=step.wait_until, timeout=_ms(ctx.timeout))
+    guard = guard_of(page)
+    mark = guard.denial_mark() if guard is not None else 0
+    try:
+        async with translated(page, what, None, ctx.timeout):
+            target = url if policy.local_files else clean(url)  # what was checked is what the browser gets
+            response = await page.goto(target, wait_until=step.wait_until, timeout=_ms(ctx.timeout))
+    except StepError as exc:
+        denied = guard.denied_since(mark) if guard is not None else None
+        if denied is None or isinstance(exc, PolicyError):
+            raise
+        raise PolicyError(f"{what}: {denied.message}", url=_safe_url(page)) from None
+    if response is not None and guard is not None and DENIED_HEADER.lower() in response.headers:
+        denied = guard.denied_since(mark)
+        message = denied.message if denied else response.headers[DENIED_HEADER.lower()]
+        raise PolicyError(f"{what}: {message}", url=response.url)
     # an error page (4xx, 5xx) is still a page: `status` lets a later step decide
     return {"url": page.url, "status": response.status if response else None}
 
@@ -169,8 +202,9 @@ async def upload(step: Upload, f: dict[str, Any], ctx: ActionContext) -> dict[st
     page = await ctx.page()
     names = f["files"] if isinstance(f["files"], list) else [f["files"]]
     paths = [(p if p.is_absolute() else ctx.base_dir / p).resolve() for p in map(Path, map(str, names))]
-    if not ctx.local_files:
-        outside = [str(p) for p in paths if not p.is_relative_to(ctx.base_dir.resolve())]
+    if not policy_of(ctx).local_files:
+        roots = [ctx.base_dir.resolve(), *_artifact_roots(ctx)]
+        outside = [str(p) for p in paths if not any(p.is_relative_to(root) for root in roots)]
         if outside:
             raise StepError(
                 ErrorKind.ACTION,
@@ -183,6 +217,12 @@ async def upload(step: Upload, f: dict[str, Any], ctx: ActionContext) -> dict[st
     async with translated(page, f"upload to {f['selector']!r}", f["selector"], ctx.timeout):
         await page.locator(f["selector"]).set_input_files(paths, timeout=_ms(ctx.timeout))
     return {"files": [p.name for p in paths]}
+
+
+def _artifact_roots(ctx: ActionContext) -> list[Path]:
+    """The run's own artifacts (a screenshot it took) may be uploaded too."""
+    folder = getattr(ctx, "artifacts_dir", None) or getattr(getattr(ctx, "execution", None), "artifacts_dir", None)
+    return [Path(folder).resolve()] if folder else []
 
 
 async def wait(step: Wait, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
@@ -268,10 +308,12 @@ async def assert_(step: Assert, f: dict[str, Any], ctx: ActionContext) -> dict[s
             raise StepError(ErrorKind.ASSERTION, f"expected {step.that} to hold", expected=step.that, found=False)
         return {"ok": True}
     page = await ctx.page()
+    guard = guard_of(page)
     ms = _ms(ctx.timeout)
     try:
         if f["url"] is not None:
             await expect(page).to_have_url(_url_pattern(str(f["url"])), timeout=ms)
+            await _settle(guard, page)
             return {"ok": True}
         locator = page.locator(f["selector"])
         if step.count is not None:
@@ -287,10 +329,12 @@ async def assert_(step: Assert, f: dict[str, Any], ctx: ActionContext) -> dict[s
         else:
             await expect(locator.first).to_be_hidden(timeout=ms)
     except AssertionError as exc:
+        await _settle(guard, page)  # what was found on a forbidden page is not for the message
         raise _assertion_error(step, f, page, exc) from None
     except PlaywrightError as exc:
         async with translated(page, "assert", f["selector"], ctx.timeout):
             raise exc
+    await _settle(guard, page)
     return {"ok": True}
 
 
@@ -313,12 +357,18 @@ def _assertion_error(step: Assert, f: dict[str, Any], page: Page, exc: Assertion
 
 async def screenshot(step: Screenshot, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     page = await ctx.page()
+    secret_locators = getattr(ctx, "secret_locators", None)
+    mask = (await secret_locators(page)) if secret_locators is not None else None
     path = ctx.artifact(f["file"] or "screenshot.png")
-    async with translated(page, "screenshot", f["selector"], ctx.timeout):
-        if f["selector"]:
-            await page.locator(f["selector"]).screenshot(path=path, timeout=_ms(ctx.timeout))
-        else:
-            await page.screenshot(path=path, full_page=step.full_page, timeout=_ms(ctx.timeout))
+    try:
+        async with translated(page, "screenshot", f["selector"], ctx.timeout):
+            if f["selector"]:
+                await page.locator(f["selector"]).screenshot(path=path, timeout=_ms(ctx.timeout), mask=mask or None)
+            else:
+                await page.screenshot(path=path, full_page=step.full_page, timeout=_ms(ctx.timeout), mask=mask or None)
+    except PolicyError:
+        path.unlink(missing_ok=True)  # a picture of a page it may not be on is not kept
+        raise
     return {"path": str(path)}
 
 

@@ -1,4 +1,5 @@
-"""The http action, through httpx."""
+"""The http action, through httpx. Redirects are followed here, one hop at a time, so that the policy checks
+every URL the request goes to, not only the first."""
 
 from __future__ import annotations
 
@@ -7,25 +8,19 @@ from typing import Any
 import httpx
 
 from ..errors import ErrorKind, StepError
+from ..policy import NetworkPolicy, PolicyError
 from ..steps import Http
-from .context import ActionContext
+from .context import ActionContext, policy_of
 
 
 async def request(step: Http, fields: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     url = str(fields["url"])
+    policy = policy_of(ctx)
     try:
-        response = await ctx.http_client().request(
-            step.method,
-            url,
-            headers=fields["headers"] or None,
-            params=fields["params"] or None,
-            json=fields["json_body"],
-            content=fields["body"],
-            timeout=ctx.timeout,
-        )
+        response = await _send(step, fields, ctx, policy)
     except httpx.TimeoutException:
         raise StepError(ErrorKind.TIMEOUT, f"{step.method} {url} got no answer in time", url=url) from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         raise StepError(ErrorKind.HTTP, f"{step.method} {url} failed: {exc}", url=url) from None
     expected = step.expect_status
     if expected is not None:
@@ -44,6 +39,33 @@ async def request(step: Http, fields: dict[str, Any], ctx: ActionContext) -> dic
     except ValueError:
         body_json = None
     return {"status": response.status_code, "json": body_json, "text": response.text, "headers": dict(response.headers)}
+
+
+async def _send(step: Http, fields: dict[str, Any], ctx: ActionContext, policy: NetworkPolicy) -> httpx.Response:
+    client = ctx.http_client()
+    request = client.build_request(
+        step.method,
+        str(fields["url"]),
+        headers=fields["headers"] or None,
+        params=fields["params"] or None,
+        json=fields["json_body"],
+        content=fields["body"],
+        timeout=ctx.timeout,
+    )
+    hops = [str(request.url)]
+    for _ in range(client.max_redirects + 1):
+        try:
+            await policy.check_request(str(request.url))
+            response = await client.send(request, follow_redirects=False)
+        except PolicyError as exc:
+            via = f" (redirected to {request.url})" if len(hops) > 1 else ""
+            raise PolicyError(f"{step.method} {fields['url']}{via}: {exc.message}", url=str(request.url)) from None
+        if response.next_request is None:
+            return response
+        await response.aclose()
+        request = response.next_request
+        hops.append(str(request.url))
+    raise StepError(ErrorKind.HTTP, f"{step.method} {fields['url']}: more than {client.max_redirects} redirects")
 
 
 EXECUTORS = {"http": request}
