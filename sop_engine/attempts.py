@@ -288,6 +288,10 @@ async def _one_attempt(executor: Any, step: Step, fields: dict[str, Any], ctx: S
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # an executor's unexpected error still fails only its step
+        from .runner import StoreUnavailable  # (runner imports this module)
+
+        if isinstance(exc, StoreUnavailable):  # the database, not the step: the run stops as it is
+            raise
         text = clean(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         if any(mark in text for mark in BROWSER_GONE):
             raise StepError(ErrorKind.BROWSER, f"{step.action}: the browser went away ({text})") from None

@@ -13,7 +13,7 @@ from typing import Any
 from .datafile import Row
 from .document import LoadedSop, load_sop
 from .events import utcnow
-from .runner import Runner, shown_inputs
+from .runner import Runner, call_store, shown_inputs
 from .states import RunStatus
 from .tables import BatchItemRow, BatchRow, RunRow
 from .vault import Vault
@@ -94,18 +94,20 @@ class Batches:
         return self._documents[document_id]
 
     async def run(self, batch_id: str, concurrency: int | None = None) -> None:
-        """Runs the batch's queued rows in this process, `concurrency` at a time, until none is left."""
-        batch = self.store.batch(batch_id)
+        """Runs the batch's queued rows in this process, `concurrency` at a time, until none is left.
+        The store is called from threads (call_store): the event loop serves the runs meanwhile."""
+        batch = await call_store(self.store.batch, batch_id)
         assert batch is not None
         name = f"batch:{os.getpid()}"
 
         async def worker() -> None:
-            while (run := self.store.claim_next_run(name, batch_id=batch_id)) is not None:
-                loaded = self.document(run.document_id)
+            claim = self.store.claim_next_run
+            while (run := await call_store(claim, name, batch_id, what="claiming a row")) is not None:
+                loaded = await call_store(self.document, run.document_id)
                 await self.runner.execute(run.id, loaded, self.runner.inputs_of(run))
 
         await asyncio.gather(*(worker() for _ in range(concurrency or batch.concurrency)))
-        self.finish_if_done(batch_id)
+        await call_store(self.finish_if_done, batch_id)
 
     def finish_if_done(self, batch_id: str) -> None:
         counts = self.store.batch_counts(batch_id)

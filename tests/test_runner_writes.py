@@ -1,0 +1,153 @@
+"""Writes that survive a database outage: a refused write is tried again while the run waits; when the
+database stays away too long the execution stops with StoreUnavailable, and what it committed is consistent."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event as sa_event
+
+from sop_engine.browser import BrowserHost
+from sop_engine.document import load_sop, resolve_inputs
+from sop_engine.events import Event
+from sop_engine.runner import Execution, Runner, StoreUnavailable
+from sop_engine.states import RunStatus
+from sop_engine.store import Store
+from tests.conftest import Recorder
+
+SOP = """
+sop: 1
+id: outage
+outputs: [n, m]
+steps:
+  - {id: a, action: set, values: {n: 1}}
+  - {id: b, action: log, message: "n is {{ n }}", inputs: [n]}
+  - {id: c, action: set, values: {m: 2}}
+"""
+
+
+class WriteLock:
+    """Another connection holding the database's write lock (BEGIN EXCLUSIVE) until released."""
+
+    def __init__(self, path: Path) -> None:
+        self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    def take(self) -> None:
+        self.connection.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        if self.connection.in_transaction:
+            self.connection.execute("COMMIT")
+
+
+class LockAfter(Recorder):
+    """Keeps every event; takes the lock once step `key` is told completed (so its write is in)."""
+
+    def __init__(self, lock: WriteLock, key: str) -> None:
+        super().__init__()
+        self.lock, self.key, self.taken = lock, key, False
+
+    async def emit(self, event: Event) -> None:
+        await super().emit(event)
+        told = (event.type, event.data.get("key"), event.data.get("status"))
+        if not self.taken and told == ("step.updated", self.key, "completed"):
+            self.taken = True
+            self.lock.take()
+
+
+class OnRetry(logging.Handler):
+    """Calls `action` each time the runner says it will try a refused write again."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.action, self.count = action, 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "trying again" in record.getMessage():
+            self.count += 1
+            self.action()
+
+
+@pytest.fixture
+def quick_store(data_dir: Path) -> Iterator[Store]:
+    """A store whose connections give up on a locked database after 50 ms instead of 10 s."""
+    store = Store()
+    sa_event.listen(store.engine, "connect", lambda connection, _: connection.execute("PRAGMA busy_timeout=50"))
+    store.engine.dispose()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def lock(data_dir: Path, quick_store: Store) -> Iterator[WriteLock]:
+    held = WriteLock(data_dir / "sop.db")
+    yield held
+    held.release()
+    held.connection.close()
+
+
+def gap_free(events: list) -> bool:
+    return [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+def finished(events: list) -> list[str]:
+    return [e.data["key"] for e in events if e.type == "step.updated" and e.data["status"] == "completed"]
+
+
+async def test_a_refused_write_is_tried_again_and_every_event_is_stored_once(quick_store, lock):
+    retries = OnRetry(lock.release)
+    logger = logging.getLogger("sop_engine.runner")
+    logger.addHandler(retries)
+    sink = LockAfter(lock, "a")
+    runner = Runner(quick_store, BrowserHost(), [sink])
+    loaded = load_sop(SOP)
+    inputs = resolve_inputs(loaded.sop, {})
+    try:
+        row = await runner.create_run(loaded, inputs)
+        outcome = await runner.execute(row.id, loaded, inputs)
+    finally:
+        logger.removeHandler(retries)
+    assert sink.taken and retries.count >= 1
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    assert outcome.outputs == {"n": 1, "m": 2}
+    stored = quick_store.events(row.id)
+    assert gap_free(stored)
+    assert quick_store.run(row.id).last_seq == len(stored)
+    assert [(e.seq, e.type, e.data) for e in sink.events] == [(e.seq, e.type, e.data) for e in stored]
+    assert finished(stored) == ["a", "b", "c"]
+    assert len([e for e in stored if e.type == "log"]) == 1
+
+
+async def test_a_write_refused_too_long_raises_and_leaves_a_consistent_run(quick_store, lock, monkeypatch):
+    monkeypatch.setenv("SOP_WRITE_RETRY_SECONDS", "0")
+    sink = LockAfter(lock, "a")
+    runner = Runner(quick_store, BrowserHost(), [sink])
+    loaded = load_sop(SOP)
+    inputs = resolve_inputs(loaded.sop, {})
+    row = await runner.create_run(loaded, inputs)
+    execution = await Execution.prepare(runner, row.id, loaded, inputs)
+    with pytest.raises(StoreUnavailable, match="refused"):
+        await execution.run()
+    lock.release()
+
+    # what was not written is still queued, in order, nothing of it stored
+    queued = [(type_, data.get("key"), data.get("status")) for type_, data, _ in execution._queue]
+    assert queued == [("step.updated", "b", "running"), ("log", "b", None)]
+    stored = quick_store.events(row.id)
+    assert gap_free(stored) and quick_store.run(row.id).last_seq == len(stored)
+    assert stored[-1].type == "step.updated" and stored[-1].data["key"] == "a"
+    assert quick_store.run(row.id).status == "running"
+    assert {s.key: s.status for s in quick_store.steps(row.id)} == {"a": "completed", "b": "pending", "c": "pending"}
+
+    # the database back, the run goes on from its last committed step
+    outcome = await runner.execute(row.id, loaded, inputs)
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    assert outcome.outputs == {"n": 1, "m": 2}
+    stored = quick_store.events(row.id)
+    assert gap_free(stored)
+    assert finished(stored) == ["a", "b", "c"]
+    assert len([e for e in stored if e.type == "log"]) == 1
