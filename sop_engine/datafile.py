@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from .document import DocumentError, Problem, Sop, resolve_inputs
+from .limits import LimitError, ParseError, load_json
+from .text import has_unencodable
 
 _TRUE = {"true", "yes", "y", "1", "on"}
 _FALSE = {"false", "no", "n", "0", "off"}
@@ -24,25 +25,30 @@ class Row:
 
 
 def parse_rows(text: str, name: str = "") -> list[dict[str, Any]]:
-    """The rows of a data file; the format comes from the name's ending, else from the text."""
+    """The rows of a data file; the format comes from the name's ending, else from the text. JSON is bounded
+    in depth (limits.load_json); each row's values are bounded when they become inputs (resolve_inputs)."""
+    label = name or "data"
+    if (bad := has_unencodable(text, label)) is not None:
+        raise DocumentError([Problem(label, bad)])
     lowered = name.lower()
     stripped = text.lstrip()
     try:
-        if lowered.endswith((".jsonl", ".ndjson")):
-            return _objects([json.loads(line) for line in text.splitlines() if line.strip()], name)
+        if lowered.endswith((".jsonl", ".ndjson")) or (stripped.startswith("{") and not lowered.endswith(".json")):
+            return _objects([load_json(line, label) for line in text.splitlines() if line.strip()], name)
         if lowered.endswith(".json") or stripped.startswith("["):
-            data = json.loads(text)
+            data = load_json(text, label)
             if not isinstance(data, list):
-                raise DocumentError([Problem(name or "data", "a JSON data file is an array of objects")])
+                raise DocumentError([Problem(label, "a JSON data file is an array of objects")])
             return _objects(data, name)
-        if stripped.startswith("{"):
-            return _objects([json.loads(line) for line in text.splitlines() if line.strip()], name)
-    except json.JSONDecodeError as exc:
-        raise DocumentError([Problem(name or "data", f"not valid JSON: {exc}")]) from None
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        raise DocumentError([Problem(name or "data", "a CSV data file needs a header row")])
-    return [{k: v for k, v in row.items() if k is not None} for row in reader]
+    except (ParseError, LimitError) as exc:
+        raise DocumentError([Problem(label, str(exc))]) from None
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames:
+            raise DocumentError([Problem(label, "a CSV data file needs a header row")])
+        return [{k: v for k, v in row.items() if k is not None} for row in reader]
+    except csv.Error as exc:  # a cell over csv's field size limit, a NUL byte
+        raise DocumentError([Problem(label, f"not valid CSV: {exc}")]) from None
 
 
 def _objects(items: list[Any], name: str) -> list[dict[str, Any]]:
@@ -72,8 +78,8 @@ def convert_cell(value: Any, type_name: str) -> Any:
     if type_name == "boolean":
         return True if text.lower() in _TRUE else False if text.lower() in _FALSE else value
     try:
-        return json.loads(text)
-    except ValueError:
+        return load_json(text, "the cell")
+    except ValueError:  # not JSON, or too deep: left as text, and refused by the input's type
         return value
 
 

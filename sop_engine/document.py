@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .durations import Duration
+from .limits import LimitError, ParseError, check_value, load_json, load_yaml
 from .steps import NAME_PATTERN, STEP_MODELS, ErrorPolicy, RetrySpec, Step
+from .text import has_unencodable
 
 InputType = Literal["string", "integer", "number", "boolean", "list", "dict"]
 _NO_DEFAULT = object()
@@ -143,12 +144,13 @@ def _parse_step(raw: Any, path: str, problems: list[Problem]) -> Step | None:
 
 
 def parse_text(text: str) -> Any:
+    """YAML or JSON text, bounded in depth and in values after aliases are expanded (see limits.load_yaml)."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
-        raise DocumentError([Problem(where, f"not valid YAML or JSON: {getattr(exc, 'problem', exc)}")]) from None
+        return load_yaml(text)
+    except ParseError as exc:
+        raise DocumentError([Problem(exc.where, str(exc))]) from None
+    except LimitError as exc:
+        raise DocumentError([Problem("document", str(exc))]) from None
 
 
 def load_sop(text: str, base_dir: Path | None = None) -> LoadedSop:
@@ -176,6 +178,8 @@ def load_sop(text: str, base_dir: Path | None = None) -> LoadedSop:
             problems.append(Problem(f"inputs.{name}", "is not a variable name (letters, digits, _)"))
         if not spec.required and spec.default is not None and not fits_type(spec.default, spec.type):
             problems.append(Problem(f"inputs.{name}", f"default must be {spec.type}, got {spec.default!r}"))
+        elif not spec.required and (said := _value_problem(spec.default, "the default")):
+            problems.append(Problem(f"inputs.{name}", said))
     problems.extend(check_document(sop))
     if problems:
         raise DocumentError(problems)
@@ -210,6 +214,15 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def _value_problem(value: Any, what: str) -> str | None:
+    """Why a value may not be an input: too deep, too many values or too much text, or text with no UTF-8 form."""
+    try:
+        check_value(value, what)
+    except LimitError as exc:
+        return str(exc)
+    return has_unencodable(value, what)
+
+
 def fits_type(value: Any, type_name: str) -> bool:
     """True when a value is of a declared input type (a bool is no integer)."""
     if isinstance(value, bool) and type_name != "boolean":
@@ -236,8 +249,11 @@ def resolve_inputs(sop: Sop, given: dict[str, Any]) -> dict[str, Any]:
         if value is None and not spec.required and name not in given:
             resolved[name] = None
             continue
+        if said := _value_problem(value, "the value"):
+            problems.append(Problem(f"input '{name}'", said))
+            continue
         if not fits_type(value, spec.type):
-            shown = "***" if spec.secret else json.dumps(value, default=str)
+            shown = "***" if spec.secret else _shown(value)
             problems.append(Problem(f"input '{name}'", f"must be {spec.type}, got {shown}"))
             continue
         resolved[name] = value
@@ -251,6 +267,11 @@ def parse_cli_value(text: str, type_name: str | None = None) -> Any:
     if type_name == "string":
         return text
     try:
-        return json.loads(text)
-    except ValueError:
+        return load_json(text)
+    except ValueError:  # not JSON, or too deep: the text itself
         return text
+
+
+def _shown(value: Any) -> str:
+    shown = json.dumps(value, default=str)
+    return shown if len(shown) <= 200 else shown[:200] + "…"
