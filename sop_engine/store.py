@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from . import settings
 from .document import LoadedSop
 from .events import Event, utcnow
-from .tables import AuditRow, BatchItemRow, BatchRow, CheckpointRow, RunEventRow, RunRow, SopDocumentRow, StepRunRow
+from .migrations import bring_up_to_date
+from .tables import (
+    ROLES,
+    ApiTokenRow,
+    AuditRow,
+    BatchItemRow,
+    BatchRow,
+    CheckpointRow,
+    RunEventRow,
+    RunRow,
+    SopDocumentRow,
+    StepRunRow,
+)
+
+RELEASED = "released: the database was unavailable"
 
 
 def data_dir() -> Path:
@@ -47,11 +66,36 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+class TokenNameTaken(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a token named {name!r} exists already (revoked tokens keep their names)")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What may be shown of a token: everything but its hash."""
+
+    name: str
+    role: str
+    created_at: datetime
+    created_by: str | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ApiTokenRow) -> TokenInfo:
+        return cls(row.name, row.role, row.created_at, row.created_by, row.revoked_at, row.last_used_at)
+
+
 class Store:
+    """Every method lets sqlalchemy's OperationalError through when the database is locked or gone,
+    so that callers can retry."""
+
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_database_url()
         self.engine = make_engine(self.url)
-        SQLModel.metadata.create_all(self.engine)
+        bring_up_to_date(self.engine, SQLModel.metadata)
         self._statements: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._writer: Any = None  # one connection for the hot path of run writes, one writer at a time
         self._writing = threading.Lock()
@@ -67,8 +111,9 @@ class Store:
 
     # documents -------------------------------------------------------------------------------
 
-    def save_document(self, loaded: LoadedSop) -> SopDocumentRow:
-        """Store a document; the same text again returns the stored version, changed text a new one."""
+    def save_document(self, loaded: LoadedSop, created_by: str | None = None) -> SopDocumentRow:
+        """Store a document; the same text again returns the stored version, changed text a new one
+        (`created_by` is recorded on a new version only)."""
         sop = loaded.sop
         with self.session() as s, s.begin():
             latest = s.exec(
@@ -87,9 +132,16 @@ class Store:
                 content_hash=loaded.content_hash,
                 source=loaded.source,
                 created_at=utcnow(),
+                created_by=created_by,
             )
             s.add(row)
         return row
+
+    def document_creator(self, sop_id: str) -> str | None:
+        """Who stored version 1 of the SOP: the owner of its id."""
+        with self.session() as s:
+            query = select(SopDocumentRow.created_by).where(SopDocumentRow.sop_id == sop_id)
+            return s.exec(query.where(SopDocumentRow.version == 1)).first()
 
     def document_by_id(self, document_id: int) -> SopDocumentRow | None:
         with self.session() as s:
@@ -142,12 +194,18 @@ class Store:
             return s.get(RunRow, run_id)
 
     def runs(
-        self, status: str | None = None, sop_id: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        status: str | None = None,
+        sop_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        created_by: str | None = None,
     ) -> tuple[list[RunRow], int]:
         with self.session() as s:
             query = select(RunRow)
             counting = select(func.count()).select_from(RunRow)
-            for column, value in ((RunRow.status, status), (RunRow.sop_id, sop_id)):
+            filters = ((RunRow.status, status), (RunRow.sop_id, sop_id), (RunRow.created_by, created_by))
+            for column, value in filters:
                 if value is not None:
                     query = query.where(column == value)
                     counting = counting.where(column == value)
@@ -222,6 +280,26 @@ class Store:
                 )
                 if taken.rowcount == 1:
                     return s.get(RunRow, candidate)
+
+    def release_claim(self, run_id: str, worker: str) -> bool:
+        """Puts a run this worker holds back in the queue, with its run.updated event, in one transaction:
+        False when the worker no longer holds it running."""
+        runs = RunRow.__table__  # type: ignore[attr-defined]
+        with self.engine.begin() as conn:
+            last = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.worker == worker, runs.c.status == "running")
+                .values(status="queued", worker=None, heartbeat_at=None, last_seq=runs.c.last_seq + 1)
+                .returning(runs.c.last_seq)
+            ).scalar_one_or_none()
+            if last is None:
+                return False
+            data = {"status": "queued", "reason": RELEASED}
+            conn.execute(
+                insert(RunEventRow.__table__),  # type: ignore[attr-defined]
+                [{"run_id": run_id, "seq": last, "type": "run.updated", "data": data, "at": utcnow()}],
+            )
+        return True
 
     def _statement(self, kind: str, keys: tuple[str, ...]) -> Any:
         """Statements of the hot path, built once per shape and reused (bound parameters v_<column>)."""
@@ -316,6 +394,7 @@ class Store:
             s.flush()
             for run in runs:
                 run.last_seq = 1
+                run.created_by = run.created_by or batch.created_by
                 s.add(run)
             s.flush()
             for run in runs:
@@ -378,9 +457,12 @@ class Store:
         return counts
 
     def replace_item_run(self, item_id: int, run: RunRow) -> None:
-        """A row's new run (a retry), queued, in one transaction with its run.created event."""
+        """A row's new run (a retry), queued, in one transaction with its run.created event. It belongs to
+        the batch's creator unless it names its own."""
         with self.session() as s, s.begin():
             run.last_seq = 1
+            if run.created_by is None and run.batch_id is not None:
+                run.created_by = s.exec(select(BatchRow.created_by).where(BatchRow.id == run.batch_id)).first()
             s.add(run)
             s.flush()
             data = {
@@ -397,7 +479,64 @@ class Store:
                 .values(run_id=run.id, attempts=BatchItemRow.attempts + 1)
             )
 
+    # API tokens: only their hashes -----------------------------------------------------------
+
+    def add_token(self, name: str, role: str, token_hash: str, created_by: str | None = None) -> TokenInfo:
+        """Raises TokenNameTaken when the name is used, by a revoked token too; ValueError for a role
+        not in ROLES."""
+        if role not in ROLES:
+            raise ValueError(f"the role {role!r} is none of {', '.join(ROLES)}")
+        row = ApiTokenRow(name=name, role=role, token_hash=token_hash, created_at=utcnow(), created_by=created_by)
+        try:
+            with self.session() as s, s.begin():
+                s.add(row)
+        except IntegrityError:
+            with self.session() as s:
+                if s.exec(select(ApiTokenRow.id).where(ApiTokenRow.name == name)).first() is not None:
+                    raise TokenNameTaken(name) from None
+            raise
+        return TokenInfo.of(row)
+
+    def revoke_token(self, name: str) -> bool:
+        """False when no token of that name is still valid."""
+        with self.session() as s, s.begin():
+            done = s.execute(
+                update(ApiTokenRow)
+                .where(ApiTokenRow.name == name, ApiTokenRow.revoked_at == None)  # noqa: E711
+                .values(revoked_at=utcnow())
+            )
+            return done.rowcount == 1
+
+    def tokens(self) -> list[TokenInfo]:
+        with self.session() as s:
+            return [TokenInfo.of(row) for row in s.exec(select(ApiTokenRow).order_by(ApiTokenRow.name))]
+
+    def token_by_hash(self, token_hash: str) -> ApiTokenRow | None:
+        """The token with this hash, unless revoked."""
+        with self.session() as s:
+            query = select(ApiTokenRow).where(ApiTokenRow.token_hash == token_hash)
+            return s.exec(query.where(ApiTokenRow.revoked_at == None)).first()  # noqa: E711
+
+    def token_used(self, token_hash: str, at: datetime) -> None:
+        with self.session() as s, s.begin():
+            s.execute(update(ApiTokenRow).where(ApiTokenRow.token_hash == token_hash).values(last_used_at=at))
+
     # writes of a run: the state change and its event commit together -----------------------
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Any]:
+        """The hot path's one connection, in a transaction. Dropped after a failure, as it may be broken
+        (the database went away): the next write starts on a fresh one."""
+        with self._writing:
+            if self._writer is None or self._writer.closed:
+                self._writer = self.engine.connect()
+            try:
+                with self._writer.begin():
+                    yield self._writer
+            except Exception:
+                self._writer.close()
+                self._writer = None
+                raise
 
     def record(self, run_id: str, type_: str, data: dict[str, Any], **change: Any) -> Event:
         """Applies a state change and appends its event, numbered next in the run's sequence, atomically.
@@ -423,34 +562,30 @@ class Store:
                 key, values = change["step"]
                 steps.setdefault(key, {}).update(values)
             checkpoint = change.get("checkpoint") or checkpoint
-        with self._writing:
-            if self._writer is None or self._writer.closed:
-                self._writer = self.engine.connect()
-            conn = self._writer
-            with conn.begin():
-                last = conn.execute(
-                    self._statement("run", tuple(sorted(run))),
-                    {"rid": run_id, "n": len(changes), **{f"v_{k}": v for k, v in run.items()}},
-                ).scalar_one()
-                if rows:
-                    conn.execute(insert(StepRunRow.__table__), rows)  # type: ignore[attr-defined]
-                for key, values in steps.items():
-                    conn.execute(
-                        self._statement("step", tuple(sorted(values))),
-                        {"rid": run_id, "k": key, **{f"v_{k}": v for k, v in values.items()}},
-                    )
-                for _, _, change in changes:
-                    if change.get("reset"):
-                        self._reset(conn, run_id, *change["reset"])
-                    if change.get("audit"):
-                        audit = {"run_id": run_id, "at": at, **change["audit"]}
-                        conn.execute(insert(AuditRow.__table__), [audit])  # type: ignore[attr-defined]
-                if checkpoint:
-                    self._save_checkpoint(conn, run_id, at, checkpoint)
-                first = last - len(changes) + 1
-                events = [Event(run_id, first + i, type_, data, at) for i, (type_, data, _) in enumerate(changes)]
+        with self._write() as conn:
+            last = conn.execute(
+                self._statement("run", tuple(sorted(run))),
+                {"rid": run_id, "n": len(changes), **{f"v_{k}": v for k, v in run.items()}},
+            ).scalar_one()
+            if rows:
+                conn.execute(insert(StepRunRow.__table__), rows)  # type: ignore[attr-defined]
+            for key, values in steps.items():
                 conn.execute(
-                    self._statement("event", ()),
-                    [{"run_id": run_id, "seq": e.seq, "type": e.type, "data": e.data, "at": at} for e in events],
+                    self._statement("step", tuple(sorted(values))),
+                    {"rid": run_id, "k": key, **{f"v_{k}": v for k, v in values.items()}},
                 )
+            for _, _, change in changes:
+                if change.get("reset"):
+                    self._reset(conn, run_id, *change["reset"])
+                if change.get("audit"):
+                    audit = {"run_id": run_id, "at": at, **change["audit"]}
+                    conn.execute(insert(AuditRow.__table__), [audit])  # type: ignore[attr-defined]
+            if checkpoint:
+                self._save_checkpoint(conn, run_id, at, checkpoint)
+            first = last - len(changes) + 1
+            events = [Event(run_id, first + i, type_, data, at) for i, (type_, data, _) in enumerate(changes)]
+            conn.execute(
+                self._statement("event", ()),
+                [{"run_id": run_id, "seq": e.seq, "type": e.type, "data": e.data, "at": at} for e in events],
+            )
         return events

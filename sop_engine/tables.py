@@ -1,4 +1,4 @@
-"""Database tables. Only store.py opens sessions on them."""
+"""Database tables. Only store.py opens sessions on them; a change to them needs a revision in migrations/."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+ROLES = ("viewer", "operator", "admin")  # of an API token, each allowed what the one before is, and more
 
 
 class SopDocumentRow(SQLModel, table=True):
@@ -22,6 +24,7 @@ class SopDocumentRow(SQLModel, table=True):
     source: str = Field(sa_column=Column(Text, nullable=False))
     base_dir: str | None = None  # the folder of the file it was loaded from: relative upload paths start there
     created_at: datetime
+    created_by: str | None = None  # the user who stored this version; the creator of version 1 owns the SOP id
 
     @property
     def base_dir_path(self) -> Path | None:
@@ -43,6 +46,7 @@ class BatchRow(SQLModel, table=True):
     rows: int = 0
     status: str = "running"  # running, completed (every row ended), cancelled
     created_at: datetime
+    created_by: str | None = None
     finished_at: datetime | None = None
 
 
@@ -82,6 +86,7 @@ class RunRow(SQLModel, table=True):
     batch_id: str | None = Field(default=None, foreign_key="batches.id", index=True)
     row_number: int | None = None
     created_at: datetime
+    created_by: str | None = Field(default=None, index=True)  # the user who started it (a batch's: its creator)
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -151,3 +156,23 @@ class CheckpointRow(SQLModel, table=True):
     at: datetime
     tabs: str = Field(sa_column=Column(Text, nullable=False))  # sealed: URLs may carry secrets
     storage: str | None = Field(default=None, sa_column=Column(Text))  # sealed: the user's cookies
+
+
+class ApiTokenRow(SQLModel, table=True):
+    """A named API token and its role. Only the token's SHA-256 is kept: the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint(f"role IN ({', '.join(repr(r) for r in ROLES)})", name="ck_api_tokens_role"),
+        UniqueConstraint("name", name="uq_api_tokens_name"),
+        UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    role: str  # viewer, operator, admin
+    token_hash: str  # hex SHA-256 of the token
+    created_at: datetime
+    created_by: str | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None  # updated at most once a minute
