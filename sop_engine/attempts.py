@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,26 +18,13 @@ from .control import Waiting
 from .durations import format_duration
 from .errors import BROWSER_GONE, ErrorKind, StepError, is_retryable
 from .expressions import ExpressionError, is_template, names_in, render
+from .policy import NetworkPolicy
 from .retries import RetryPolicy
 from .steps import HUMAN_ACTIONS, If, Input, Loop, Set, Step
+from .text import clean
 
 if TYPE_CHECKING:
     from .runner import Execution
-
-try:
-    from .text import clean
-except ImportError:  # until sop_engine/text.py is in: the same rule, lone surrogates become U+FFFD
-    _SURROGATE = re.compile("[\ud800-\udfff]")
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, str):
-            return _SURROGATE.sub("\ufffd", value)
-        if isinstance(value, dict):
-            return {clean(k): clean(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [clean(v) for v in value]
-        return value
-
 
 MASK_COLOR = "#FF00FF"  # what covers a secret in a picture (Playwright's default mask colour)
 
@@ -58,6 +44,7 @@ class StepContext:
     variables: dict[str, Any]
     base_dir: Path
     local_files: bool = True
+    policy: NetworkPolicy = field(default_factory=NetworkPolicy.for_cli)  # where the step may go
     artifacts: list[str] = field(default_factory=list)
 
     async def page(self) -> Page:

@@ -50,6 +50,7 @@ from .loops import (
     repeat_items,
 )
 from .masking import MASK, Masker
+from .policy import NetworkPolicy, PolicyError
 from .retries import RetryPolicy
 from .states import RunStatus, StepStatus, check_run_transition, check_step_transition
 from .steps import Condition, If, Loop, Probe, Step, uses_browser
@@ -162,11 +163,16 @@ class Runner:
         browser: BrowserHost,
         sinks: Iterable[EventSink] = (),
         frames: FrameSink | None = None,
-        local_files: bool = True,
+        local_files: bool | None = None,
+        policy: NetworkPolicy | None = None,
     ) -> None:
-        """`local_files=False` (the server) keeps SOPs away from the machine's files: no file: URLs, and
-        uploads only from the document's own folder."""
-        self.local_files = local_files
+        """`policy`: where runs may go (each run's narrowed by its SOP's own egress rules); by default the
+        command line's, which allows everything. `local_files=False`, for callers from before the policy, means
+        the server's policy (no file: URLs, uploads only from the document's folder, the default deny list)."""
+        if policy is None:
+            policy = NetworkPolicy.for_server() if local_files is False else NetworkPolicy.for_cli()
+        self.policy = policy
+        self.local_files = policy.local_files
         self.store = store
         self.browser = browser
         self.sinks = list(sinks)
@@ -275,13 +281,18 @@ class Execution:
         self.limit = asyncio.Semaphore(self.sop.max_parallel)
         self.artifacts_dir = artifacts_root() / run_id
         self.base_dir = loaded.base_dir or (Path.cwd() if runner.local_files else data_dir() / "uploads")
+        self._policy_error: PolicyError | None = None
+        try:
+            self.policy = runner.policy.narrowed(self.sop)
+        except PolicyError as exc:  # the SOP's own rules do not read: the run fails when it starts
+            self.policy, self._policy_error = runner.policy, exc
         self._graphs: dict[int, Graph] = {}
         self._siblings = sibling_lists(self.sop.steps)
         self._hold: set[str] = set()  # interrupted non-idempotent steps: a person decides
         self._passed_breakpoints: set[str] = set()
         saved = stored.checkpoint
         self.browser = BrowserSession(
-            runner.browser, vault, {"tabs": saved.tabs, "storage": saved.storage} if saved else None
+            runner.browser, vault, {"tabs": saved.tabs, "storage": saved.storage} if saved else None, self.policy
         )
         self._pause_lock = asyncio.Lock()  # one question to a person at a time, even with parallel steps
         # writes: a change waited for is committed at once, with those asked for before it (a step's start
@@ -402,7 +413,7 @@ class Execution:
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(follow_redirects=True)
+            self._http = self.policy.http_client()
         return self._http
 
     async def close(self) -> None:
@@ -437,6 +448,8 @@ class Execution:
             await self._set_run(
                 RunStatus.RUNNING, started_at=utcnow(), waiting=None, worker=self.worker, heartbeat_at=utcnow()
             )
+            if self._policy_error is not None:
+                raise RunFailed(str(self._policy_error))
             async with asyncio.timeout(self.sop.timeout):
                 produced = await self.run_scope(self.sop.steps, ChainMap({}, self.inputs), "", None)
         except RunFailed as exc:
@@ -839,7 +852,7 @@ class Execution:
         await self._start(key, variables, self.attempts[key], durable=not step.idempotent)
         started = asyncio.get_running_loop().time()
         timeout = step.timeout or self.sop.defaults.timeout
-        ctx = StepContext(self, key, step.tab, timeout, variables, self.base_dir, self.runner.local_files)
+        ctx = StepContext(self, key, step.tab, timeout, variables, self.base_dir, self.policy.local_files, self.policy)
         policy = RetryPolicy.from_spec(step.retry or self.sop.defaults.retry)
 
         async def on_retry(number: int, exc: StepError | None, wait_s: float) -> None:
