@@ -387,3 +387,180 @@ async def test_upload_resolves_paths_next_to_the_document(run_sop):
         "avatar": "avatar.txt",
         "notes": "typed key by key",
     }
+
+
+SECRET = "s3cret-Pw9"
+DERIVED = {
+    "rev": SECRET[::-1],
+    "up": SECRET.upper(),
+    "joined": SECRET + "-x",
+    "quoted": SECRET.replace("-", "%2D"),
+    "hexed": SECRET.encode().hex(),
+    "spaced": ".".join(SECRET),
+}
+
+
+async def test_a_value_computed_from_a_secret_is_secret_as_a_whole(run_sop, store, recorder):
+    outcome = await run_sop(
+        """
+sop: 1
+id: derived
+inputs:
+  password: {type: string, secret: true}
+outputs: [rev, up, joined, hexed, spaced, plain, token]
+defaults: {on_error: continue}
+steps:
+  - id: derive
+    action: set
+    inputs: [password]
+    values:
+      rev: "{{ password|reverse }}"
+      up: "{{ password|upper }}"
+      joined: "{{ [password, 'x']|join('-') }}"
+      quoted: "{{ password|replace('-', '%2D') }}"
+      hexed: "{{ password.encode('utf-8').hex() }}"
+      spaced: "{{ password|list|join('.') }}"
+      plain: visible
+  - id: tell
+    action: log
+    inputs: [rev, up, joined, quoted, hexed, spaced, plain]
+    message: "{{ rev }} {{ up|lower }} {{ joined }} {{ quoted }} {{ hexed }} {{ spaced }}"
+  - id: plainly
+    action: log
+    inputs: [plain]
+    message: "plain is {{ plain }}"
+  - id: exchange
+    action: set
+    inputs: [rev]
+    values: {token: "tok-{{ rev|length }}-{{ rev|first }}"}
+  - id: compare
+    action: assert
+    that: "{{ up == 'nope' }}"
+    inputs: [up]
+  - id: wrong
+    action: set
+    inputs: [up]
+    values: {broken: "{{ up ~ (1 / 0) }}"}
+  - id: echo
+    action: log
+    inputs: [up]
+    message: "{{ up|reverse }}"
+""",
+        {"password": SECRET},
+    )
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    assert outcome.outputs == {
+        "rev": "***",
+        "up": "***",
+        "joined": "***",
+        "hexed": "***",
+        "spaced": "***",
+        "plain": "visible",
+        "token": "***",
+    }
+    everything = json.dumps([e.data for e in recorder.events]) + json.dumps(
+        [[r.inputs, r.outputs, r.error] for r in store.steps(outcome.run_id)]
+    )
+    for value in [SECRET, *DERIVED.values(), SECRET.upper()[::-1], f"tok-{len(SECRET)}-9"]:
+        assert value not in everything, value
+    rows = {r.key: r for r in store.steps(outcome.run_id)}
+    assert rows["derive"].outputs["plain"] == "visible" and rows["derive"].outputs["rev"] == "***"
+    assert rows["tell"].inputs["plain"] == "visible" and rows["tell"].inputs["up"] == "***"
+    assert [e.data["message"] for e in recorder.of("log")] == ["***", "plain is visible", "***"]
+    assert rows["wrong"].status == "failed" and rows["wrong"].error["kind"] == "template"
+    assert rows["derive"].sealed_outputs  # the real values, for a resume
+
+
+async def test_a_template_giving_no_json_value_fails_its_step(run_sop, store):
+    outcome = await run_sop("""
+sop: 1
+id: not-json
+defaults: {on_error: continue}
+steps:
+  - {id: function, action: set, values: {x: "{{ lipsum }}"}}
+  - {id: generator, action: set, values: {y: "{{ [1, 2]|map('string') }}"}}
+  - {id: loop, action: loop, for_each: "{{ [cycler(1)] }}", steps: [{id: inner, action: log, message: x}]}
+""")
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    for key, kind in (("function", "function"), ("generator", "generator"), ("loop", "Cycler")):
+        row = step_row(store, outcome.run_id, key)
+        assert (row.status, row.error["kind"]) == ("failed", "template"), row.error
+        assert kind in row.error["message"] and "not a JSON value" in row.error["message"]
+
+
+async def test_text_from_the_page_is_made_valid_before_it_is_stored(run_sop, store, recorder):
+    outcome = await run_sop("""
+sop: 1
+id: surrogates
+outputs: [odd]
+defaults: {on_error: continue}
+steps:
+  - {id: open, action: navigate, url: "$SITE/todo.html"}
+  - id: read
+    action: evaluate
+    script: "() => ({half: String.fromCharCode(0xD800) + ' ok', [String.fromCharCode(0xDC00)]: 1})"
+    outputs: {odd: "{{ result.value }}"}
+  - id: throw
+    action: evaluate
+    script: "() => { throw new Error('bad ' + String.fromCharCode(0xDBFF)) }"
+""")
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    assert outcome.outputs == {"odd": {"half": "\ufffd ok", "\ufffd": 1}}
+    throw = step_row(store, outcome.run_id, "throw")
+    assert throw.status == "failed" and "bad \ufffd" in throw.error["message"]
+    stored = store.events(outcome.run_id)
+    assert [e.data for e in stored] == [e.data for e in recorder.events]
+    json.dumps([e.data for e in stored], ensure_ascii=False).encode()  # no lone surrogate anywhere
+
+
+def test_tainted_names_follow_what_each_template_reads():
+    from sop_engine.attempts import tainted_names
+    from sop_engine.document import load_sop
+
+    loaded = load_sop("""
+sop: 1
+id: taint
+inputs:
+  password: {type: string, secret: true}
+  user: {type: string, default: u}
+steps:
+  - id: values
+    action: set
+    inputs: [password, user]
+    values: {hidden: "{{ password|upper }}", shown: "{{ user }}"}
+    outputs: {hidden: hidden, shown: shown, both: "{{ result.shown }}"}
+  - id: login
+    action: evaluate
+    inputs: [password]
+    script: "p => p.length"
+    arg: "{{ password }}"
+    outputs: {length: value}
+  - id: greet
+    action: evaluate
+    inputs: [user, hidden]
+    script: "u => u"
+    arg: "{{ user }}"
+    outputs: {hello: value, mixed: "{{ result.value ~ hidden }}"}
+  - id: form
+    action: input
+    fields: {pin: {secret: true}, note: {}}
+  - id: each
+    action: loop
+    for_each: "{{ [hidden] }}"
+    as: one
+    inputs: [hidden]
+    collect: {all: copy, plain: other}
+    steps:
+      - {id: copy, action: set, inputs: [one], values: {copy: "{{ one }}", other: "x"}}
+""")
+    assert tainted_names(loaded.sop.steps, {"password"}) == {
+        "password",
+        "hidden",
+        "both",  # reads the result of a step that read a secret
+        "length",
+        "mixed",
+        "pin",
+        "one",
+        "copy",
+        "all",
+    }
