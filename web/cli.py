@@ -1,12 +1,24 @@
-"""The `sop-engine` command: the engine's commands, plus `serve` (the engine never imports web/)."""
+"""The `sop-engine` command: the engine's commands, plus `serve` and `token` (the engine never imports web/)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+import getpass
+from collections.abc import Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sop_engine.cli import app, out
+from sop_engine.cli import EXIT_FAILED, EXIT_INVALID, app, err, out
+
+from .auth import Role
+
+if TYPE_CHECKING:
+    from sop_engine.store import Store
+
+tokens_app = typer.Typer(no_args_is_help=True, help="API tokens: named, with a role, stored hashed.")
+app.add_typer(tokens_app, name="token")
 
 
 @app.command()
@@ -20,15 +32,98 @@ def serve(
     import uvicorn
 
     from .app import create_app
-    from .auth import Tokens
+    from .auth import Tokens, token_file
     from .config import ServerConfig
 
     config = ServerConfig(host=host, port=port, concurrency=concurrency, headed=headed)
-    tokens = Tokens.from_env()
+    tokens = Tokens()
+    with _store() as store:
+        created = tokens.startup(store)  # the app's lifespan attaches its own store
     application = create_app(config, tokens)
-    out.print(f"SOP engine at [bold]{config.base_url}/login?token={tokens.first}[/]", markup=True)
-    out.print("[dim]open that URL; API clients send Authorization: Bearer <token>[/]")
+    if created:
+        out.print(f"SOP engine at [bold]{config.base_url}/login?token={created}[/]", markup=True)
+        out.print(f"[dim]a first admin token, kept in {token_file()}: open that URL; API clients send it as[/]")
+        out.print("[dim]Authorization: Bearer <token>. More tokens: sop-engine token add NAME --role ROLE[/]")
+    else:
+        out.print(f"SOP engine at [bold]{config.base_url}[/]", markup=True)
+        where = f", or the one in {token_file()}" if token_file().exists() else ""
+        out.print(f"[dim]sign in with a token (sop-engine token add NAME --role admin{where})[/]")
     uvicorn.run(application, host=host, port=port, log_level="warning", lifespan="on")
+
+
+@tokens_app.command("add")
+def token_add(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Who the token is for: shown in the audit trail.")],
+    role: Annotated[Role, typer.Option(help="viewer reads; operator also runs; admin controls everything.")],
+) -> None:
+    """Make a token and print it, once: only its hash is kept. Nothing else goes to stdout."""
+    from .auth import TokenNameTaken, hash_token, new_token
+
+    name = name.strip()
+    if not name or len(name) > 100:
+        err.print("[red]a token's name is 1 to 100 characters[/]")
+        raise typer.Exit(EXIT_INVALID)
+    token = new_token()
+    with _store() as store:
+        try:
+            store.add_token(name, role.value, hash_token(token), created_by=_operator())
+        except TokenNameTaken as exc:
+            err.print(f"[red]{_escape(str(exc))}: choose another name[/]")
+            raise typer.Exit(EXIT_INVALID) from None
+    err.print(f"[dim]the token of {_escape(name)} ({role.value}), shown only now:[/]")
+    typer.echo(token)
+
+
+@tokens_app.command("revoke")
+def token_revoke(name: Annotated[str, typer.Argument(metavar="NAME", help="The token's name.")]) -> None:
+    """Stop a token from working: within seconds on a running server."""
+    with _store() as store:
+        revoked = store.revoke_token(name)
+    if not revoked:
+        err.print(f"[red]no valid token is named {_escape(name)}[/]")
+        raise typer.Exit(EXIT_FAILED)
+    out.print(f"revoked {_escape(name)}")
+
+
+@tokens_app.command("list")
+def token_list() -> None:
+    """Every token's name, role, and when it was made, last used and revoked (never the token or its hash)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    with _store() as store:
+        found = store.tokens()
+    table = Table("name", "role", "created (UTC)", "by", "last used", "revoked", box=None, pad_edge=False)
+    for info in found:
+        cells = (info.name, info.role, _when(info.created_at), info.created_by or "", _when(info.last_used_at))
+        table.add_row(*(Text(cell) for cell in (*cells, _when(info.revoked_at))))
+    out.print(table)
+
+
+@contextlib.contextmanager
+def _store() -> Iterator[Store]:
+    from sop_engine.store import Store
+
+    store = Store()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _operator() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in this environment
+        return "cli"
+
+
+def _when(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M") if at else "-"
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", r"\[")
 
 
 def main() -> None:
