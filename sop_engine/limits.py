@@ -113,9 +113,10 @@ def load_yaml(text: str) -> Any:
     limits = settings.current()
     if (bad := has_unencodable(text, "the document")) is not None:
         raise ParseError(bad)
-    loader = _BoundedLoader(text)
-    loader.max_depth = limits.yaml_max_depth
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # reading starts here: a control character is refused at once
+        loader.max_depth = limits.yaml_max_depth
         node = loader.get_single_node()
         if node is None:
             return None
@@ -128,7 +129,8 @@ def load_yaml(text: str) -> Any:
     except (ValueError, OverflowError, TypeError) as exc:  # a constructor refusing a value: int digits, dates
         raise ParseError(f"not valid YAML or JSON: {exc}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if (bad := has_unencodable(value, "the document")) is not None:
         raise ParseError(bad)
     return value
