@@ -44,5 +44,5 @@ def downgrade() -> None:
     op.drop_table("api_tokens")
     op.drop_index("ix_runs_created_by", table_name="runs")
     for table in CREATED:
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("created_by")
+        # ALTER TABLE … DROP COLUMN (SQLite 3.35+): a batch copy of runs would trip the foreign keys pointing at it
+        op.drop_column(table, "created_by")
