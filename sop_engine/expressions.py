@@ -147,7 +147,7 @@ def _check_format(text: str, args: tuple[Any, ...], kwargs: dict[str, Any], budg
 def _check_power(base: Any, exponent: Any) -> None:
     if not (isinstance(base, int) and isinstance(exponent, int) and exponent > 1 and abs(base) > 1):
         return
-    if exponent > TEMPLATE_MAX_BITS or exponent * base.bit_length() > TEMPLATE_MAX_BITS:
+    if exponent > TEMPLATE_MAX_BITS or exponent * math.log2(abs(base)) > TEMPLATE_MAX_BITS:
         raise ExpressionError(f"'**' with a result that large is refused (over {TEMPLATE_MAX_BITS} bits)")
 
 
@@ -517,16 +517,17 @@ def names_in_condition(condition: Any) -> set[str]:
 def to_json_value(value: Any, max_chars: int | None = None) -> Any:
     """A template's result as JSON data: tuples become lists, text subclasses (Markup) plain str. Raises
     ExpressionError for anything else (a function, a generator, an undefined value), for NaN and infinity,
-    for keys that are not text, and past `max_chars` (default template_max_output) characters of text or items.
+    for keys that are not text, and past `max_chars` (default template_max_output) characters of text, or values.
     Integers are kept whatever their size (JSON allows them; a store may not)."""
     limit = settings.current().template_max_output if max_chars is None else max_chars
     holder: list[Any] = [None]
     stack: list[tuple[Any, Any, Any]] = [(value, holder, 0)]
-    count = 0
+    items = chars = 0
     while stack:
         item, parent, key = stack.pop()
-        count += 1 + (len(item) if isinstance(item, str) else 0)
-        if count > limit:
+        items += 1
+        chars += len(item) if isinstance(item, str) else 0
+        if items > limit or chars > limit:
             raise ExpressionError(f"the template gave a value of more than {limit} characters")
         if item is None or isinstance(item, bool | int):
             parent[key] = item
@@ -576,7 +577,7 @@ def _render_one(source: str, variables: dict[str, Any]) -> Any:
             result = compiled(**variables)
             if isinstance(result, Undefined):
                 result._fail_with_undefined_error()
-            return to_json_value(result, max(budget.max_output, settings.current().yaml_max_nodes))
+            return to_json_value(result, budget.max_output)
         if loops:
             return _with_deadline(lambda: _render_text(compiled, variables, budget))
         return _render_text(compiled, variables, budget)

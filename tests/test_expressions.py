@@ -1,5 +1,8 @@
+import hypothesis
+import hypothesis.strategies
 import pytest
 
+from sop_engine import expressions
 from sop_engine.expressions import (
     ExpressionError,
     evaluate_condition,
@@ -7,6 +10,7 @@ from sop_engine.expressions import (
     names_in,
     names_in_condition,
     render,
+    to_json_value,
 )
 from sop_engine.steps import Probe
 
@@ -171,3 +175,263 @@ def test_other_words_are_true(text):
 def test_a_condition_on_an_undefined_name_is_an_error():
     with pytest.raises(ExpressionError, match="'missing' is undefined"):
         evaluate_condition("missing > 1", {})
+
+
+# limits: hostile templates get an error naming the limit, before they allocate ----------------------
+
+MAX = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("template", "refused"),
+    [
+        ("{{ (10**(10**8)) > 5 }}", "'**' with a result that large is refused (over 10000 bits)"),
+        ("{{ 2**20000 }}", "'**' with a result that large is refused (over 10000 bits)"),
+        ("{{ (2**5000) * (2**5001) }}", "'*' with a result that large is refused (over 10000 bits)"),
+        ("{{ 'a'*10**9 }}", f"'*' that repeats text or a list past {MAX} characters is refused"),
+        ("x{{ [1]*10**9 }}", f"'*' that repeats text or a list past {MAX} characters is refused"),
+        ("{{ 'a'*600000 + 'b'*600000 }}", f"'+' that joins past {MAX} characters is refused"),
+        ("{% set a = 'a'*600000 %}{{ a ~ a }}", f"'~' of more than {MAX} characters is refused"),
+        ("{{ '%999999999d' % 1 }}", f"a format wider than {MAX} characters is refused"),
+        ("{{ '%*d' % (999999999, 1) }}", f"a format wider than {MAX} characters is refused"),
+        ("{{ '{:>999999999}'.format(1) }}", f"a format wider than {MAX} characters is refused"),
+        ("{{ '{0:{1}}'.format(1, 999999999) }}", f"a format wider than {MAX} characters is refused"),
+        ("{{ '%999999999d'|format(1) }}", f"a format wider than {MAX} characters is refused"),
+        ("{{ 'a'.center(10**9) }}", f"str.center() wider than {MAX} characters is refused"),
+        ("{{ 'a'.zfill(10**9) }}", f"str.zfill() wider than {MAX} characters is refused"),
+        ("{{ ('\t'*100).expandtabs(100000) }}", f"str.expandtabs() of more than {MAX} characters is refused"),
+        ("{{ 'ab'.replace('', 'x'*600000) }}", f"str.replace() of more than {MAX} characters is refused"),
+        ("{{ ('x'*600000).join('abc') }}", f"join() of more than {MAX} characters is refused"),
+        ("{{ 'a'|center(10**9) }}", f"center wider than {MAX} characters is refused"),
+        ("{{ 'a'|indent(10**9) }}", f"indent of more than {MAX} characters is refused"),
+        ("{{ ('a '*1000)|wordwrap(1, wrapstring='x'*1000) }}", f"wordwrap of more than {MAX} characters is refused"),
+        ("{{ 'aa'|replace('a', 'x'*600000) }}", f"replace of more than {MAX} characters is refused"),
+        ("{{ ['x'*1000]*2000|join }}", "'int' object is not iterable"),  # a filter binds before '*'
+        ("{{ (['x'*100000]*20) }}", f"the result of '*' of more than {MAX} characters is refused"),
+        ("{{ [1]|batch(10**9, 0)|list }}", f"batch of more than {MAX} items is refused"),
+        ("{{ [1]|slice(10**9)|list }}", f"slice of more than {MAX} items is refused"),
+        ("{{ ['x'*100000]*20 }}", f"the result of '*' of more than {MAX} characters is refused"),
+        ("{{ range(10**6) }}", "range() of more than 100000 items is refused"),
+        ("{{ lipsum(10**6) }}", f"lipsum() of more than {MAX} characters is refused"),
+        ("{% for i in range(100000) %}{{ 'abcdefghijk' }}{% endfor %}", f"template output is over {MAX} characters"),
+        ("{{ ('[' * 100) | fromjson }}", "the JSON text nests deeper than 64 levels"),
+    ],
+)
+def test_a_template_over_a_limit_is_refused_with_the_limit_named(template, refused):
+    with pytest.raises(ExpressionError) as caught:
+        render(template, {})
+    assert str(caught.value) == f"template {template!r} failed: {refused}"
+
+
+def test_range_and_output_follow_the_settings(monkeypatch):
+    monkeypatch.setenv("SOP_TEMPLATE_MAX_RANGE", "10")
+    assert render("{{ range(10) | list | length }}", {}) == 10
+    with pytest.raises(ExpressionError, match=r"range\(\) of more than 10 items is refused"):
+        render("{{ range(11) }}", {})
+    monkeypatch.setenv("SOP_TEMPLATE_MAX_OUTPUT", "5")
+    assert render("{{ 'ab' }}cde", {}) == "abcde"
+    with pytest.raises(ExpressionError, match="template output is over 5 characters"):
+        render("{{ 'ab' }}cdef", {})
+
+
+def test_a_join_over_the_limit_is_refused_before_it_is_built():
+    template = "{{ items|join }}"
+    with pytest.raises(ExpressionError) as caught:
+        render(template, {"items": ["x" * 1000] * 2000})
+    assert str(caught.value) == f"template {template!r} failed: join() of more than {MAX} characters is refused"
+
+
+def test_templates_within_the_limits_render():
+    assert render("{{ 2**100 }}", {}) == 2**100
+    assert render("{{ 'ab'*3 }}", {}) == "ababab"
+    assert render("{{ [0]*3 + [1] }}", {}) == [0, 0, 0, 1]
+    assert render("{{ '%05.1f'|format(2.25) }} {{ '{:>4}'.format(7) }}", {}) == "002.2    7"
+    assert render("{{ items|join(', ') }}", {"items": ["a", "b"]}) == "a, b"
+    assert render("{{ 'a b c'|wordwrap(1) }}", {}) == "a\nb\nc"
+    assert render("{{ x }}", {"x": "y" * MAX}) == "y" * MAX
+
+
+@pytest.mark.parametrize(
+    ("template", "tag"),
+    [
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "macro"),
+        ("{% call range(1) %}{% endcall %}", "call"),
+        ("{% block b %}{{ self.b() }}{% endblock %}", "block"),
+        ("{% include 'x' %}", "include"),
+        ("{% import 'x' as y %}", "import"),
+        ("{% from 'x' import y %}", "from ... import"),
+        ("{% extends 'x' %}", "extends"),
+    ],
+)
+def test_macros_calls_blocks_and_other_templates_are_refused(template, tag):
+    said = f"template {template!r} uses {{% {tag} %}}, which SOP templates do not allow"
+    with pytest.raises(ExpressionError) as caught:
+        render(template, {})
+    assert str(caught.value) == said
+    with pytest.raises(ExpressionError) as caught:
+        names_in(template)
+    assert str(caught.value) == said
+
+
+def test_a_template_that_nests_too_deeply_does_not_parse():
+    template = "{{ " + "[" * 5000 + "]" * 5000 + " }}"
+    with pytest.raises(ExpressionError, match="does not parse: it nests too deeply$"):
+        render(template, {})
+    with pytest.raises(ExpressionError, match="does not parse: it nests too deeply$"):
+        names_in(template)
+
+
+def test_finding_names_never_evaluates():
+    # were constants folded while a document is checked, this would run for minutes
+    assert names_in("{{ (10**(10**8)) > n }} {{ 'a'|center(10**9) }}") == {"n"}
+
+
+def test_a_long_message_shows_the_start_of_the_template():
+    template = "{{ x }}" + "y" * 1000
+    with pytest.raises(ExpressionError) as caught:
+        render(template, {})
+    assert len(str(caught.value)) < 400
+
+
+# time: a template with a loop is stopped ----------------------------------------------------------
+
+NESTED_LOOP = "{% for i in range(30000) %}{% for j in range(30000) %}{% endfor %}{% endfor %}"
+
+
+def test_a_loop_that_runs_too_long_is_stopped(monkeypatch):
+    monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.05)
+    with pytest.raises(ExpressionError) as caught:
+        render(NESTED_LOOP, {})
+    assert str(caught.value) == f"template {NESTED_LOOP!r} failed: template took longer than 0.05 s"
+
+
+def test_loops_in_several_threads_are_stopped_each_in_its_own(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.05)
+
+    def attempt(template: str) -> str:
+        try:
+            return str(render(template, {}))
+        except ExpressionError as exc:
+            return str(exc).rsplit(": ", 1)[1]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(attempt, [NESTED_LOOP, NESTED_LOOP, "{% for i in [1, 2] %}{{ i }}{% endfor %}"]))
+    assert results == ["template took longer than 0.05 s", "template took longer than 0.05 s", "12"]
+
+
+def test_no_stop_is_left_pending_after_a_render_ends_near_its_deadline(monkeypatch):
+    # renders that end just before, at and just after the deadline; none may leave the watchdog's exception
+    # behind, where it would be raised in whatever the thread runs next
+    monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.001)
+    template = "{% for i in range(300) %}{{ i }}{% endfor %}"
+    for _ in range(300):
+        try:
+            assert render(template, {}).startswith("0123")
+        except ExpressionError as exc:
+            assert str(exc).endswith("template took longer than 0.001 s")
+    total = 0
+    for i in range(3_000_000):  # a pending exception would be raised in here
+        total += i
+    assert total == 3_000_000 * 2_999_999 // 2
+
+
+def test_a_template_without_a_loop_is_not_watched(monkeypatch):
+    monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.0)
+    assert render("n={{ n }}", {"n": 1}) == "n=1"
+    with pytest.raises(ExpressionError, match="took longer than 0 s"):
+        render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", {})
+
+
+# results are JSON data ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "said"),
+    [
+        ("{{ lipsum }}", "the template gave a function, which is not a JSON value"),
+        ("{{ range }}", "the template gave a function, which is not a JSON value"),
+        ("{{ [1, 2] | select }}", "the template gave a generator, which is not a JSON value (add '| list')"),
+        ("{{ 'a'.upper }}", "the template gave a builtin_function_or_method, which is not a JSON value"),
+        ("{{ 1e308 * 10 }}", "the template gave inf, which is not a JSON value"),
+        ("{{ {1: 2} }}", "the template gave a dict with a int key; JSON keys are text"),
+        ("{{ [cycler(1)] }}", "the template gave a Cycler, which is not a JSON value"),
+    ],
+)
+def test_a_lone_expression_that_is_no_json_value_is_an_error(template, said):
+    with pytest.raises(ExpressionError) as caught:
+        render(template, {})
+    assert str(caught.value) == f"template {template!r} failed: {said}"
+
+
+def test_json_values_come_back_as_plain_json_types():
+    value = render("{{ ('a'|safe, [(1, 2)], {'k': 'v'|safe}, 2**70) }}", {})
+    assert value == ["a", [[1, 2]], {"k": "v"}, 2**70]
+    assert type(value[0]) is str
+    assert type(value[2]["k"]) is str
+
+
+def test_to_json_value_refuses_a_value_over_its_size():
+    assert to_json_value(("a", {"b": None})) == ["a", {"b": None}]
+    with pytest.raises(ExpressionError, match="the template gave a value of more than 10 characters"):
+        to_json_value(["abcdef", "ghijkl"], max_chars=10)
+
+
+# hypothesis: whatever the template, an ExpressionError or a value ------------------------------------
+
+TOKENS = [
+    "{{ ",
+    " }}",
+    "{% for i in range(",
+    ") %}",
+    "{% endfor %}",
+    "{% if ",
+    " %}",
+    "{% endif %}",
+    "{% set a = ",
+    "a",
+    "1",
+    "99999",
+    "10",
+    "'ab'",
+    "*",
+    "**",
+    "+",
+    "~",
+    "%",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    "|center(",
+    "|join",
+    "|list",
+    "|indent(",
+    "|format(",
+    "|replace('a', ",
+    "|batch(",
+    ".ljust(",
+    "'%*d'",
+    "x",
+    "range(",
+    "lipsum(",
+    "i",
+    "-",
+]
+
+
+@hypothesis.settings(deadline=None, max_examples=300)
+@hypothesis.given(hypothesis.strategies.lists(hypothesis.strategies.sampled_from(TOKENS), max_size=14))
+def test_any_template_renders_or_fails_with_an_expression_error(tokens):
+    template = "".join(tokens)
+    original = expressions.TEMPLATE_MAX_SECONDS
+    expressions.TEMPLATE_MAX_SECONDS = 0.05
+    try:
+        render(template, {"x": 3})
+        names_in(template)
+    except ExpressionError:
+        pass
+    finally:
+        expressions.TEMPLATE_MAX_SECONDS = original
