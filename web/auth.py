@@ -11,7 +11,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -98,7 +98,12 @@ class Tokens:
     """`user(token)` is sync and may read the database (once per token every VERDICT_SECONDS): call it
     through asyncio.to_thread from async code."""
 
-    def __init__(self, store: Store | None = None, named: Mapping[str, User] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store | None = None,
+        named: Mapping[str, User] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if named is None:
             options = settings.current()
             named = from_environment(options.api_tokens, options.api_token)
@@ -106,6 +111,7 @@ class Tokens:
         self._store = store
         self._verdicts: dict[str, tuple[float, User]] = {}  # hash -> (trusted until, user), database tokens
         self._lock = threading.Lock()
+        self._clock = clock
 
     @classmethod
     def from_env(cls) -> Tokens:
@@ -155,7 +161,7 @@ class Tokens:
         found = self._named.get(digest)
         if found is not None or self._store is None:
             return found
-        now = time.monotonic()
+        now = self._clock()
         cached = self._verdicts.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
