@@ -252,3 +252,45 @@ def test_a_released_claim_puts_the_run_back_in_the_queue_with_its_event(store: S
     assert released.data == {"status": "queued", "reason": RELEASED}
     assert store.release_claim(run.id, "w1") is False  # queued now, not running
     assert store.claim_next_run("w3").id == run.id  # type: ignore[union-attr]
+
+
+def test_a_locked_database_raises_operational_error_and_the_store_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Nothing swallowed: callers see OperationalError and may retry; the next write works once unlocked."""
+    from sqlalchemy.exc import OperationalError
+
+    from sop_engine import store as store_module
+
+    original = store_module._sqlite_pragmas
+
+    def impatient(dbapi_connection: Any, record: Any) -> None:
+        original(dbapi_connection, record)
+        dbapi_connection.execute("PRAGMA busy_timeout=0")  # fail at once instead of waiting 10 s
+
+    monkeypatch.setattr(store_module, "_sqlite_pragmas", impatient)
+    path = tmp_path / "sop.db"
+    store = Store(f"sqlite:///{path}")
+    try:
+        document = store.save_document(load_sop(SOP))
+        run = store.create_run(document, {}, "queued")
+        store.record(run.id, "run.created", {"status": "queued"})
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            for write in (
+                lambda: store.record(run.id, "log", {"message": "x"}),
+                lambda: store.claim_next_run("w1"),
+                lambda: store.release_claim(run.id, "w1"),
+                lambda: store.add_token("alice", "viewer", "hash"),
+                lambda: store.create_run(document, {}, "queued"),
+                lambda: store.run(run.id),  # reads too: every transaction begins IMMEDIATE
+            ):
+                with pytest.raises(OperationalError, match="locked"):
+                    write()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert store.record(run.id, "log", {"message": "y"}).seq == 2
+    finally:
+        store.close()
