@@ -73,9 +73,10 @@ def _budget() -> _Budget:
     return budget
 
 
-def _size(value: Any, budget: _Budget) -> int:
-    """About how many characters a value takes as text; counting stops once over max_output."""
-    if isinstance(value, str):
+def _size(value: Any, budget: _Budget, remember: bool = True) -> int:
+    """About how many characters a value takes as text; counting stops once over max_output. A list or dict
+    measured is remembered (and kept) until the render ends: templates pass the same ones again and again."""
+    if isinstance(value, str | bytes | bytearray):
         return len(value)
     if not isinstance(value, list | tuple | dict | set | frozenset | range):
         return value.bit_length() // 3 + 1 if isinstance(value, int) else 1
@@ -85,7 +86,7 @@ def _size(value: Any, budget: _Budget) -> int:
     total, stack = 0, [value]
     while stack and total <= budget.max_output:
         item = stack.pop()
-        if isinstance(item, str):
+        if isinstance(item, str | bytes | bytearray):
             total += len(item) + 2
         elif isinstance(item, range):
             total += 2 * len(item)
@@ -96,7 +97,8 @@ def _size(value: Any, budget: _Budget) -> int:
                 stack.extend(item.values() if isinstance(item, dict) else ())
         else:
             total += item.bit_length() // 3 + 1 if isinstance(item, int) else 1
-    budget.sizes[id(value)] = (value, total)
+    if remember:
+        budget.sizes[id(value)] = (value, total)
     return total
 
 
@@ -106,8 +108,8 @@ def _refuse_size(size: int, budget: _Budget, what: str) -> None:
 
 
 def _charge(result: Any, budget: _Budget, what: str = "a value") -> Any:
-    if isinstance(result, str | list | tuple | dict):
-        size = len(result) if isinstance(result, str) else _size(result, budget)
+    if isinstance(result, str | bytes | bytearray | list | tuple | dict):
+        size = _size(result, budget, remember=False)
         _refuse_size(size, budget, what)
         budget.built += size
         if budget.built > TEMPLATE_MAX_BUILT * budget.max_output:
@@ -116,6 +118,14 @@ def _charge(result: Any, budget: _Budget, what: str = "a value") -> Any:
 
 
 # operators ----------------------------------------------------------------------------------------
+
+_SEQUENCE = (str, bytes, bytearray, list, tuple)
+
+
+def _latin(value: Any) -> Any:
+    """Bytes as text of the same length, so the checks for text apply to them."""
+    return value.decode("latin-1") if isinstance(value, bytes | bytearray) else value
+
 
 _PERCENT = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 
@@ -157,13 +167,13 @@ def _check_product(left: Any, right: Any, budget: _Budget) -> None:
             raise ExpressionError(f"'*' with a result that large is refused (over {TEMPLATE_MAX_BITS} bits)")
         return
     sequence, times = (left, right) if isinstance(right, int) else (right, left)
-    repeats = isinstance(sequence, str | list | tuple) and isinstance(times, int) and times > 1
+    repeats = isinstance(sequence, _SEQUENCE) and isinstance(times, int) and times > 1
     if repeats and len(sequence) * times > budget.max_output:
         raise ExpressionError(f"'*' that repeats text or a list past {budget.max_output} characters is refused")
 
 
 def _check_sum(left: Any, right: Any, budget: _Budget) -> None:
-    joins = isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple)
+    joins = isinstance(left, _SEQUENCE) and isinstance(right, _SEQUENCE)
     if joins and len(left) + len(right) > budget.max_output:
         raise ExpressionError(f"'+' that joins past {budget.max_output} characters is refused")
 
@@ -203,7 +213,7 @@ def _check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: dict[
 
 
 def _check_join(items: list[Any], separator: Any, budget: _Budget) -> None:
-    gaps = len(separator) * max(len(items) - 1, 0) if isinstance(separator, str) else 0
+    gaps = len(separator) * max(len(items) - 1, 0) if isinstance(separator, str | bytes | bytearray) else 0
     total = gaps
     for item in items:
         total += _size(item, budget)
@@ -237,6 +247,8 @@ def _check_filter(name: str, value: Any, args: tuple[Any, ...], kwargs: dict[str
         _refuse_size(size, budget, "replace")
     elif name == "format" and isinstance(value, str):
         _check_percent(value, kwargs or args, budget)
+    elif name == "tojson" and isinstance(indent := _arg(args, kwargs, 0, "indent"), int):
+        _refuse_size(indent * _size(value, budget), budget, "tojson")
     elif name in ("batch", "slice"):
         count = _arg(args, kwargs, 0, "linecount" if name == "batch" else "slices", 1)
         if isinstance(count, int) and count > limit:
@@ -312,8 +324,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             _check_product(left, right, budget)
         elif operator == "+":
             _check_sum(left, right, budget)
-        elif isinstance(left, str):
-            _check_percent(left, right, budget)
+        elif isinstance(left, str | bytes | bytearray):
+            _check_percent(_latin(left), right, budget)
         return _charge(self.binop_table[operator](left, right), budget, f"the result of '{operator}'")
 
     def concat(self, parts: tuple[Any, ...]) -> str:
@@ -327,12 +339,17 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             _refuse_size(_size(given, budget), budget, "a value given to a call")
         method = getattr(__obj, "__wrapped__", __obj)  # str.format comes wrapped by the sandbox
         owner = getattr(method, "__self__", None)
-        if isinstance(owner, str) and isinstance(getattr(method, "__name__", None), str):
-            if method.__name__ == "join" and args and not isinstance(args[0], str | list | tuple):
+        name = getattr(method, "__name__", None)
+        if isinstance(owner, str | bytes | bytearray) and isinstance(name, str):
+            if name == "join" and args and not isinstance(args[0], _SEQUENCE):
                 args = (list(args[0]), *args[1:])
-            if method.__name__ == "join" and args:
+            if name == "join" and args:
                 _check_join(list(args[0]), owner, budget)
-            _check_str_method(owner, method.__name__, args, kwargs, budget)
+            _check_str_method(_latin(owner), name, tuple(_latin(a) for a in args), kwargs, budget)
+        elif isinstance(owner, int) and name == "to_bytes":
+            length = _arg(args, kwargs, 0, "length", 1)
+            if isinstance(length, int) and length > budget.max_output:
+                raise ExpressionError(f"int.to_bytes() of more than {budget.max_output} bytes is refused")
         return _charge(super().call(__context, __obj, *args, **kwargs), budget, "the result of a call")
 
 
