@@ -10,11 +10,10 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from . import settings
-from .store import data_dir
 
 
 def _key_file() -> Path:
-    return data_dir() / "secret.key"
+    return settings.current().data_dir / "secret.key"
 
 
 def load_key() -> bytes:
