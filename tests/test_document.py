@@ -1,8 +1,13 @@
+import contextlib
 import hashlib
+import json
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sop_engine.document import DocumentError, load_sop, load_sop_file, parse_cli_value, resolve_inputs
+from sop_engine.document import DocumentError, load_sop, load_sop_file, parse_cli_value, parse_text, resolve_inputs
 from sop_engine.steps import Loop, Probe
 
 EXAMPLE = """\
@@ -279,3 +284,111 @@ def test_resolve_inputs_of_an_sop_without_inputs():
 def test_parse_cli_value(text, value):
     assert parse_cli_value(text) == value
     assert type(parse_cli_value(text)) is type(value)
+
+
+# hostile documents and inputs: a clear problem, at once --------------------------------------------
+
+ALIAS_BOMB_DEFAULT = (
+    LOG
+    + "inputs:\n  x:\n    type: list\n    default: &a0 [a, a, a, a, a, a, a, a, a]\n"
+    + "".join(f"  x{i}:\n    type: list\n    default: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
+)
+
+
+def test_an_alias_bomb_in_an_input_default_is_refused():
+    assert _problems(ALIAS_BOMB_DEFAULT) == [
+        ("document", "the document expands to more than 10000 values (aliases count every time they are used)")
+    ]
+
+
+@pytest.mark.parametrize("text", ["[" * 10_000 + "]" * 10_000, "{" * 100_000, LOG + "x: " + "[" * 10_000])
+def test_a_deep_document_is_refused(text):
+    assert _problems(text) == [("document", "the document nests deeper than 64 levels")]
+
+
+def test_a_document_with_text_that_cannot_be_encoded_is_refused():
+    assert _problems(LOG + 'name: "\\ud800"\n') == [
+        (
+            "document",
+            "the document['name'] holds text that cannot be encoded as UTF-8 (lone surrogate '\\ud800' at character 0)",
+        )
+    ]
+
+
+def test_a_document_with_a_costly_template_loads_without_evaluating_it():
+    # valid: templates are evaluated only when their step runs, where this one fails with the '**' limit
+    loaded = load_sop(_one_step("{id: a, action: log, message: '{{ (10**(10**8)) > 5 }}'}"))
+    assert loaded.sop.steps[0].id == "a"
+
+
+def test_a_template_with_a_macro_is_a_problem_of_its_step():
+    template = "{% macro f() %}{% endmacro %}"
+    problems = _problems(_one_step(f"{{id: a, action: log, message: '{template}'}}"))
+    assert problems == [
+        ("step 'a', field 'message'", f"template {template!r} uses {{% macro %}}, which SOP templates do not allow")
+    ]
+
+
+def test_an_input_default_over_the_text_limit_is_refused(monkeypatch):
+    monkeypatch.setenv("SOP_TEMPLATE_MAX_OUTPUT", "10")
+    assert _problems(LOG + "inputs: {s: {default: abcdefghijk}}\n") == [
+        ("inputs.s", "the default holds more than 10 characters of text")
+    ]
+
+
+def _deep(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (_deep(100_000), "input 'items': the value nests deeper than 64 levels"),
+        (list(range(10_001)), "input 'items': the value holds more than 10000 values"),
+        (["\udc80"], "input 'items': the value[0] holds text that cannot be encoded as UTF-8 (lone surrogate"),
+    ],
+)
+def test_given_inputs_over_a_limit_or_unencodable_are_refused(value, said):
+    with pytest.raises(DocumentError) as caught:
+        resolve_inputs(load_sop(EXAMPLE).sop, {"items": value})
+    assert str(caught.value).startswith(said)
+
+
+def test_a_deep_cli_value_stays_text():
+    assert parse_cli_value("[" * 1000 + "]" * 1000) == "[" * 1000 + "]" * 1000
+
+
+# hypothesis: whatever the text or structure, a DocumentError or a document ---------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@given(st.text(max_size=200))
+def test_parse_text_raises_only_document_errors(text):
+    with contextlib.suppress(DocumentError):
+        parse_text(text)
+
+
+@settings(deadline=None)
+@given(JSON_VALUES, st.integers(min_value=0, max_value=200))
+def test_load_sop_raises_only_document_errors(value, depth):
+    for _ in range(depth):
+        value = [value]
+    for text in (json.dumps(value), json.dumps({"sop": 1, "id": "t", "steps": [value]}), yaml.safe_dump(value)):
+        with contextlib.suppress(DocumentError):
+            load_sop(text)
+
+
+@settings(deadline=None)
+@given(st.lists(st.sampled_from(["a", "{{ ", " }}", "{% for i in x %}", "{% endfor %}", "(", "**", "9", "|", "'"])))
+def test_load_sop_with_any_template_raises_only_document_errors(tokens):
+    text = json.dumps({"sop": 1, "id": "t", "steps": [{"id": "a", "action": "log", "message": "".join(tokens)}]})
+    with contextlib.suppress(DocumentError):
+        load_sop(text)
