@@ -17,6 +17,7 @@ from .actions import EXECUTORS
 from .control import Waiting
 from .durations import format_duration
 from .errors import BROWSER_GONE, ErrorKind, StepError, is_retryable
+from .events import StoreUnavailable
 from .expressions import ExpressionError, is_template, names_in, render
 from .policy import NetworkPolicy
 from .retries import RetryPolicy
@@ -275,8 +276,6 @@ async def _one_attempt(executor: Any, step: Step, fields: dict[str, Any], ctx: S
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # an executor's unexpected error still fails only its step
-        from .runner import StoreUnavailable  # (runner imports this module)
-
         if isinstance(exc, StoreUnavailable):  # the database, not the step: the run stops as it is
             raise
         text = clean(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

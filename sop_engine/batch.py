@@ -12,8 +12,8 @@ from typing import Any
 
 from .datafile import Row
 from .document import LoadedSop, load_sop
-from .events import utcnow
-from .runner import Runner, call_store, shown_inputs
+from .events import call_store, utcnow
+from .runner import Runner, shown_inputs
 from .states import RunStatus
 from .tables import BatchItemRow, BatchRow, RunRow
 from .vault import Vault

@@ -1,10 +1,28 @@
-"""Run events: what the runner emits, and the protocol of whoever listens."""
+"""Run events: what the runner emits, the protocol of whoever listens, and the journal that writes them."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import tenacity
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from . import settings
+
+if TYPE_CHECKING:
+    from .store import Store
+
+log = logging.getLogger("sop_engine.runner")
+T = TypeVar("T")
+Change = tuple[str, dict[str, Any], dict[str, Any]]  # event type, event data, state change (Store.record)
+
+WRITE_BEHIND = 0.05  # seconds a step's start may wait to be written with its result
+STORE_RETRY_FIRST, STORE_RETRY_MAX = 0.1, 5.0  # seconds between tries of a refused database call: doubling
 
 
 def utcnow() -> datetime:
@@ -27,3 +45,118 @@ class EventSink(Protocol):
     """Receives every event of a run after it is stored. Must not raise; must return quickly."""
 
     async def emit(self, event: Event) -> None: ...
+
+
+class StoreUnavailable(Exception):
+    """The database refused a run's writes (locked, read-only, unreachable) for longer than
+    `write_retry_seconds`. The execution stops without recording anything more: what it had committed is
+    consistent, the run is still `running` under its worker, and whoever holds the claim lets it go (the run
+    goes on from its last committed step). Exported by sop_engine.runner."""
+
+
+def refused(exc: BaseException) -> bool:
+    """The database could not take the call now (locked, read-only, gone away): another try may do."""
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+async def call_store(call: Callable[..., T], *args: Any, what: str = "a database call") -> T:
+    """Runs a blocking store call in a thread. Refused, it is tried again with backoff (doubling from
+    STORE_RETRY_FIRST to STORE_RETRY_MAX seconds) for up to `write_retry_seconds`, the caller waiting; then
+    StoreUnavailable. A store call is one transaction, all or nothing: a try that failed wrote nothing."""
+
+    def retrying(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        first = str(error).splitlines()[0] if error else ""
+        log.warning("%s was refused (%s); trying again in %.1fs", what, first, state.upcoming_sleep)
+
+    limit = settings.current().write_retry_seconds
+    tries = tenacity.AsyncRetrying(
+        wait=tenacity.wait_exponential(multiplier=STORE_RETRY_FIRST, min=STORE_RETRY_FIRST, max=STORE_RETRY_MAX),
+        stop=tenacity.stop_after_delay(limit),
+        retry=tenacity.retry_if_exception(refused),
+        before_sleep=retrying,
+        reraise=True,
+    )
+    try:
+        async for attempt in tries:
+            with attempt:
+                return await asyncio.to_thread(call, *args)
+    except DBAPIError as exc:
+        if not refused(exc):
+            raise
+        first = str(exc.orig or exc).splitlines()[0]
+        raise StoreUnavailable(f"{what} was refused for {limit}s: {first}") from exc
+    raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Marks a background task's exception as seen: whoever needs it learns it another way."""
+    if not task.cancelled():
+        task.exception()
+
+
+class Journal:
+    """A run's writes, in order. A change waited for is committed at once, with those asked for before it;
+    one not waited for (a step's start, new step rows) goes with the next, or WRITE_BEHIND seconds later: a
+    quick step's start and result share one commit. Each commit is told to the sinks, in order. A commit the
+    database refuses is tried again while the run waits (call_store); when it gives up, its changes stay
+    queued, in order, and this and every later flush raise StoreUnavailable."""
+
+    def __init__(self, store: Store, run_id: str, sinks: Sequence[EventSink]) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.sinks = sinks
+        self.queued: list[Change] = []  # asked for, not yet committed
+        self._timer: asyncio.TimerHandle | None = None
+        self._order = asyncio.Lock()
+        self._last_write: asyncio.Future[None] | None = None  # a commit whose flush was cancelled: it goes on
+        self._unavailable: StoreUnavailable | None = None
+
+    async def write(self, change: Change, wait: bool = True) -> None:
+        self.queued.append(change)
+        if wait:
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(WRITE_BEHIND, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._timer = None
+        # a refused commit is raised again by the next flush: here it is only marked seen
+        asyncio.ensure_future(self.flush()).add_done_callback(_retrieved)
+
+    async def flush(self) -> None:
+        """Commits the changes queued so far, in one transaction, then tells the sinks."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        async with self._order:
+            if self._last_write is not None:
+                earlier, self._last_write = self._last_write, None
+                await asyncio.wait([earlier])
+            if self._unavailable is not None:
+                raise StoreUnavailable(str(self._unavailable))
+            changes, self.queued = self.queued, []
+            if not changes:
+                return
+            writing = asyncio.ensure_future(self._commit(changes))
+            writing.add_done_callback(_retrieved)
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                if not writing.done():  # a transaction under way goes to its end; the next flush waits for it
+                    self._last_write = writing
+                raise
+
+    async def _commit(self, changes: list[Change]) -> None:
+        try:
+            events = await call_store(
+                self.store.record_many, self.run_id, changes, what=f"a write of run {self.run_id}"
+            )
+        except BaseException as exc:
+            self.queued[:0] = changes  # none of them was written: they go first, in order
+            if isinstance(exc, StoreUnavailable):
+                self._unavailable = exc
+            raise
+        for event in events:
+            for sink in self.sinks:
+                await sink.emit(event)

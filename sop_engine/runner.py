@@ -6,17 +6,15 @@ import asyncio
 import contextlib
 import logging
 from collections import ChainMap
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import httpx
-import tenacity
 from playwright.async_api import Locator, Page
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from . import settings
 from .attempts import (
     MASK_COLOR,
     StepContext,
@@ -35,7 +33,7 @@ from .control import RunControl, Waiting
 from .document import LoadedSop
 from .durations import format_duration
 from .errors import ErrorKind, StepError
-from .events import Event, EventSink, utcnow
+from .events import Event, EventSink, Journal, StoreUnavailable, call_store, utcnow
 from .expressions import ExpressionError, evaluate_condition
 from .graph import Graph, build_graph, sibling_lists, step_outputs
 from .liveness import HEARTBEAT, worker_name
@@ -59,7 +57,6 @@ from .tables import CheckpointRow, RunRow, StepRunRow
 from .vault import Vault
 
 log = logging.getLogger("sop_engine.runner")
-T = TypeVar("T")
 
 
 class RunFailed(Exception):
@@ -74,51 +71,9 @@ class RunPaused(Exception):
         self.waiting = waiting
 
 
-class StoreUnavailable(Exception):
-    """The database refused a run's writes (locked, read-only, unreachable) for longer than
-    `write_retry_seconds`. The execution stops without recording anything more: what it had committed is
-    consistent, the run is still `running` under its worker, and whoever holds the claim lets it go (it
-    resumes from its last committed step)."""
-
-
 INTERRUPTED = "interrupted during a non-idempotent step"
-WRITE_BEHIND = 0.05  # seconds a step's start may wait to be written with its result
-STORE_RETRY_FIRST, STORE_RETRY_MAX = 0.1, 5.0  # seconds between tries of a refused database call: doubling
 
-
-def refused(exc: BaseException) -> bool:
-    """The database could not take the call now (locked, read-only, gone away): another try may do."""
-    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
-
-
-async def call_store(call: Callable[..., T], *args: Any, what: str = "a database call") -> T:
-    """Runs a blocking store call in a thread. Refused, it is tried again with backoff for up to
-    `write_retry_seconds`, the caller waiting; then StoreUnavailable. One store transaction is all or
-    nothing, so a try that failed wrote nothing."""
-
-    def retrying(state: tenacity.RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        first = str(error).splitlines()[0] if error else ""
-        log.warning("%s was refused (%s); trying again in %.1fs", what, first, state.upcoming_sleep)
-
-    limit = settings.current().write_retry_seconds
-    tries = tenacity.AsyncRetrying(
-        wait=tenacity.wait_exponential(multiplier=STORE_RETRY_FIRST, min=STORE_RETRY_FIRST, max=STORE_RETRY_MAX),
-        stop=tenacity.stop_after_delay(limit),
-        retry=tenacity.retry_if_exception(refused),
-        before_sleep=retrying,
-        reraise=True,
-    )
-    try:
-        async for attempt in tries:
-            with attempt:
-                return await asyncio.to_thread(call, *args)
-    except DBAPIError as exc:
-        if not refused(exc):
-            raise
-        first = str(exc.orig or exc).splitlines()[0]
-        raise StoreUnavailable(f"{what} was refused for {limit}s: {first}") from exc
-    raise AssertionError("unreachable: tenacity reraises the last error")
+__all__ = ["Execution", "FrameSink", "RunFailed", "RunOutcome", "RunPaused", "Runner", "StoreUnavailable", "call_store"]
 
 
 @dataclass
@@ -135,12 +90,6 @@ class FrameSink(Protocol):
     def watching(self, run_id: str) -> bool: ...
 
     async def frame(self, run_id: str, key: str, jpeg: bytes) -> None: ...
-
-
-def _retrieved(task: asyncio.Future[Any]) -> None:
-    """Marks a background task's exception as seen: whoever needs it learns it another way."""
-    if not task.cancelled():
-        task.exception()
 
 
 def artifacts_root() -> Path:
@@ -295,14 +244,7 @@ class Execution:
             runner.browser, vault, {"tabs": saved.tabs, "storage": saved.storage} if saved else None, self.policy
         )
         self._pause_lock = asyncio.Lock()  # one question to a person at a time, even with parallel steps
-        # writes: a change waited for is committed at once, with those asked for before it (a step's start
-        # goes with its result when the step is quick; a slow step's start is written WRITE_BEHIND later)
-        self._queue: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-        self._flush_timer: asyncio.TimerHandle | None = None
-        self._flushing: asyncio.Future[None] | None = None
-        self._flush_order = asyncio.Lock()
-        self._last_write: asyncio.Future[None] | None = None  # a write whose flush was cancelled: it goes on
-        self._unavailable: StoreUnavailable | None = None
+        self.journal = Journal(self.store, run_id, runner.sinks)
         self._http: httpx.AsyncClient | None = None
 
     @classmethod
@@ -351,55 +293,7 @@ class Execution:
             "new_steps": new_steps or (),
             "checkpoint": checkpoint,
         }
-        self._queue.append((type_, self.mask(data), change))
-        if wait:
-            await self.flush()
-        elif self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(WRITE_BEHIND, self._flush_soon)
-
-    def _flush_soon(self) -> None:
-        self._flush_timer = None
-        self._flushing = asyncio.ensure_future(self.flush())
-        self._flushing.add_done_callback(_retrieved)  # a refused write is raised again by the next flush
-
-    async def flush(self) -> None:
-        """Commits the changes asked for so far, in one transaction, then tells the sinks, in order. A write
-        the database refuses is tried again while the run waits (call_store); when it gives up, the changes
-        stay queued, in order, and this and every later flush raise StoreUnavailable."""
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        async with self._flush_order:
-            if self._last_write is not None:
-                earlier, self._last_write = self._last_write, None
-                await asyncio.wait([earlier])
-            if self._unavailable is not None:
-                raise StoreUnavailable(str(self._unavailable))
-            changes, self._queue = self._queue, []
-            if not changes:
-                return
-            writing = asyncio.ensure_future(self._commit(changes))
-            writing.add_done_callback(_retrieved)
-            try:
-                await asyncio.shield(writing)
-            except asyncio.CancelledError:
-                if not writing.done():  # a transaction under way goes to its end; the next flush waits for it
-                    self._last_write = writing
-                raise
-
-    async def _commit(self, changes: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
-        try:
-            events = await call_store(
-                self.store.record_many, self.run_id, changes, what=f"a write of run {self.run_id}"
-            )
-        except BaseException as exc:
-            self._queue[:0] = changes  # none of them was written: they go first, in order
-            if isinstance(exc, StoreUnavailable):
-                self._unavailable = exc
-            raise
-        for event in events:
-            for sink in self.runner.sinks:
-                await sink.emit(event)
+        await self.journal.write((type_, self.mask(data), change), wait)
 
     async def step_event(self, key: str, status: str, **values: Any) -> None:
         """A step's status change: stored on its row and told as a step.updated event."""

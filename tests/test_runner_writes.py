@@ -135,7 +135,7 @@ async def test_a_write_refused_too_long_raises_and_leaves_a_consistent_run(quick
     lock.release()
 
     # what was not written is still queued, in order, nothing of it stored
-    queued = [(type_, data.get("key"), data.get("status")) for type_, data, _ in execution._queue]
+    queued = [(type_, data.get("key"), data.get("status")) for type_, data, _ in execution.journal.queued]
     assert queued == [("step.updated", "b", "running"), ("log", "b", None)]
     stored = quick_store.events(row.id)
     assert gap_free(stored) and quick_store.run(row.id).last_seq == len(stored)
