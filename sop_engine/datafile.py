@@ -28,15 +28,15 @@ def parse_rows(text: str, name: str = "") -> list[dict[str, Any]]:
     """The rows of a data file; the format comes from the name's ending, else from the text. JSON is bounded
     in depth (limits.load_json); each row's values are bounded when they become inputs (resolve_inputs)."""
     label = name or "data"
-    if (bad := has_unencodable(text, label)) is not None:
+    if (bad := has_unencodable(text, "the file")) is not None:
         raise DocumentError([Problem(label, bad)])
     lowered = name.lower()
     stripped = text.lstrip()
     try:
         if lowered.endswith((".jsonl", ".ndjson")) or (stripped.startswith("{") and not lowered.endswith(".json")):
-            return _objects([load_json(line, label) for line in text.splitlines() if line.strip()], name)
+            return _objects([load_json(line, "the line") for line in text.splitlines() if line.strip()], name)
         if lowered.endswith(".json") or stripped.startswith("["):
-            data = load_json(text, label)
+            data = load_json(text, "the file")
             if not isinstance(data, list):
                 raise DocumentError([Problem(label, "a JSON data file is an array of objects")])
             return _objects(data, name)

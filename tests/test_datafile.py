@@ -88,3 +88,37 @@ def test_a_row_that_does_not_fit_is_invalid_with_the_reason():
     row = row_inputs(SOP, 5, {"name": "", "age": "old"}, {}, {})
     assert row.inputs is None
     assert row.error == "input 'name': is required (string); input 'age': must be integer, got \"old\""
+
+
+# hostile data files: a clear problem, at once -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "rows.json", "rows.json: the file nests deeper than 64 levels"),
+        ('{"a": ' * 100_000, "rows.jsonl", "rows.jsonl: the line nests deeper than 64 levels"),
+        ('[{"a": NaN}]', "rows.json", "rows.json: not valid JSON: NaN is not a JSON value"),
+        ('[{"a": "\\ud800"}]', "rows.json", "rows.json: the file[0]['a'] holds text that cannot be encoded"),
+        ("name\nAda\ud800\n", "rows.csv", "rows.csv: the file holds text that cannot be encoded as UTF-8"),
+        ("name\n" + "x" * 200_000 + "\n", "rows.csv", "rows.csv: not valid CSV: field larger than field limit"),
+    ],
+)
+def test_hostile_data_files_are_refused(text, name, message):
+    with pytest.raises(DocumentError) as caught:
+        parse_rows(text, name)
+    assert str(caught.value).startswith(message)
+
+
+def test_a_deep_json_cell_stays_text_and_is_refused_by_the_type():
+    deep = "[" * 100_000 + "]" * 100_000
+    assert convert_cell(deep, "list") == deep
+    row = row_inputs(SOP, 1, {"name": "Ada", "tags": deep}, {}, {})
+    assert row.error.startswith("input 'tags': must be list, got \"[[[[")
+    assert len(row.error) < 300
+
+
+def test_a_row_value_over_the_limits_is_invalid(monkeypatch):
+    monkeypatch.setenv("SOP_YAML_MAX_NODES", "3")
+    row = row_inputs(SOP, 1, {"name": "Ada", "tags": "[1, 2, 3]"}, {}, {})
+    assert row.error == "input 'tags': the value holds more than 3 values"
