@@ -85,3 +85,101 @@ def test_every_value_inside_a_secret_list_or_dict_is_secret():
 
     mask = Masker([["tok-a", "tok-b"], {"key": "k-123"}])
     assert mask({"a": "tok-a", "b": ["tok-b"], "c": "k-123!"}) == {"a": "***", "b": ["***"], "c": "***!"}
+
+
+# the forms a secret takes in output ----------------------------------------------------------------
+
+SECRET = "p@ss \"w\" <1> 'é'/+"
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+def _forms() -> dict[str, str]:
+    import base64
+    import html
+    import json
+    from urllib.parse import quote, quote_plus
+
+    raw = SECRET.encode()
+    return {
+        "as is": SECRET,
+        "upper case": SECRET.upper(),
+        "html quote": html.escape(SECRET),
+        "html no quote": html.escape(SECRET, quote=False),
+        "html numeric": html.escape(SECRET).replace("&quot;", "&#34;").replace("&#x27;", "&#39;"),
+        "quote safe none": quote(SECRET, safe=""),
+        "quote safe slash": quote(SECRET, safe="/"),
+        "quote_plus": quote_plus(SECRET),
+        "lower hex": quote(SECRET, safe="").lower(),
+        "every byte": "".join(f"%{b:02X}" for b in raw),
+        "every byte lower": "".join(f"%{b:02x}" for b in raw),
+        "json": json.dumps(SECRET)[1:-1],
+        "json ascii off": json.dumps(SECRET, ensure_ascii=False)[1:-1],
+        "base64": base64.b64encode(raw).decode(),
+        "base64 unpadded": base64.b64encode(raw).decode().rstrip("="),
+        "base64 url-safe": base64.urlsafe_b64encode(raw).decode(),
+    }
+
+
+@pytest.mark.parametrize("form", list(_forms()))
+def test_every_form_of_a_secret_is_masked(form):
+    text = _forms()[form]
+    assert Masker([SECRET])(f"<{text}>") == "<***>"
+
+
+@pytest.mark.parametrize("user", ["u", "ab", "user", "admin1"])
+def test_a_secret_inside_a_longer_base64_text_is_masked(user):
+    # HTTP basic auth: base64("user:" + secret); the middle of the secret's encoding is masked at any alignment
+    encoded = _b64(f"{user}:hunter22")
+    masked = Masker(["hunter22"])(f"Authorization: Basic {encoded}")
+    assert "***" in masked
+    assert encoded not in masked
+
+
+def test_a_short_secret_is_matched_only_as_written():
+    mask = Masker(["abc"])
+    assert mask("abc ABC Abc") == "*** ABC Abc"
+    assert Masker(["abcd"])("abcd ABCD aBcD") == "*** *** ***"
+
+
+def test_base64_forms_of_a_short_secret_are_not_masked():
+    # base64 of "ab" is "YWI=": masking "YWI" would hide unrelated text
+    assert Masker(["ab"])("YWI= YWI ab") == "YWI= YWI ***"
+
+
+def test_base64_is_matched_in_its_own_case_only():
+    encoded = _b64("hunter22")
+    assert Masker(["hunter22"])(encoded.swapcase()) == encoded.swapcase()
+
+
+def test_secrets_in_text():
+    mask = Masker(["hunter22"])
+    assert mask.secrets_in_text("x HUNTER22 y")
+    assert mask.secrets_in_text("x " + "y" * 1000 + _b64("hunter22"))
+    assert not mask.secrets_in_text("nothing" * 200)
+    assert not Masker().secrets_in_text("anything")
+
+
+def test_long_text_with_and_without_a_secret():
+    mask = Masker(["hunter22"])
+    assert mask("y" * 10_000) == "y" * 10_000
+    assert mask("y" * 10_000 + "Hunter22") == "y" * 10_000 + "***"
+
+
+def test_regex_characters_in_a_secret_are_literal():
+    mask = Masker(["a.b*c(d)"])
+    assert mask("a.b*c(d) axbbbc(d)") == "*** axbbbc(d)"
+
+
+def test_a_deep_value_is_masked_without_recursion():
+    value: list = ["s3cret"]
+    for _ in range(50_000):
+        value = [value]
+    masked = Masker(["s3cret"])(value)
+    for _ in range(50_000):
+        masked = masked[0]
+    assert masked == ["***"]
