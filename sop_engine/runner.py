@@ -33,7 +33,7 @@ from .control import RunControl, Waiting
 from .document import LoadedSop
 from .durations import format_duration
 from .errors import ErrorKind, StepError
-from .events import Event, EventSink, Journal, StoreUnavailable, call_store, utcnow
+from .events import EventSink, Journal, StoreUnavailable, call_store, utcnow
 from .expressions import ExpressionError, evaluate_condition
 from .graph import Graph, build_graph, sibling_lists, step_outputs
 from .liveness import HEARTBEAT, worker_name
@@ -54,6 +54,7 @@ from .states import RunStatus, StepStatus, check_run_transition, check_step_tran
 from .steps import Condition, If, Loop, Probe, Step, uses_browser
 from .store import Store, data_dir
 from .tables import CheckpointRow, RunRow, StepRunRow
+from .text import clean
 from .vault import Vault
 
 log = logging.getLogger("sop_engine.runner")
@@ -147,13 +148,13 @@ class Runner:
             status = RunStatus.RUNNING
             extra.update(worker=claimed_by, heartbeat_at=utcnow())
 
-        def store_run() -> tuple[RunRow, Event]:
-            document = self.store.save_document(loaded)
-            run = self.store.create_run(document, shown, status.value, priority, **extra)
-            data = {"status": status.value, "sop_id": run.sop_id, "inputs": shown}
-            return run, self.store.record(run.id, "run.created", data)
-
-        run, event = await call_store(store_run, what="storing a new run")
+        # one call (one transaction) per try: a retried call never repeats one that went through
+        document = await call_store(self.store.save_document, loaded, what="storing a document")
+        run = await call_store(
+            lambda: self.store.create_run(document, shown, status.value, priority, **extra), what="storing a run"
+        )
+        data = {"status": status.value, "sop_id": run.sop_id, "inputs": shown}
+        event = await call_store(self.store.record, run.id, "run.created", data, what=f"a write of run {run.id}")
         for sink in self.sinks:
             await sink.emit(event)
         return run
@@ -287,13 +288,14 @@ class Execution:
             self.run_status = RunStatus(run["status"])
         for row in new_steps or ():
             self.status[row["key"]] = StepStatus.PENDING
+        # stored and sent: no secret in clear, and valid text only (clean: a lone surrogate from a page has no UTF-8)
         change = {
-            "run": self.mask(run) if run else None,
-            "step": (step[0], self.mask(step[1])) if step else None,
+            "run": self.mask(clean(run)) if run else None,
+            "step": (step[0], self.mask(clean(step[1]))) if step else None,
             "new_steps": new_steps or (),
             "checkpoint": checkpoint,
         }
-        await self.journal.write((type_, self.mask(data), change), wait)
+        await self.journal.write((type_, self.mask(clean(data)), change), wait)
 
     async def step_event(self, key: str, status: str, **values: Any) -> None:
         """A step's status change: stored on its row and told as a step.updated event."""

@@ -63,7 +63,9 @@ async def test_nested_loop_keys_are_readable(run_sop, store, site):
 
 
 async def test_late_button_is_retried_until_it_appears(run_sop, store, recorder, site):
-    outcome = await run_sop(fixture_sop("login.yaml", site), {"password": "s3cret"})
+    # the button comes 2 s after the page: long after a first 400 ms attempt, even on a busy machine
+    late = {"password": "s3cret", "login_url": f"{site}login.html?delay=2000"}
+    outcome = await run_sop(fixture_sop("login.yaml", site), late)
     assert outcome.status == RunStatus.COMPLETED, [e.data for e in recorder.events if e.data.get("key") == "submit"]
     assert outcome.outputs == {"greeting": "Welcome, demo!"}
     submit = step_row(store, outcome.run_id, "submit")
