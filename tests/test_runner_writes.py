@@ -3,8 +3,11 @@ database stays away too long the execution stops with StoreUnavailable, and what
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from sqlalchemy import event as sa_event
 
 from sop_engine.browser import BrowserHost
 from sop_engine.document import load_sop, resolve_inputs
-from sop_engine.events import Event
+from sop_engine.events import Event, Journal
 from sop_engine.runner import Execution, Runner, StoreUnavailable
 from sop_engine.states import RunStatus
 from sop_engine.store import Store
@@ -151,3 +154,41 @@ async def test_a_write_refused_too_long_raises_and_leaves_a_consistent_run(quick
     assert gap_free(stored)
     assert finished(stored) == ["a", "b", "c"]
     assert len([e for e in stored if e.type == "log"]) == 1
+
+
+class GateStore:
+    """A store whose record_many waits at a gate (a thread blocked in a transaction) and keeps what it got."""
+
+    def __init__(self) -> None:
+        self.inside = threading.Event()
+        self.gate = threading.Event()
+        self.commits: list[list[str]] = []
+        self.seq = 0
+
+    def record_many(self, run_id: str, changes: list) -> list[Event]:
+        if not self.commits:  # the first transaction is held; any later one goes straight through
+            self.inside.set()
+            self.gate.wait(10)
+        self.commits.append([data["n"] for _, data, _ in changes])
+        events = [Event(run_id, self.seq + i + 1, type_, data) for i, (type_, data, _) in enumerate(changes)]
+        self.seq += len(changes)
+        return events
+
+
+async def test_a_cancelled_flush_lets_its_transaction_finish_before_the_next_one():
+    store = GateStore()
+    sink = Recorder()
+    journal = Journal(store, "r", [sink])  # type: ignore[arg-type]
+    first = asyncio.ensure_future(journal.write(("log", {"n": "first"}, {}), wait=True))
+    await asyncio.to_thread(store.inside.wait, 10)  # the first transaction is under way in its thread
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    second = asyncio.ensure_future(journal.write(("log", {"n": "second"}, {}), wait=True))
+    while journal._last_write is not None:  # until the second flush waits for the first transaction
+        await asyncio.sleep(0)
+    store.gate.set()
+    await second
+    assert store.commits == [["first"], ["second"]]  # in order, each once
+    assert [(e.seq, e.data["n"]) for e in sink.events] == [(1, "first"), (2, "second")]
+    assert journal.queued == []
