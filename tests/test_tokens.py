@@ -184,3 +184,34 @@ def test_no_first_token_when_there_is_one(store: Store, monkeypatch: pytest.Monk
     monkeypatch.setenv("SOP_API_TOKEN", "root-tok")
     assert Tokens().startup(store) is None
     assert not token_file().exists()
+
+
+def serve_banner(data: Path) -> str:
+    """What `sop-engine serve` prints before it serves; the server is stopped once it has."""
+    from tests.conftest import free_port
+
+    env = {**os.environ, "SOP_DATA_DIR": str(data), "NO_COLOR": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    for name in ("SOP_DATABASE_URL", "SOP_API_TOKEN", "SOP_API_TOKENS"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "web", "serve", "--port", str(free_port())]
+    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            lines: list[str] = []
+            while not lines or ("sign in" not in lines[-1] and "More tokens" not in lines[-1]):
+                lines.append(server.stdout.readline())
+                assert lines[-1], f"serve ended: {lines}"
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    return "".join(lines)
+
+
+def test_serve_prints_a_token_only_when_it_made_one(tmp_path: Path):
+    data = tmp_path / "data"
+    first = serve_banner(data)
+    made = (data / "token").read_text().strip()
+    assert f"/login?token={made}" in first
+    second = serve_banner(data)
+    assert made not in second and "?token=" not in second
+    assert "sign in with a token" in second and str(data / "token") in second
