@@ -171,3 +171,33 @@ def test_demo_serves_the_pages_on_the_port_it_is_given(tmp_path: Path):
     result = cli("demo", "--port", str(port), cwd=ROOT_DIR, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"fixture pages at http://127.0.0.1:{port}/" in result.stdout and '"left": 3' in result.stdout
+
+
+def test_strict_refuses_the_file_urls_a_plain_run_opens(tmp_path: Path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("local-file-5b2e")
+    path = tmp_path / "local.yaml"
+    path.write_text(f"""
+sop: 1
+id: local
+outputs: [text]
+steps:
+  - {{id: open, action: navigate, url: "{secret.as_uri()}"}}
+  - {{id: read, action: evaluate, script: "() => document.body.innerText", outputs: {{text: value}}}}
+""")
+    plain = cli("run", str(path), "--json", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "local-file-5b2e" in json.loads(plain.stdout)["outputs"]["text"]
+
+    strict = cli("run", str(path), "--json", "--strict", cwd=tmp_path)
+    assert strict.returncode == 1
+    report = json.loads(strict.stdout)
+    assert "file: URLs are not allowed here" in report["steps"][0]["error"]
+    assert "local-file-5b2e" not in strict.stdout + strict.stderr
+
+    (tmp_path / "rows.json").write_text('[{"n": 1}]')
+    path.write_text(path.read_text().replace("outputs: [text]", "inputs: {n: {type: integer}}\noutputs: [text]"))
+    batch = cli("batch", str(path), "--data", "rows.json", "--json", "--strict", cwd=tmp_path)
+    assert batch.returncode == 1, batch.stdout + batch.stderr
+    assert "file: URLs are not allowed here" in batch.stdout
+    assert "local-file-5b2e" not in batch.stdout + batch.stderr
