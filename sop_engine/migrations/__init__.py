@@ -16,7 +16,7 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import MetaData, inspect
+from sqlalchemy import MetaData, inspect, text
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 BASELINE = "0001_baseline"  # the tables of the release before migrations
 HERE = Path(__file__).resolve().parent
+LOCK_KEY = 0x50E_3A1E  # the PostgreSQL advisory lock that one process at a time migrates under
 
 
 class NewerDatabase(RuntimeError):
@@ -53,11 +54,13 @@ def scripts() -> ScriptDirectory:
 def bring_up_to_date(engine: Engine, metadata: MetaData) -> None:
     """A new database gets today's tables and is stamped at head (no migration runs: tests make many);
     one made by the release before migrations (tables, no alembic_version) is stamped at the baseline,
-    then upgraded; any other is upgraded to head. All in one transaction, which on SQLite takes the write
-    lock first, so two processes starting at once do not both migrate."""
+    then upgraded; any other is upgraded to head. All in one transaction, which takes the write lock
+    (SQLite) or an advisory lock (PostgreSQL) first, so two processes starting at once do not both migrate."""
     from alembic.migration import MigrationContext
 
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE does this already
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
         tables = set(inspect(conn).get_table_names())
         context = MigrationContext.configure(conn)
         if not tables & set(metadata.tables):
