@@ -31,8 +31,9 @@ READ_ALL = "() => document.documentElement.outerHTML + [...document.querySelecto
 
 
 class Sites:
-    def __init__(self, allowed: str, denied: str, denied_seen: list[str], secret: Path) -> None:
+    def __init__(self, allowed: str, denied: str, denied_seen: list[str], secret: Path, seen: list[str]) -> None:
         self.allowed = allowed  # http://127.0.0.1:port/
+        self.allowed_seen = seen
         self.denied = denied  # http://127.0.0.2:port/
         self.denied_seen = denied_seen  # every request the denied server got: must stay empty
         self.secret = secret  # a local file with MARKER in it
@@ -56,8 +57,9 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
             f"<img src='{denied}secret.html'><script>window.got = fetch('{denied}secret.html')"
             ".then(r => r.text()).catch(e => 'refused: ' + e)</script>"
         )
-        with serve_folder(pages, redirects={"/go": f"{denied}secret.html"}) as allowed:
-            yield Sites(allowed, denied, seen, secret)
+        allowed_seen: list[str] = []
+        with serve_folder(pages, redirects={"/go": f"{denied}secret.html"}, seen=allowed_seen) as allowed:
+            yield Sites(allowed, denied, seen, secret, allowed_seen)
     assert seen == [], "the denied server got a request"
 
 
@@ -291,6 +293,24 @@ async def test_the_servers_own_api_is_not_reachable(open_run, sites: Sites):
         await run.act("navigate", url=f"{sites.allowed}api/runs")
     with pytest.raises(PolicyError, match="the server's own origin"):
         await run.act("http", url=f"{sites.allowed.replace('127.0.0.1', 'localhost')}%61pi/runs")
+
+
+OPEN_SOCKET = """url => new Promise(done => {
+  const socket = new WebSocket(url);
+  socket.onopen = () => done('open');
+  socket.onclose = e => done('closed ' + e.code);
+})"""
+
+
+async def test_websockets_are_checked_too(open_run, sites: Sites, deny_second_loopback):
+    run = open_run(NetworkPolicy.for_server([sites.allowed.rstrip("/")]))
+    await run.act("navigate", url="about:blank")
+    own = sites.allowed.replace("http", "ws") + "socket.io/?EIO=4&transport=websocket"
+    assert (await run.act("evaluate", script=OPEN_SOCKET, arg=own))["value"] == "closed 1008"
+    assert (await run.act("evaluate", script=OPEN_SOCKET, arg=sites.denied.replace("http", "ws")))["value"] == (
+        "closed 1008"
+    )
+    assert not any("socket.io" in path for path in sites.allowed_seen)
 
 
 # DNS rebinding: a name checked as one address and connected to as another --------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakKeyDictionary, WeakSet
 
-from playwright.async_api import BrowserContext, Frame, Page, Route
+from playwright.async_api import BrowserContext, Frame, Page, Route, WebSocketRoute
 
 from .network import NetworkPolicy, PolicyError
 from .proxy import EgressProxy
@@ -49,6 +49,7 @@ class BrowserGuard:
 
     async def install(self, context: BrowserContext) -> None:
         await context.route("**/*", self._route)
+        await context.route_web_socket(lambda _: True, self._route_socket)
         context.on("page", self.watch)
 
     def watch(self, page: Page) -> None:
@@ -103,6 +104,18 @@ class BrowserGuard:
             return
         with contextlib.suppress(Exception):  # the page may be gone: nothing to continue
             await route.continue_()
+
+    async def _route_socket(self, socket: WebSocketRoute) -> None:
+        """A WebSocket is checked as the http request it starts with (the server's own /socket.io by path)."""
+        url = socket.url
+        try:
+            self.policy.check_url("http" + url[2:] if url[:2].lower() == "ws" else url)
+        except PolicyError as exc:
+            self._denied(exc)
+            with contextlib.suppress(Exception):
+                await socket.close(code=1008, reason="refused by the egress policy")
+            return
+        socket.connect_to_server()
 
     def _landed(self, page: Page, frame: Frame) -> None:
         error = self.policy.frame_refusal(frame.url)
