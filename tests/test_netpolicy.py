@@ -329,3 +329,19 @@ async def test_an_allow_list_checks_resolved_addresses(monkeypatch: pytest.Monke
     monkeypatch.setenv("SOP_EGRESS_ALLOW", "127.0.0.2")
     with pytest.raises(PolicyError, match="SOP_EGRESS_ALLOW, which does not list it"):
         await server().check_request("http://localhost:1/")
+
+
+def test_a_server_on_every_address_owns_each_address_of_this_machine():
+    from ipaddress import ip_address
+
+    from sop_engine.policy.network import _on_this_machine
+
+    assert _on_this_machine(ip_address("127.0.0.1"))
+    assert not _on_this_machine(ip_address("198.51.100.7"))  # only a bind is tried: no packet is sent
+    assert refusal(server("http://0.0.0.0:8000"), "http://198.51.100.7:8000/api/runs") is None
+
+
+def test_a_bad_configured_rule_stops_the_server(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SOP_EGRESS_DENY", "10.0.0.0/8, what is this")
+    with pytest.raises(ValueError, match="SOP_EGRESS_DENY: 'what is this' is not a network"):
+        server()

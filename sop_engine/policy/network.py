@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -50,6 +51,11 @@ class OwnOrigin:
         if self.address is not None:
             return self.address.is_loopback or self.address.is_unspecified
         return self.host == "localhost" or self.host.endswith(".localhost")
+
+    @property
+    def everywhere(self) -> bool:
+        """Bound to every address (0.0.0.0, ::): any address of this machine reaches it."""
+        return self.address is not None and self.address.is_unspecified
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,8 @@ class NetworkPolicy:
                 return True
             if address == own.address or address in known:
                 return True
+            if own.everywhere and _on_this_machine(address):
+                return True
         return False
 
     def frame_refusal(self, url: str) -> PolicyError | None:
@@ -244,6 +252,19 @@ class NetworkPolicy:
         return httpx.AsyncClient(transport=CheckedTransport(self), follow_redirects=True, trust_env=False)
 
 
+@functools.lru_cache(maxsize=256)
+def _on_this_machine(address: Address) -> bool:
+    """Whether one of this machine's interfaces has the address: only then can a socket be bound to it (no
+    packet is sent)."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((str(address), 0))
+    except OSError:
+        return False
+    return True
+
+
 def _defaults() -> RuleList:
     return RuleList("the server's default deny list", parse_rules(DEFAULT_DENY, "default"))
 
@@ -259,10 +280,8 @@ def _configured_allow() -> tuple[RuleList, ...]:
 
 
 def _from_settings(texts: Iterable[str], name: str) -> tuple[Any, ...]:
-    try:
-        return parse_rules(texts, name)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+    """A bad rule is the server's configuration error: ValueError, at start-up (for_server)."""
+    return parse_rules(texts, name)
 
 
 def _field(egress: Any, name: str) -> list[str]:
