@@ -78,7 +78,7 @@ def test_bombs_are_refused_promptly_and_the_server_stays_responsive(bombed):
             "alias bomb as an input default": "sop: 1\nid: laughs2\nx:\n"
             + "".join("  " + line + "\n" for line in LAUGHS.splitlines())
             + "inputs:\n  big: {type: list, default: *i}\nsteps: [{id: a, action: log, message: hi}]\n",
-            "deep yaml": "a:\n" + "".join("  " * i + "- \n" for i in range(1, 10_000)),
+            "deep yaml": "sop: 1\nsteps:\n" + "".join("  " * i + "- \n" for i in range(1, 3000)) + "- " + "[" * 10_000,
             "deep json": "[" * 100_000 + "]" * 100_000,
         }
         for name, text in uploads.items():

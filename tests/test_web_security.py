@@ -19,6 +19,8 @@ steps:
   - {id: ask, action: approval, message: "Go on?"}
 """
 
+QUICK = "sop: 1\nid: SOP_ID\nsteps:\n  - {id: a, action: sleep, duration: 1ms}\n"
+
 # a page of another site on the same host: it tries what a browser lets any page try
 ATTACK = """<!doctype html><meta charset="utf-8"><body><script>
 const target = new URLSearchParams(location.search).get("target");
@@ -81,6 +83,7 @@ async def test_a_page_on_another_port_cannot_act_with_the_signed_in_cookie(victi
     assert run["status"] == "paused"
     assert api.get(f"/api/runs/{run_id}/audit").json()["audit"] == []
     assert report["socket"]["closed"] and not any(m.startswith("40") for m in report["socket"]["seen"])
+    assert api.post(f"/api/runs/{run_id}/cancel").status_code == 200  # paused runs hold a worker each
 
 
 async def test_the_servers_own_page_still_controls_runs(victim, server, api):
@@ -95,7 +98,7 @@ async def test_the_servers_own_page_still_controls_runs(victim, server, api):
 
 
 def test_a_cookie_request_needs_the_servers_origin_and_an_accepted_content_type(server, api):
-    sop_id = post_sop(api, PAUSABLE)
+    sop_id = post_sop(api, QUICK)
     with httpx.Client(base_url=server.url, timeout=15) as browser_like:
         browser_like.post("/login", data={"token": TOKEN})
         assert "sop_token" in browser_like.cookies
@@ -144,7 +147,7 @@ def test_bodies_over_the_limit_get_413(api):
 
 
 def test_artifacts_are_downloads_that_cannot_act_in_the_servers_origin(server, api):
-    run_id = start_run(api, post_sop(api, "sop: 1\nid: SOP_ID\nsteps:\n  - {id: a, action: sleep, duration: 1ms}\n"))
+    run_id = start_run(api, post_sop(api, QUICK))
     wait_run(api, run_id, "completed")
     folder = server.data / "artifacts" / run_id
     folder.mkdir(parents=True, exist_ok=True)

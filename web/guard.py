@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import Tokens, token_of
+from .errors import TooLarge
 
 OPEN = ("/static/", "/demo/", "/login", "/favicon.ico")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -26,12 +27,11 @@ COOKIE_BODY_TYPES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("/api/sops", DOCUMENT_TYPES),
     ("/api/batches", ("application/json", "multipart/form-data")),
     ("/login", ("application/x-www-form-urlencoded", "multipart/form-data")),
-    ("/", JSON),
 )
 HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make form posts say Origin: null,
 ]
 
 
@@ -71,7 +71,8 @@ def socket_origin_check(public: str | None) -> Callable[[str | None, dict[str, A
 
 
 def _allowed_types(path: str) -> tuple[str, ...]:
-    return next(types for prefix, types in COOKIE_BODY_TYPES if path == prefix or path.startswith(prefix + "/"))
+    found = (types for prefix, types in COOKIE_BODY_TYPES if path == prefix or path.startswith(prefix + "/"))
+    return next(found, JSON)
 
 
 async def _reply(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -86,10 +87,6 @@ async def _reply(send: Send, status: int, body: dict[str, Any], headers: list[tu
     await send({"type": "http.response.body", "body": data})
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class Guard:
     def __init__(self, app: ASGIApp, tokens: Tokens, max_body: int, public_origin: str | None) -> None:
         self.app = app
@@ -101,12 +98,9 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
                 message = {**message, "headers": [*message.get("headers", []), *HEADERS]}
             await send(message)
 
@@ -126,11 +120,7 @@ class Guard:
             else:
                 await _reply(send_with_headers, status, {"error": message})
             return
-        try:
-            await self.app(scope, self._bounded(receive), send_with_headers)
-        except BodyTooLarge:
-            if not started:
-                await _reply(send_with_headers, 413, {"error": f"the request body is over {self.max_body} bytes"})
+        await self.app(scope, self._bounded(receive), send_with_headers)
 
     def _bounded(self, receive: Receive) -> Receive:
         seen = 0
@@ -140,8 +130,8 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise BodyTooLarge()
+                if seen > self.max_body:  # raised inside the route: its exception handler answers 413
+                    raise TooLarge(f"the request body is over {self.max_body} bytes")
             return message
 
         return bounded

@@ -46,10 +46,12 @@ def checked(value: Any, what: str = "the body") -> Any:
 
 def parse_json(text: str, what: str = "the body") -> Any:
     try:
-        value = load_json(text)
+        value = load_json(text, what)
     except LimitError as exc:
         raise Invalid(str(exc)) from None
     except ValueError as exc:
+        if "cannot be encoded" in str(exc):  # JSON, but its text is not valid Unicode (a lone surrogate)
+            raise Invalid(f"{what} holds text that is not valid Unicode: {exc}") from None
         raise BadRequest(f"{what} is not JSON: {exc}") from None
     return checked(value, what)
 

@@ -213,5 +213,5 @@ async def artifact(request: Request) -> Response:
         path,
         content_disposition_type="inline" if inline else "attachment",
         filename=path.name,
-        headers={"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"},
+        headers={"Content-Security-Policy": "sandbox"},  # nosniff is on every response (web/guard.py)
     )
