@@ -334,7 +334,7 @@ async def test_an_allow_list_checks_resolved_addresses(monkeypatch: pytest.Monke
 def test_a_server_on_every_address_owns_each_address_of_this_machine():
     from ipaddress import ip_address
 
-    from sop_engine.policy.network import _on_this_machine
+    from sop_engine.policy.own import _on_this_machine
 
     assert _on_this_machine(ip_address("127.0.0.1"))
     assert not _on_this_machine(ip_address("198.51.100.7"))  # only a bind is tried: no packet is sent

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
 from .. import settings
 from ..errors import ErrorKind, StepError
+from .own import OwnOrigin
 from .rules import DEFAULT_DENY, RuleList, canonical, parse_rules
 from .urls import Address, BadUrl, Target, parse_host, parse_target, scheme_of, server_path
 
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 NAVIGABLE = ("http", "https")  # and about:blank
 FRAME_SCHEMES = ("http", "https", "data", "blob", "chrome-error")  # where a page's frames may land
 OPEN_PATHS = ("/demo/", "/static/", "/favicon.ico")  # what an SOP may load from the server it runs in
-_LOOPBACK = (IPv4Network("127.0.0.0/8"), IPv6Network("::1/128"), IPv4Network("0.0.0.0/32"), IPv6Network("::/128"))
 
 
 class PolicyError(StepError):
@@ -29,33 +28,6 @@ class PolicyError(StepError):
 
     def __init__(self, message: str, url: str | None = None) -> None:
         super().__init__(ErrorKind.POLICY, message, url=url)
-
-
-@dataclass(frozen=True)
-class OwnOrigin:
-    """The server's own address: an SOP may load its open pages (the demo), not its API."""
-
-    host: str
-    port: int
-    address: Address | None
-
-    @classmethod
-    def parse(cls, origin: str) -> OwnOrigin:
-        target = parse_target(origin if "://" in origin else f"http://{origin}")
-        assert target.host is not None and target.port is not None
-        return cls(target.host, target.port, target.address)
-
-    @property
-    def local(self) -> bool:
-        """Bound to loopback or to every address: any loopback address reaches it."""
-        if self.address is not None:
-            return self.address.is_loopback or self.address.is_unspecified
-        return self.host == "localhost" or self.host.endswith(".localhost")
-
-    @property
-    def everywhere(self) -> bool:
-        """Bound to every address (0.0.0.0, ::): any address of this machine reaches it."""
-        return self.address is not None and self.address.is_unspecified
 
 
 @dataclass(frozen=True)
@@ -153,7 +125,7 @@ class NetworkPolicy:
 
     def _check_own(self, host: str, addresses: list[Address], port: int | None, path: str) -> None:
         for own in self.own:
-            if port != own.port or not self._is_own(own, host, addresses):
+            if port != own.port or not own.owns(host, addresses, self._own_addresses.get(own.host, [])):
                 continue
             routed = server_path(path)
             if not any(routed.startswith(p) or routed == p.rstrip("/") for p in self.open_paths):
@@ -162,21 +134,6 @@ class NetworkPolicy:
                     f"egress policy: {shown} is denied by the server's own origin {own.host}:{own.port}, where SOPs "
                     f"may open only {', '.join(self.open_paths)} (not {routed})"
                 )
-
-    def _is_own(self, own: OwnOrigin, host: str, addresses: list[Address]) -> bool:
-        if host == own.host:
-            return True
-        if own.local and (host == "localhost" or host.endswith(".localhost")):
-            return True
-        known = self._own_addresses.get(own.host, [])
-        for address in map(canonical, addresses):
-            if own.local and any(address in net for net in _LOOPBACK):
-                return True
-            if address == own.address or address in known:
-                return True
-            if own.everywhere and _on_this_machine(address):
-                return True
-        return False
 
     def frame_refusal(self, url: str) -> PolicyError | None:
         """Where a frame of the page landed, when the policy does not allow it there (the browser loads some
@@ -250,19 +207,6 @@ class NetworkPolicy:
         from .transport import CheckedTransport
 
         return httpx.AsyncClient(transport=CheckedTransport(self), follow_redirects=True, trust_env=False)
-
-
-@functools.lru_cache(maxsize=256)
-def _on_this_machine(address: Address) -> bool:
-    """Whether one of this machine's interfaces has the address: only then can a socket be bound to it (no
-    packet is sent)."""
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((str(address), 0))
-    except OSError:
-        return False
-    return True
 
 
 def _defaults() -> RuleList:
