@@ -298,6 +298,7 @@ def test_the_demo_pages_stay_reachable_and_other_ports_are_not_the_server():
         ("about:blank", None),
         ("about:srcdoc", None),
         ("chrome-error://chromewebdata/", None),
+        ("", None),
     ],
 )
 def test_where_a_frame_may_land(url: str, refused: str | None):

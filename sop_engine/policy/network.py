@@ -138,7 +138,7 @@ class NetworkPolicy:
     def frame_refusal(self, url: str) -> PolicyError | None:
         """Where a frame of the page landed, when the policy does not allow it there (the browser loads some
         URLs without asking the route handler: chrome:, view-source:, devtools:...)."""
-        if self.local_files:
+        if self.local_files or not url:  # no URL: a frame the browser would not load, with no document
             return None
         scheme = scheme_of(url) or ""
         if (
