@@ -14,6 +14,7 @@ from .network import NetworkPolicy, PolicyError
 from .urls import Address, BadUrl, parse_target
 
 HEAD_LIMIT = 64 * 1024
+CONNECT_SECONDS = 30.0  # to read a request's head, to resolve its host, to connect
 DENIED_HEADER = "X-Egress-Denied"  # on the refusal the proxy answers in place of a denied http server
 _DROP = {"proxy-connection", "proxy-authorization", "connection", "keep-alive"}
 
@@ -54,13 +55,13 @@ class EgressProxy:
             writer.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_SECONDS)
         line, _, headers = head.decode("latin-1").partition("\r\n")
         method, target, version = line.split(" ", 2)
         tunnel = method.upper() == "CONNECT"
         try:
             host, port, path = _destination(target, tunnel)
-            addresses = await self._addresses(host, port)
+            addresses = await asyncio.wait_for(self._addresses(host, port), CONNECT_SECONDS)
             if path is not None:
                 self.policy.check_host(host, addresses, port, path)
         except PolicyError as exc:
@@ -107,7 +108,7 @@ async def _connect(addresses: list[Address], port: int) -> tuple[asyncio.StreamR
     failure: OSError | None = None
     for address in addresses:
         try:
-            return await asyncio.wait_for(asyncio.open_connection(str(address), port), 30)
+            return await asyncio.wait_for(asyncio.open_connection(str(address), port), CONNECT_SECONDS)
         except (OSError, TimeoutError) as exc:
             failure = OSError(str(exc))
     raise failure or OSError("no address")
