@@ -9,9 +9,11 @@ and imports are refused when a template is compiled."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
+import queue
 import re
 import string
 import threading
@@ -284,7 +286,11 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 def _range(*args: int) -> range:
     numbers = range(*args)
     limit = _budget().max_range
-    if len(numbers) > limit:
+    try:
+        too_many = len(numbers) > limit
+    except OverflowError:  # more items than a C integer holds
+        too_many = True
+    if too_many:
         raise ExpressionError(f"range() of more than {limit} items is refused")
     return numbers
 
@@ -387,31 +393,38 @@ def _set_async(thread_id: int, exc: type[BaseException] | None) -> None:
 class _Watchdog:
     """Holds {thread id: deadline}; when a deadline passes while its render is still registered, raises
     _TookTooLong in that thread. Deciding and raising happen under the lock that unregistering takes, so no
-    exception is set after a render has left; one set just before is cleared on the way out."""
+    exception is set after a render has left; one set just before is cleared on the way out.
+
+    A rendering thread touches only primitives written in C (a Lock, a SimpleQueue): an exception raised
+    inside Python-level code such as Condition.__enter__ could leave a lock held for ever."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._deadlines: dict[int, float] = {}
+        self._fired: set[int] = set()
         self._wake_at: float | None = None  # None while the thread waits for work
         self._thread: threading.Thread | None = None
 
     def register(self, thread_id: int, seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        with self._cond:
+        with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch, name="template-watchdog", daemon=True)
                 self._thread.start()
             self._deadlines[thread_id] = deadline
             if self._wake_at is None or deadline < self._wake_at:
-                self._cond.notify()
+                self._wake.put(None)
 
     def release(self, thread_id: int) -> None:
         """Unregister; raises _TookTooLong if the deadline fired, even while releasing."""
         fired = False
         while True:
             try:
-                with self._cond:
-                    fired = self._deadlines.pop(thread_id, None) is None or fired
+                with self._lock:
+                    self._deadlines.pop(thread_id, None)
+                    fired = fired or thread_id in self._fired
+                    self._fired.discard(thread_id)
                 _set_async(thread_id, None)
                 break
             except _TookTooLong:  # delivered here rather than in the render; it fires once
@@ -420,15 +433,18 @@ class _Watchdog:
             raise _TookTooLong
 
     def _watch(self) -> None:
-        with self._cond:
-            while True:
+        while True:
+            with self._lock:
                 now = time.monotonic()
                 for thread_id, deadline in list(self._deadlines.items()):
                     if deadline <= now:
                         del self._deadlines[thread_id]
+                        self._fired.add(thread_id)
                         _set_async(thread_id, _TookTooLong)
                 self._wake_at = min(self._deadlines.values(), default=None)
-                self._cond.wait(None if self._wake_at is None else self._wake_at - now)
+                wait = None if self._wake_at is None else self._wake_at - now
+            with contextlib.suppress(queue.Empty):
+                self._wake.get(timeout=wait)
 
 
 _watchdog = _Watchdog()

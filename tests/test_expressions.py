@@ -341,6 +341,34 @@ def test_no_stop_is_left_pending_after_a_render_ends_near_its_deadline(monkeypat
     assert total == 3_000_000 * 2_999_999 // 2
 
 
+def test_renders_in_many_threads_near_their_deadlines_leave_nothing_behind(monkeypatch):
+    # an exception raised inside Python-level lock code would leave the lock held: the next render would hang
+    import threading
+
+    monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.0003)
+    failures: list[str] = []
+
+    def work(k: int) -> None:
+        try:
+            for n in range(150):
+                try:
+                    render("{% for i in range(" + str(50 + (7 * n + k) % 400) + ") %}{{ i }}{% endfor %}", {})
+                except ExpressionError as exc:
+                    assert str(exc).endswith("template took longer than 0.0003 s"), exc
+            total = sum(i for i in range(1_000_000))
+            assert total == 499_999_500_000
+        except BaseException as exc:  # noqa: BLE001 - whatever escapes is the failure
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a render hung"
+    assert failures == []
+
+
 def test_a_template_without_a_loop_is_not_watched(monkeypatch):
     monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.0)
     assert render("n={{ n }}", {"n": 1}) == "n=1"
