@@ -50,6 +50,8 @@ class EgressProxy:
             await self._handle(reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
             pass  # the browser sees the connection close: a network error on its side
+        except asyncio.CancelledError:
+            pass  # the proxy is closing (asyncio's stream server would log a cancelled handler as an error)
         finally:
             self._tasks.discard(task)
             writer.close()
