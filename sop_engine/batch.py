@@ -187,6 +187,10 @@ class Batches:
                 )
         return lines
 
+    async def current_summary(self, batch_id: str) -> dict[str, Any]:
+        """`summary`, read in a thread: for a progress display next to running rows."""
+        return await call_store(self.summary, batch_id, what=f"reading batch {batch_id}")
+
     def summary(self, batch_id: str) -> dict[str, Any]:
         batch = self.store.batch(batch_id)
         assert batch is not None
