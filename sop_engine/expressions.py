@@ -4,8 +4,9 @@ A hostile template gets an ExpressionError naming the limit, never a frozen proc
 nothing is evaluated while a document is checked (no constant folding); `**` and `*` refuse results over
 TEMPLATE_MAX_BITS or template_max_output characters; range() stops at template_max_range items; filters and
 str methods that widen text are checked before they run; a render's output stops at template_max_output
-characters; a template with a loop is stopped after TEMPLATE_MAX_SECONDS; macros, calls, blocks, includes
-and imports are refused when a template is compiled."""
+characters; a template that does more than read names (a loop, a filter, a call, an operator) is stopped
+after TEMPLATE_MAX_SECONDS; macros, calls, blocks, includes and imports are refused when a template is
+compiled."""
 
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ from jinja2.utils import _PassArg, generate_lorem_ipsum
 from . import settings
 from .limits import LimitError, ParseError, load_json
 
-TEMPLATE_MAX_SECONDS = 1.0  # a template with a loop is stopped after this long
+TEMPLATE_MAX_SECONDS = 1.0  # a template that does more than read names is stopped after this long
 TEMPLATE_MAX_BITS = 10_000  # the largest integer '**' and '*' may give (about 3000 digits)
 TEMPLATE_MAX_BUILT = 16  # a render may build this many times template_max_output characters in all
+_ONLY_READS = (nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Getattr, nodes.Getitem, nodes.Const)
 _CACHED_SOURCE = 20_000  # longer templates are compiled each time, not kept
 _REFUSED_TAGS = {
     nodes.Macro: "macro",
@@ -377,7 +379,7 @@ _LONE = re.compile(r"^\s*\{\{((?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
 _BUILTINS = frozenset(_env.globals)
 
 
-# time: one watchdog thread for every render with a loop -------------------------------------------
+# time: one watchdog thread for every render that does more than read names -------------------------------------------
 
 
 class _TookTooLong(BaseException):
@@ -491,15 +493,20 @@ def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
 
+def _watched(tree: nodes.Template) -> bool:
+    """Whether a template does anything beyond reading names: loops, and also filters, calls, operators and
+    tests, since a few thousand of them over a large list take as long as a loop."""
+    return any(not isinstance(node, _ONLY_READS) for node in tree.find_all(nodes.Node))
+
+
 def _compile(source: str) -> tuple[Any, bool]:
-    """The compiled template and whether it loops; a lone `{{ expr }}` compiles to an expression."""
+    """The compiled template and whether it is watched; a lone `{{ expr }}` compiles to an expression."""
     lone = _LONE.match(source)
     try:
-        if lone:
-            _parse(source)
-            return _env.compile_expression(lone.group(1), undefined_to_none=False), False
         tree = _parse(source)
-        return _env.from_string(tree), tree.find(nodes.For) is not None
+        if lone:
+            return _env.compile_expression(lone.group(1), undefined_to_none=False), _watched(tree)
+        return _env.from_string(tree), _watched(tree)
     except (TemplateError, RecursionError) as exc:
         raise ExpressionError(f"template {_shown(source)} does not parse: {_first_line(exc)}") from None
 
@@ -603,15 +610,15 @@ def _render_text(template: Any, variables: dict[str, Any], budget: _Budget) -> s
 
 
 def _render_one(source: str, variables: dict[str, Any]) -> Any:
-    compiled, loops = _compiled(source)
+    compiled, watched = _compiled(source)
     budget = _local.budget = _Budget()
     try:
         if _LONE.match(source):
-            result = compiled(**variables)
+            result = _with_deadline(lambda: compiled(**variables)) if watched else compiled(**variables)
             if isinstance(result, Undefined):
                 result._fail_with_undefined_error()
             return to_json_value(result, budget.max_output)
-        if loops:
+        if watched:
             return _with_deadline(lambda: _render_text(compiled, variables, budget))
         return _render_text(compiled, variables, budget)
     except Exception as exc:  # jinja raises many types; all mean "this template failed"

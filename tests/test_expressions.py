@@ -369,9 +369,21 @@ def test_renders_in_many_threads_near_their_deadlines_leave_nothing_behind(monke
     assert failures == []
 
 
-def test_a_template_without_a_loop_is_not_watched(monkeypatch):
+def test_a_template_of_many_operations_without_a_loop_is_stopped_too(monkeypatch):
+    monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.05)
+    template = "{% set b = range(100000)|list %}" + "{{ -1 in b }}" * 5000
+    with pytest.raises(ExpressionError, match="template took longer than 0.05 s$"):
+        render(template, {})
+    lone = "{{ [" + ", ".join(["-1 in b"] * 5000) + "] }}"
+    with pytest.raises(ExpressionError, match="template took longer than 0.05 s$"):
+        render(lone, {"b": list(range(100000))})
+
+
+def test_a_template_that_only_reads_names_is_not_watched(monkeypatch):
     monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.0)
-    assert render("n={{ n }}", {"n": 1}) == "n=1"
+    assert render("n={{ n }}, {{ user.name }} {{ items[0] }}", {"n": 1, "user": {"name": "a"}, "items": [2]}) == (
+        "n=1, a 2"
+    )
     with pytest.raises(ExpressionError, match="took longer than 0 s"):
         render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", {})
 
