@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 import threading
@@ -192,3 +193,33 @@ async def test_a_cancelled_flush_lets_its_transaction_finish_before_the_next_one
     assert store.commits == [["first"], ["second"]]  # in order, each once
     assert [(e.seq, e.data["n"]) for e in sink.events] == [(1, "first"), (2, "second")]
     assert journal.queued == []
+
+
+async def test_a_resumed_run_still_knows_the_values_computed_from_a_secret(
+    quick_store, lock, browser_host, monkeypatch
+):
+    monkeypatch.setenv("SOP_WRITE_RETRY_SECONDS", "0")
+    secret = "s3cret-Pw9"
+    sink = LockAfter(lock, "derive")
+    runner = Runner(quick_store, browser_host, [sink])
+    loaded = load_sop("""
+sop: 1
+id: resumed-secret
+inputs:
+  password: {type: string, secret: true}
+outputs: [echo]
+steps:
+  - {id: derive, action: set, inputs: [password], values: {backwards: "{{ password|reverse }}"}}
+  - {id: echo, action: evaluate, script: "() => '9wP-terc3s'", outputs: {echo: value}}
+""")
+    inputs = resolve_inputs(loaded.sop, {"password": secret})
+    row = await runner.create_run(loaded, inputs)
+    with pytest.raises(StoreUnavailable):
+        await runner.execute(row.id, loaded, inputs)
+    lock.release()
+    assert {s.key: s.status for s in quick_store.steps(row.id)}["derive"] == "completed"
+
+    outcome = await runner.execute(row.id, loaded, inputs)  # derive is not run again: its sealed outputs are read
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    assert outcome.outputs == {"echo": "***"}  # the page gave back what the secret's reverse is
+    assert all(secret[::-1] not in json.dumps(e.data) for e in quick_store.events(row.id))
