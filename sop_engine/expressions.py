@@ -478,35 +478,34 @@ def _shown(source: str) -> str:
     return repr(source if len(source) <= 200 else source[:200] + "…")
 
 
-def _parse(source: str) -> nodes.Template:
+def _parse(source: str) -> tuple[nodes.Template, bool]:
+    """The template's tree, and whether it does more than read names (loops, and also filters, calls,
+    operators and tests, since a few thousand of them over a large list take as long as a loop)."""
     try:
         tree = _env.parse(source)
     except (TemplateError, RecursionError, ValueError) as exc:  # ValueError: an integer of over 4300 digits
         raise ExpressionError(f"template {_shown(source)} does not parse: {_first_line(exc)}") from None
-    for kind, tag in _REFUSED_TAGS.items():
-        if tree.find(kind) is not None:
+    watched = False
+    for node in tree.find_all(nodes.Node):
+        tag = _REFUSED_TAGS.get(type(node))
+        if tag is not None:
             raise ExpressionError(f"template {_shown(source)} uses {{% {tag} %}}, which SOP templates do not allow")
-    return tree
+        watched = watched or not isinstance(node, _ONLY_READS)
+    return tree, watched
 
 
 def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
 
-def _watched(tree: nodes.Template) -> bool:
-    """Whether a template does anything beyond reading names: loops, and also filters, calls, operators and
-    tests, since a few thousand of them over a large list take as long as a loop."""
-    return any(not isinstance(node, _ONLY_READS) for node in tree.find_all(nodes.Node))
-
-
 def _compile(source: str) -> tuple[Any, bool]:
     """The compiled template and whether it is watched; a lone `{{ expr }}` compiles to an expression."""
     lone = _LONE.match(source)
+    tree, watched = _parse(source)
     try:
-        tree = _parse(source)
         if lone:
-            return _env.compile_expression(lone.group(1), undefined_to_none=False), _watched(tree)
-        return _env.from_string(tree), _watched(tree)
+            return _env.compile_expression(lone.group(1), undefined_to_none=False), watched
+        return _env.from_string(tree), watched
     except (TemplateError, RecursionError) as exc:
         raise ExpressionError(f"template {_shown(source)} does not parse: {_first_line(exc)}") from None
 
@@ -521,7 +520,7 @@ def _compiled(source: str) -> tuple[Any, bool]:
 def _find_names(source: str, bare: bool) -> frozenset[str]:
     text = "{{ " + source + " }}" if bare else source
     try:
-        found = meta.find_undeclared_variables(_parse(text))
+        found = meta.find_undeclared_variables(_parse(text)[0])
     except (TemplateError, RecursionError) as exc:
         raise ExpressionError(f"template {_shown(source)} does not parse: {_first_line(exc)}") from None
     return frozenset(found - _BUILTINS)

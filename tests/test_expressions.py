@@ -371,10 +371,10 @@ def test_renders_in_many_threads_near_their_deadlines_leave_nothing_behind(monke
 
 def test_a_template_of_many_operations_without_a_loop_is_stopped_too(monkeypatch):
     monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.05)
-    template = "{% set b = range(100000)|list %}" + "{{ -1 in b }}" * 5000
+    template = "{% set b = range(100000)|list %}" + "{{ -1 in b }}" * 500
     with pytest.raises(ExpressionError, match="template took longer than 0.05 s$"):
         render(template, {})
-    lone = "{{ [" + ", ".join(["-1 in b"] * 5000) + "] }}"
+    lone = "{{ [" + ", ".join(["-1 in b"] * 500) + "] }}"
     with pytest.raises(ExpressionError, match="template took longer than 0.05 s$"):
         render(lone, {"b": list(range(100000))})
 
