@@ -261,6 +261,18 @@ async def test_a_denied_address_is_not_navigated_to(open_run, sites: Sites, deny
         await run.act("navigate", url=f"http://2130706434:{sites.denied.rsplit(':', 1)[1]}")
 
 
+@pytest.mark.parametrize("base", [NetworkPolicy.for_cli, NetworkPolicy.for_server])
+async def test_an_sops_own_deny_list_holds_in_the_browser_and_in_http(open_run, sites: Sites, base):
+    from types import SimpleNamespace
+
+    run = open_run(base().narrowed(SimpleNamespace(egress={"deny": ["127.0.0.2"]})))
+    with pytest.raises(PolicyError, match=r"is denied by 127\.0\.0\.2 \(the SOP's egress\.deny\)"):
+        await run.act("navigate", url=f"{sites.allowed}go")
+    with pytest.raises(PolicyError, match=r"is denied by 127\.0\.0\.2 \(the SOP's egress\.deny\)"):
+        await run.act("http", url=f"{sites.allowed}go")
+    assert (await run.act("http", url=f"{sites.allowed}page.html"))["status"] == 200
+
+
 @pytest.mark.parametrize("path", ["go", "go-tls"])  # to http (forwarded by the proxy), to https (a tunnel)
 async def test_a_redirect_to_a_denied_address_is_refused_in_the_browser(
     open_run, sites: Sites, deny_second_loopback, path: str
