@@ -35,6 +35,7 @@ from .tables import (
 )
 
 RELEASED = "released: the database was unavailable"
+READ = "sop_read_only"  # the execution option of the store's read-only sessions
 
 
 def data_dir() -> Path:
@@ -56,12 +57,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(conn: Any) -> None:
+    # a write transaction takes the lock at its start, so two writers queue instead of deadlocking;
+    # a read takes none: with WAL it never waits for a writer
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ) else "BEGIN IMMEDIATE")
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         sa_event.listen(engine, "connect", _sqlite_pragmas)
-        # a write transaction takes the lock at its start, so two writers queue instead of deadlocking
-        sa_event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        sa_event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -95,6 +101,7 @@ class Store:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_database_url()
         self.engine = make_engine(self.url)
+        self._reads = self.engine.execution_options(**{READ: True})
         bring_up_to_date(self.engine, SQLModel.metadata)
         self._statements: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._writer: Any = None  # one connection for the hot path of run writes, one writer at a time
@@ -108,6 +115,10 @@ class Store:
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
+
+    def reading(self) -> Session:
+        """A session that only reads: on SQLite it does not take the write lock."""
+        return Session(self._reads, expire_on_commit=False)
 
     # documents -------------------------------------------------------------------------------
 
@@ -139,17 +150,17 @@ class Store:
 
     def document_creator(self, sop_id: str) -> str | None:
         """Who stored version 1 of the SOP: the owner of its id."""
-        with self.session() as s:
+        with self.reading() as s:
             query = select(SopDocumentRow.created_by).where(SopDocumentRow.sop_id == sop_id)
             return s.exec(query.where(SopDocumentRow.version == 1)).first()
 
     def document_by_id(self, document_id: int) -> SopDocumentRow | None:
-        with self.session() as s:
+        with self.reading() as s:
             return s.get(SopDocumentRow, document_id)
 
     def documents(self) -> list[SopDocumentRow]:
         """The latest version of every SOP, by id."""
-        with self.session() as s:
+        with self.reading() as s:
             latest = select(SopDocumentRow.sop_id, func.max(SopDocumentRow.version).label("v"))
             latest = latest.group_by(SopDocumentRow.sop_id).subquery()
             query = select(SopDocumentRow).join(
@@ -158,12 +169,12 @@ class Store:
             return list(s.exec(query.order_by(SopDocumentRow.sop_id)))
 
     def versions(self, sop_id: str) -> list[SopDocumentRow]:
-        with self.session() as s:
+        with self.reading() as s:
             query = select(SopDocumentRow).where(SopDocumentRow.sop_id == sop_id)
             return list(s.exec(query.order_by(SopDocumentRow.version)))
 
     def document(self, sop_id: str, version: int | None = None) -> SopDocumentRow | None:
-        with self.session() as s:
+        with self.reading() as s:
             query = select(SopDocumentRow).where(SopDocumentRow.sop_id == sop_id)
             if version is not None:
                 query = query.where(SopDocumentRow.version == version)
@@ -190,7 +201,7 @@ class Store:
         return run
 
     def run(self, run_id: str) -> RunRow | None:
-        with self.session() as s:
+        with self.reading() as s:
             return s.get(RunRow, run_id)
 
     def runs(
@@ -201,7 +212,7 @@ class Store:
         offset: int = 0,
         created_by: str | None = None,
     ) -> tuple[list[RunRow], int]:
-        with self.session() as s:
+        with self.reading() as s:
             query = select(RunRow)
             counting = select(func.count()).select_from(RunRow)
             filters = ((RunRow.status, status), (RunRow.sop_id, sop_id), (RunRow.created_by, created_by))
@@ -213,11 +224,11 @@ class Store:
             return list(rows), s.exec(counting).one()
 
     def steps(self, run_id: str) -> list[StepRunRow]:
-        with self.session() as s:
+        with self.reading() as s:
             return list(s.exec(select(StepRunRow).where(StepRunRow.run_id == run_id).order_by(StepRunRow.id)))
 
     def events(self, run_id: str, since: int = 0, limit: int | None = None) -> list[RunEventRow]:
-        with self.session() as s:
+        with self.reading() as s:
             query = select(RunEventRow).where(RunEventRow.run_id == run_id, RunEventRow.seq > since)
             return list(s.exec(query.order_by(RunEventRow.seq).limit(limit)))
 
@@ -226,17 +237,17 @@ class Store:
         return run.last_seq if run else 0
 
     def audit(self, run_id: str) -> list[AuditRow]:
-        with self.session() as s:
+        with self.reading() as s:
             return list(s.exec(select(AuditRow).where(AuditRow.run_id == run_id).order_by(AuditRow.id)))
 
     def step_counts(self, run_id: str) -> dict[str, int]:
-        with self.session() as s:
+        with self.reading() as s:
             query = select(StepRunRow.status, func.count()).where(StepRunRow.run_id == run_id)
             return dict(s.exec(query.group_by(StepRunRow.status)).all())
 
     def typical_durations(self, sop_id: str, runs: int = 5) -> dict[str, float]:
         """Mean seconds per step id over the SOP's latest completed runs, for ETAs."""
-        with self.session() as s:
+        with self.reading() as s:
             recent = select(RunRow.id).where(RunRow.sop_id == sop_id, RunRow.status == "completed")
             recent = recent.order_by(RunRow.created_at.desc()).limit(runs)
             rows = s.exec(
@@ -344,11 +355,11 @@ class Store:
             conn.execute(insert(table), [{"run_id": run_id, **values}])
 
     def checkpoint(self, run_id: str) -> CheckpointRow | None:
-        with self.session() as s:
+        with self.reading() as s:
             return s.get(CheckpointRow, run_id)
 
     def runs_ended_before(self, cutoff: Any) -> list[str]:
-        with self.session() as s:
+        with self.reading() as s:
             query = select(RunRow.id).where(
                 RunRow.status.in_(("completed", "failed", "cancelled")),  # type: ignore[attr-defined]
                 RunRow.finished_at != None,  # noqa: E711
@@ -374,11 +385,11 @@ class Store:
 
     def runs_held(self) -> list[RunRow]:
         """Runs some worker says it is executing."""
-        with self.session() as s:
+        with self.reading() as s:
             return list(s.exec(select(RunRow).where(RunRow.status == "running")))
 
     def runs_with_status(self, status: str, batch_id: str | None = None) -> list[RunRow]:
-        with self.session() as s:
+        with self.reading() as s:
             query = select(RunRow).where(RunRow.status == status)
             if batch_id is not None:
                 query = query.where(RunRow.batch_id == batch_id)
@@ -411,11 +422,11 @@ class Store:
         return batch
 
     def batch(self, batch_id: str) -> BatchRow | None:
-        with self.session() as s:
+        with self.reading() as s:
             return s.get(BatchRow, batch_id)
 
     def batches(self, limit: int = 50) -> list[BatchRow]:
-        with self.session() as s:
+        with self.reading() as s:
             return list(s.exec(select(BatchRow).order_by(BatchRow.created_at.desc()).limit(limit)))
 
     def update_batch(self, batch_id: str, **values: Any) -> None:
@@ -426,7 +437,7 @@ class Store:
         self, batch_id: str, status: str | None = None, limit: int | None = None, offset: int = 0
     ) -> list[tuple[BatchItemRow, RunRow | None]]:
         """The rows of a batch in row order, each with the run that carries it now."""
-        with self.session() as s:
+        with self.reading() as s:
             query = (
                 select(BatchItemRow, RunRow)
                 .join(RunRow, RunRow.id == BatchItemRow.run_id, isouter=True)  # type: ignore[arg-type]
@@ -440,7 +451,7 @@ class Store:
             return list(s.exec(query.limit(limit) if limit else query).all())
 
     def batch_counts(self, batch_id: str) -> dict[str, int]:
-        with self.session() as s:
+        with self.reading() as s:
             counts = dict(
                 s.exec(
                     select(RunRow.status, func.count())
@@ -491,7 +502,7 @@ class Store:
             with self.session() as s, s.begin():
                 s.add(row)
         except IntegrityError:
-            with self.session() as s:
+            with self.reading() as s:
                 if s.exec(select(ApiTokenRow.id).where(ApiTokenRow.name == name)).first() is not None:
                     raise TokenNameTaken(name) from None
             raise
@@ -508,12 +519,12 @@ class Store:
             return done.rowcount == 1
 
     def tokens(self) -> list[TokenInfo]:
-        with self.session() as s:
+        with self.reading() as s:
             return [TokenInfo.of(row) for row in s.exec(select(ApiTokenRow).order_by(ApiTokenRow.name))]
 
     def token_by_hash(self, token_hash: str) -> ApiTokenRow | None:
         """The token with this hash, unless revoked."""
-        with self.session() as s:
+        with self.reading() as s:
             query = select(ApiTokenRow).where(ApiTokenRow.token_hash == token_hash)
             return s.exec(query.where(ApiTokenRow.revoked_at == None)).first()  # noqa: E711
 

@@ -257,7 +257,8 @@ def test_a_released_claim_puts_the_run_back_in_the_queue_with_its_event(store: S
 def test_a_locked_database_raises_operational_error_and_the_store_recovers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """Nothing swallowed: callers see OperationalError and may retry; the next write works once unlocked."""
+    """Nothing swallowed: writers see OperationalError and may retry, and the next write works once
+    unlocked; reads do not wait for the lock."""
     from sqlalchemy.exc import OperationalError
 
     from sop_engine import store as store_module
@@ -284,10 +285,11 @@ def test_a_locked_database_raises_operational_error_and_the_store_recovers(
                 lambda: store.release_claim(run.id, "w1"),
                 lambda: store.add_token("alice", "viewer", "hash"),
                 lambda: store.create_run(document, {}, "queued"),
-                lambda: store.run(run.id),  # reads too: every transaction begins IMMEDIATE
             ):
                 with pytest.raises(OperationalError, match="locked"):
                     write()
+            assert store.run(run.id).last_seq == 1  # type: ignore[union-attr]  (reads go on: WAL, no lock)
+            assert [e.seq for e in store.events(run.id)] == [1] and store.token_by_hash("hash") is None
         finally:
             holder.execute("ROLLBACK")
             holder.close()
