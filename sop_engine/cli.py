@@ -168,11 +168,7 @@ def _runner(runner_class: type[Runner], store: Store, browser: BrowserHost, sink
     with --strict, what the server allows."""
     from .policy import NetworkPolicy
 
-    policy = NetworkPolicy.for_cli(strict)
-    try:
-        return runner_class(store, browser, sinks, policy=policy)  # type: ignore[call-arg]
-    except TypeError:  # a Runner that still takes only `local_files`
-        return runner_class(store, browser, sinks, local_files=policy.local_files)
+    return runner_class(store, browser, sinks, policy=NetworkPolicy.for_cli(strict))
 
 
 def _open_store() -> tuple[Store, type[Runner]]:

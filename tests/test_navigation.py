@@ -179,11 +179,7 @@ steps:
 
 
 def server_runner(store: Any, browser_host: BrowserHost, recorder: Any) -> Runner:
-    policy = NetworkPolicy.for_server()
-    try:
-        return Runner(store, browser_host, [recorder], policy=policy)  # type: ignore[call-arg]
-    except TypeError:  # the Runner from before the policy: local_files=False is the server's
-        return Runner(store, browser_host, [recorder], local_files=False)
+    return Runner(store, browser_host, [recorder], policy=NetworkPolicy.for_server())
 
 
 async def test_a_page_that_sends_itself_to_a_file_never_shows_it(open_run, sites: Sites):
