@@ -48,7 +48,7 @@ def default_database_url() -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers go on while a run writes; FULL makes a committed step survive a power cut
-    dbapi_connection.isolation_level = None  # transactions are begun below, taking the write lock at once
+    dbapi_connection.isolation_level = None  # transactions are begun by _sqlite_begin
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
@@ -102,7 +102,11 @@ class Store:
         self.url = url or default_database_url()
         self.engine = make_engine(self.url)
         self._reads = self.engine.execution_options(**{READ: True})
-        bring_up_to_date(self.engine, SQLModel.metadata)
+        try:
+            bring_up_to_date(self.engine, SQLModel.metadata)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._statements: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._writer: Any = None  # one connection for the hot path of run writes, one writer at a time
         self._writing = threading.Lock()
