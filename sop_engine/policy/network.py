@@ -199,7 +199,8 @@ class NetworkPolicy:
                 self._own_addresses[own.host] = []
 
     def http_client(self) -> httpx.AsyncClient:
-        """A client for the http action: with rules, it connects only to addresses it checked just before."""
+        """A client for the http action: with rules, it connects only to addresses it checked just before, and
+        never through a proxy from the environment (HTTP_PROXY would resolve and connect unchecked)."""
         import httpx
 
         if not self.filters_egress:

@@ -57,10 +57,10 @@ class CheckedTransport(httpx.AsyncHTTPTransport):
     give its pool a network backend: the pool is rebuilt here with the same settings)."""
 
     def __init__(self, policy: NetworkPolicy, **options: Any) -> None:
-        super().__init__(trust_env=False, **options)
+        super().__init__(**options)
         limits = options.get("limits", httpx.Limits(max_connections=100, max_keepalive_connections=20))
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=httpx.create_ssl_context(),  # SSL_CERT_FILE and SSL_CERT_DIR still count
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
