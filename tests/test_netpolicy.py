@@ -135,6 +135,10 @@ def test_every_spelling_of_an_ipv4_address_is_that_address(url: str):
         "http://169.254.1.1:8080/",
         "http://metadata.google.internal/computeMetadata/v1/",
         "http://METADATA.Google.Internal./",
+        "http://\uff4d\uff45\uff54\uff41\uff44\uff41\uff54\uff41\u3002google.internal/",
+        "http://metadata%2Egoogle.internal/",
+        "http://user@metadata.google.internal:80@169.254.169.254/",
+        "http://169.254.169.254\\@127.0.0.1/",
         "http://metadata/",
     ],
 )
