@@ -10,7 +10,10 @@ from itertools import accumulate
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.resolver import Resolver
 
 from . import settings
 from .text import has_unencodable
@@ -39,16 +42,43 @@ def too_many(limit: int, what: str = "the document") -> LimitError:
 # YAML ---------------------------------------------------------------------------------------------
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """Counts nesting while composing, so deep text is refused long before Python's recursion limit."""
+try:  # libyaml scans and parses in C, some ten times quicker; composing stays in Python, where it is bounded
+    from yaml.cyaml import CParser as _CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _CParser = None
+
+if _CParser is not None:
+
+    class _Loader(Composer, _CParser, SafeConstructor, Resolver):
+        def __init__(self, text: str) -> None:
+            _CParser.__init__(self, text)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+else:  # pragma: no cover
+    _Loader = yaml.SafeLoader  # type: ignore[misc,assignment]
+
+
+class _BoundedLoader(_Loader):  # type: ignore[misc,valid-type]
+    """Counts nesting and values while composing, so deep text is refused long before Python's recursion
+    limit, and long text as soon as it holds too many values."""
 
     max_depth = 64
+    max_nodes = 10_000
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self._depth = 0
+        self._nodes = 0
+
+    def _counted(self) -> None:
+        self._nodes += 1
+        if self._nodes > self.max_nodes:
+            raise too_many(self.max_nodes)
 
     def _nested(self, compose: Any, anchor: Any) -> Node:
+        self._counted()
         self._depth += 1
         if self._depth > self.max_depth:
             raise too_deep(self.max_depth)
@@ -56,6 +86,10 @@ class _BoundedLoader(yaml.SafeLoader):
             return compose(anchor)
         finally:
             self._depth -= 1
+
+    def compose_scalar_node(self, anchor: Any) -> Node:
+        self._counted()
+        return super().compose_scalar_node(anchor)
 
     def compose_sequence_node(self, anchor: Any) -> Node:
         return self._nested(super().compose_sequence_node, anchor)
@@ -116,7 +150,7 @@ def load_yaml(text: str) -> Any:
     loader = None
     try:
         loader = _BoundedLoader(text)  # reading starts here: a control character is refused at once
-        loader.max_depth = limits.yaml_max_depth
+        loader.max_depth, loader.max_nodes = limits.yaml_max_depth, limits.yaml_max_nodes
         node = loader.get_single_node()
         if node is None:
             return None

@@ -91,7 +91,7 @@ LOG = _one_step("{id: a, action: log, message: m}")
     ("text", "problems"),
     [
         ("- a", [("document", "an SOP is a mapping with 'sop', 'id' and 'steps'")]),
-        (": :\n  - [", [("line 1, column 1", "not valid YAML or JSON: expected <block end>, but found ':'")]),
+        (": :\n  - [", [("line 1, column 1", "not valid YAML or JSON: did not find expected key")]),
         (
             "sop: 2\nid: 'a b'\nsteps: []\n",
             [
@@ -307,12 +307,18 @@ def test_a_deep_document_is_refused(text):
 
 
 def test_a_document_with_text_that_cannot_be_encoded_is_refused():
-    assert _problems(LOG + 'name: "\\ud800"\n') == [
+    text = LOG + "name: \ud800\n"
+    at = len(LOG) + 6
+    assert _problems(text) == [
         (
             "document",
-            "the document['name'] holds text that cannot be encoded as UTF-8 (lone surrogate '\\ud800' at character 0)",
+            f"the document holds text that cannot be encoded as UTF-8 (lone surrogate '\\ud800' at character {at})",
         )
     ]
+    assert (
+        _problems(LOG + 'name: "\\ud800"\n')[0][1]
+        == "not valid YAML or JSON: found invalid Unicode character escape code"
+    )
 
 
 def test_a_document_with_a_costly_template_loads_without_evaluating_it():

@@ -67,10 +67,11 @@ def test_the_limits_follow_the_settings(monkeypatch):
 @pytest.mark.parametrize(
     ("text", "where", "message"),
     [
-        ("a: [", "line 1, column 5", "not valid YAML or JSON: expected the node content, but found '<stream end>'"),
+        ("a: [", "line 2, column 1", "not valid YAML or JSON: did not find expected node content"),
         ("n: 1" + "0" * 5000, "document", "not valid YAML or JSON: Exceeds the limit (4300 digits)"),
         ("d: 2020-13-45", "document", "not valid YAML or JSON: month must be in 1..12"),
-        ('s: "\\ud800"', "document", "the document['s'] holds text that cannot be encoded as UTF-8"),
+        ('s: "\\ud800"', "line 1, column 7", "not valid YAML or JSON: found invalid Unicode character escape code"),
+        ("s: \ud800", "document", "the document holds text that cannot be encoded as UTF-8 (lone surrogate"),
     ],
 )
 def test_yaml_that_does_not_read_is_a_parse_error(text, where, message):
