@@ -63,21 +63,34 @@ async def call_store(call: Callable[..., T], *args: Any, what: str = "a database
     """Runs a blocking store call in a thread. Refused, it is tried again with backoff (doubling from
     STORE_RETRY_FIRST to STORE_RETRY_MAX seconds) for up to `write_retry_seconds`, the caller waiting; then
     StoreUnavailable. A store call is one transaction, all or nothing: a try that failed wrote nothing."""
+    try:  # the usual case, without building a retry loop (it costs more than the thread hop)
+        return await asyncio.to_thread(call, *args)
+    except DBAPIError as exc:
+        if not refused(exc):
+            raise
+        refusal = exc
+    return await _call_again(call, args, what, refusal)
 
-    def retrying(state: tenacity.RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
+
+async def _call_again(call: Callable[..., T], args: tuple[Any, ...], what: str, refusal: DBAPIError) -> T:
+    def say(error: BaseException | None, wait: float) -> None:
         first = str(error).splitlines()[0] if error else ""
-        log.warning("%s was refused (%s); trying again in %.1fs", what, first, state.upcoming_sleep)
+        log.warning("%s was refused (%s); trying again in %.1fs", what, first, wait)
 
     limit = settings.current().write_retry_seconds
     tries = tenacity.AsyncRetrying(
-        wait=tenacity.wait_exponential(multiplier=STORE_RETRY_FIRST, min=STORE_RETRY_FIRST, max=STORE_RETRY_MAX),
-        stop=tenacity.stop_after_delay(limit),
+        # the first try failed already: the waits go on from the second
+        wait=tenacity.wait_exponential(multiplier=2 * STORE_RETRY_FIRST, min=STORE_RETRY_FIRST, max=STORE_RETRY_MAX),
+        stop=tenacity.stop_after_delay(max(limit - STORE_RETRY_FIRST, 0)),
         retry=tenacity.retry_if_exception(refused),
-        before_sleep=retrying,
+        before_sleep=lambda state: say(state.outcome.exception() if state.outcome else None, state.upcoming_sleep),
         reraise=True,
     )
     try:
+        if limit <= 0:
+            raise refusal
+        say(refusal, STORE_RETRY_FIRST)
+        await asyncio.sleep(STORE_RETRY_FIRST)
         async for attempt in tries:
             with attempt:
                 return await asyncio.to_thread(call, *args)
