@@ -11,12 +11,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import Tokens, token_of
-from .errors import TooLarge
+from .errors import RETRY_AFTER, TooLarge
 
 OPEN = ("/static/", "/demo/", "/login", "/favicon.ico")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -118,7 +119,8 @@ class Guard:
                 )
                 await send_with_headers({"type": "http.response.body", "body": b""})
             else:
-                await _reply(send_with_headers, status, {"error": message})
+                retry = [(b"retry-after", str(RETRY_AFTER).encode())] if status == 503 else []
+                await _reply(send_with_headers, status, {"error": message}, retry)
             return
         await self.app(scope, self._bounded(receive), send_with_headers)
 
@@ -147,7 +149,10 @@ class Guard:
             return 403, "sign in from this server's own login page"
         if path.startswith(OPEN) or path.startswith("/socket.io"):
             return None  # Socket.IO checks its token and origin on connect
-        user = await asyncio.to_thread(self.tokens.user, token_of(HTTPConnection(scope)))
+        try:
+            user = await asyncio.to_thread(self.tokens.user, token_of(HTTPConnection(scope)))
+        except DBAPIError:
+            return 503, "the database is unavailable for now: try again shortly"
         if user is None:
             if path.startswith("/api/"):
                 return 401, "unauthorized: send Authorization: Bearer <token>"

@@ -13,6 +13,7 @@ from typing import Any
 
 import socketio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from sop_engine.events import Event
 from sop_engine.store import Store
@@ -76,7 +77,10 @@ class LiveFeed:
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
         """The origin was checked before (cors_allowed_origins); here the token."""
-        user = await asyncio.to_thread(self.tokens.user, token_from_environ(environ, auth))
+        try:
+            user = await asyncio.to_thread(self.tokens.user, token_from_environ(environ, auth))
+        except DBAPIError:
+            raise socketio.exceptions.ConnectionRefusedError("the database is unavailable: try again") from None
         if user is None:
             raise socketio.exceptions.ConnectionRefusedError("unauthorized: a token is needed")
         await self.sio.save_session(sid, {"user": user})
