@@ -37,7 +37,11 @@ def test_wheel_carries_the_page_assets(tmp_path: Path):
         "web/assets/fixtures/sops/todo-add.yaml",
         "web/assets/fixtures/sites/todo.html",
         "sop_engine/runner.py",
+        "sop_engine/migrations/env.py",
+        "sop_engine/migrations/script.py.mako",
+        "sop_engine/migrations/versions/0002_creators_and_tokens.py",
         "web/app.py",
+        "web/api/openapi.py",
     ):
         assert needed in names, needed
     unpacked = tmp_path / "site"
