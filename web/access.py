@@ -9,37 +9,27 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
+from .auth import Role, User, can
 from .errors import Forbidden
 
-RANK = {"viewer": 0, "operator": 1, "admin": 2}
 
-
-def role_of(user: Any) -> str:
-    role = getattr(user, "role", "viewer")
-    return str(getattr(role, "value", role))
-
-
-def user_of(conn: HTTPConnection) -> Any:
+def user_of(conn: HTTPConnection) -> User:
     return conn.state.user
 
 
 def name_of(conn: HTTPConnection) -> str:
-    return str(user_of(conn).name)
-
-
-def has_role(user: Any, need: str) -> bool:
-    return RANK.get(role_of(user), -1) >= RANK[need]
+    return user_of(conn).name
 
 
 def require(conn: HTTPConnection, need: str) -> None:
     user = user_of(conn)
-    if not has_role(user, need):
-        raise Forbidden(f"{user.name} is a {role_of(user)}; this needs the {need} role")
+    if not can(user.role, need):
+        raise Forbidden(f"{user.name} is a {user.role}; this needs the {need} role")
 
 
-def may_control(user: Any, created_by: str | None) -> bool:
+def may_control(user: User, created_by: str | None) -> bool:
     """Pause, resume, cancel, skip, retry, rerun, breakpoints, answers: admins, and the operator who made it."""
-    return has_role(user, "admin") or (has_role(user, "operator") and created_by == user.name)
+    return can(user.role, Role.ADMIN) or (can(user.role, Role.OPERATOR) and created_by == user.name)
 
 
 def require_control(conn: HTTPConnection, what: str, created_by: str | None) -> None:
@@ -52,10 +42,10 @@ def require_control(conn: HTTPConnection, what: str, created_by: str | None) -> 
 def require_owner_of_sop(conn: HTTPConnection, sop_id: str, owner: str | None) -> None:
     """Only the creator of an SOP id (or an admin) posts new versions of it."""
     user = user_of(conn)
-    if owner is not None and owner != user.name and not has_role(user, "admin"):
+    if owner is not None and owner != user.name and not can(user.role, Role.ADMIN):
         raise Forbidden(f"SOP {sop_id} is {owner}'s; only they or an admin may post a new version of it")
 
 
-def may_read(user: Any, run: Any) -> bool:
-    """Every role reads every run (the live feed asks this for each event it sends)."""
-    return has_role(user, "viewer")
+def may_read(user: User | None, run: Any) -> bool:
+    """Every role reads every run (the live feed asks this before it sends a run's events)."""
+    return user is not None and can(user.role, Role.VIEWER)
