@@ -288,14 +288,14 @@ class Execution:
             self.run_status = RunStatus(run["status"])
         for row in new_steps or ():
             self.status[row["key"]] = StepStatus.PENDING
-        # stored and sent: no secret in clear, and valid text only (clean: a lone surrogate from a page has no UTF-8)
+        # no secret in clear; what came from a page was made valid text where it came in (attempts, _fail)
         change = {
-            "run": self.mask(clean(run)) if run else None,
-            "step": (step[0], self.mask(clean(step[1]))) if step else None,
+            "run": self.mask(run) if run else None,
+            "step": (step[0], self.mask(step[1])) if step else None,
             "new_steps": new_steps or (),
             "checkpoint": checkpoint,
         }
-        await self.journal.write((type_, self.mask(clean(data)), change), wait)
+        await self.journal.write((type_, self.mask(data), change), wait)
 
     async def step_event(self, key: str, status: str, **values: Any) -> None:
         """A step's status change: stored on its row and told as a step.updated event."""
@@ -364,7 +364,7 @@ class Execution:
             raise
         except Exception as exc:  # a bug must not leave the run `running` for ever
             await self.close()
-            await self._finish(RunStatus.FAILED, {}, f"internal error: {type(exc).__name__}: {exc}")
+            await self._finish(RunStatus.FAILED, {}, clean(f"internal error: {type(exc).__name__}: {exc}"))
             raise
         finally:
             await self.close()
