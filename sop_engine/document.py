@@ -12,12 +12,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .durations import Duration
+from .expressions import OutOfTime, within_deadline
 from .limits import LimitError, ParseError, check_value, load_json, load_yaml
 from .steps import NAME_PATTERN, STEP_MODELS, ErrorPolicy, RetrySpec, Step
 from .text import has_unencodable
 
 InputType = Literal["string", "integer", "number", "boolean", "list", "dict"]
 _NO_DEFAULT = object()
+DOCUMENT_MAX_SECONDS = 5.0  # checking a document (its steps, templates and graph) is stopped after this long
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,18 @@ def parse_text(text: str) -> Any:
 
 
 def load_sop(text: str, base_dir: Path | None = None) -> LoadedSop:
-    """Parse and check a document; raises DocumentError listing every problem found."""
+    """Parse and check a document; raises DocumentError listing every problem found. Parsing is bounded in
+    depth and values (limits.load_yaml); the checks after it, in time (DOCUMENT_MAX_SECONDS)."""
+    raw = parse_text(text)
+    try:
+        return within_deadline(lambda: _checked(raw, text, base_dir), DOCUMENT_MAX_SECONDS, "checking the document")
+    except OutOfTime as exc:
+        raise DocumentError([Problem("document", str(exc))]) from None
+
+
+def _checked(raw: Any, text: str, base_dir: Path | None) -> LoadedSop:
     from .graph import check_declarations, check_document  # the graph checks need parsed steps
 
-    raw = parse_text(text)
     if not isinstance(raw, dict):
         raise DocumentError([Problem("document", "an SOP is a mapping with 'sop', 'id' and 'steps'")])
     problems: list[Problem] = []

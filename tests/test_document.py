@@ -398,3 +398,13 @@ def test_load_sop_with_any_template_raises_only_document_errors(tokens):
     text = json.dumps({"sop": 1, "id": "t", "steps": [{"id": "a", "action": "log", "message": "".join(tokens)}]})
     with contextlib.suppress(DocumentError):
         load_sop(text)
+
+
+def test_checking_a_document_is_stopped_at_its_deadline(monkeypatch):
+    from sop_engine import document
+
+    monkeypatch.setattr(document, "DOCUMENT_MAX_SECONDS", 0.05)
+    message = "{{ x }}" * 30_000 + " deadline test"  # some 0.5 s of template parsing
+    assert _problems(_one_step(f"{{id: a, action: log, message: '{message}'}}")) == [
+        ("document", "checking the document took longer than 0.05 s")
+    ]
