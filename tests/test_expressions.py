@@ -245,6 +245,24 @@ def test_a_join_over_the_limit_is_refused_before_it_is_built():
     assert str(caught.value) == f"template {template!r} failed: join() of more than {MAX} characters is refused"
 
 
+@pytest.mark.parametrize(
+    ("template", "refused"),
+    [
+        ("x{{ big }}", f"a value written into the template's output of more than {MAX} characters is refused"),
+        ("{{ big }}", f"the template gave a value of more than {MAX} characters"),
+        ("{{ big|string }}", f"a value given to 'string' of more than {MAX} characters is refused"),
+        ("{{ big ~ 'x' }}", f"'~' of more than {MAX} characters is refused"),
+        ("{{ '%s' % [big] }}", f"a value formatted into text of more than {MAX} characters is refused"),
+        ("{{ '{}'.format(big) }}", f"a value given to a call of more than {MAX} characters is refused"),
+    ],
+)
+def test_a_list_is_measured_before_it_becomes_text(template, refused):
+    # two thousand references to one string: little memory, two million characters as text
+    with pytest.raises(ExpressionError) as caught:
+        render(template, {"big": ["x" * 1000] * 2000})
+    assert str(caught.value) == f"template {template!r} failed: {refused}"
+
+
 def test_templates_within_the_limits_render():
     assert render("{{ 2**100 }}", {}) == 2**100
     assert render("{{ 'ab'*3 }}", {}) == "ababab"
