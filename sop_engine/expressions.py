@@ -36,7 +36,7 @@ TEMPLATE_MAX_SECONDS = 1.0  # a template that does more than read names is stopp
 TEMPLATE_MAX_BITS = 10_000  # the largest integer '**' and '*' may give (about 3000 digits)
 TEMPLATE_MAX_BUILT = 16  # a render may build this many times template_max_output characters in all
 _ONLY_READS = (nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Getattr, nodes.Getitem, nodes.Const)
-_CACHED_SOURCE = 20_000  # longer templates are compiled each time, not kept
+_CACHED_SOURCE = 2_000  # longer templates are compiled each time: a cache of large ones would hold much memory
 _REFUSED_TAGS = {
     nodes.Macro: "macro",
     nodes.CallBlock: "call",
@@ -522,7 +522,7 @@ def _compile(source: str) -> tuple[Any, bool]:
         raise ExpressionError(f"template {_shown(source)} does not parse: {_first_line(exc)}") from None
 
 
-_compile_cached = lru_cache(maxsize=4096)(_compile)
+_compile_cached = lru_cache(maxsize=2048)(_compile)
 
 
 def _compiled(source: str) -> tuple[Any, bool]:
@@ -538,7 +538,7 @@ def _find_names(source: str, bare: bool) -> frozenset[str]:
     return frozenset(found - _BUILTINS)
 
 
-_names_cached = lru_cache(maxsize=4096)(_find_names)
+_names_cached = lru_cache(maxsize=2048)(_find_names)
 
 
 def _names(source: str, bare: bool) -> frozenset[str]:
