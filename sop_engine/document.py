@@ -15,7 +15,7 @@ from .durations import Duration
 from .expressions import OutOfTime, within_deadline
 from .limits import LimitError, ParseError, check_value, load_json, load_yaml
 from .steps import NAME_PATTERN, STEP_MODELS, ErrorPolicy, RetrySpec, Step
-from .text import has_unencodable
+from .text import clean, has_unencodable
 
 InputType = Literal["string", "integer", "number", "boolean", "list", "dict"]
 _NO_DEFAULT = object()
@@ -247,7 +247,8 @@ def resolve_inputs(sop: Sop, given: dict[str, Any]) -> dict[str, Any]:
     for name in given:
         if name not in sop.inputs:
             known = ", ".join(sop.inputs) or "none"
-            problems.append(Problem(f"input '{name}'", f"is not an input of this SOP (its inputs: {known})"))
+            shown = clean(name) if isinstance(name, str) else name  # a problem is sent back as UTF-8
+            problems.append(Problem(f"input '{shown}'", f"is not an input of this SOP (its inputs: {known})"))
     for name, spec in sop.inputs.items():
         if name in given:
             value = given[name]

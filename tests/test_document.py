@@ -408,3 +408,9 @@ def test_checking_a_document_is_stopped_at_its_deadline(monkeypatch):
     assert _problems(_one_step(f"{{id: a, action: log, message: '{message}'}}")) == [
         ("document", "checking the document took longer than 0.05 s")
     ]
+
+
+def test_an_unknown_input_name_with_a_lone_surrogate_is_shown_cleaned():
+    with pytest.raises(DocumentError) as caught:
+        resolve_inputs(load_sop(LOG).sop, {"a\ud800": 1})
+    assert str(caught.value) == "input 'a\ufffd': is not an input of this SOP (its inputs: none)"
