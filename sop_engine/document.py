@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .durations import Duration
 from .expressions import OutOfTime, within_deadline
 from .limits import LimitError, ParseError, check_value, load_json, load_yaml
+from .policy.rules import parse_rule
 from .steps import NAME_PATTERN, STEP_MODELS, ErrorPolicy, RetrySpec, Step
 from .text import clean, has_unencodable
 
@@ -65,6 +66,22 @@ class Defaults(BaseModel):
     on_error: ErrorPolicy = "fail"
 
 
+class Egress(BaseModel):
+    """Where this SOP's steps may go, within what the server allows: its lists only add rules (narrowing)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: list[str] = Field([], max_length=200)
+    deny: list[str] = Field([], max_length=200)
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _rules(cls, rules: list[str]) -> list[str]:
+        for rule in rules:
+            parse_rule(rule)  # a ValueError names what is wrong with it
+        return rules
+
+
 class Sop(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +94,7 @@ class Sop(BaseModel):
     defaults: Defaults = Defaults()
     timeout: Duration | None = None  # the whole run
     max_parallel: int = Field(1, ge=1, le=64)
+    egress: Egress = Egress()
     steps: list[Any] = Field(min_length=1)
 
     @property

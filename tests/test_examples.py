@@ -41,6 +41,10 @@ async def test_readme_example_runs(text: str, run_sop, store):
             "read": "blocked",
             "still_runs": "completed",
         }
+    if "id: egress-narrowed" in text:
+        refused = next(row for row in store.steps(outcome.run_id) if row.key == "other")
+        assert (refused.status, refused.error["kind"]) == ("failed", "policy")
+        assert "127.0.0.2" in refused.error["message"]
     if "id: scrape" in text:
         assert len(outcome.outputs["texts"]) == 9
 

@@ -18,6 +18,7 @@ from sop_engine import settings
 from sop_engine.batch import Batches
 from sop_engine.browser import BrowserHost
 from sop_engine.document import DocumentError, load_sop_file
+from sop_engine.policy import NetworkPolicy
 from sop_engine.runner import Runner
 from sop_engine.store import Store
 
@@ -70,7 +71,8 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         load_examples(store, config)
         browser = BrowserHost(headed=config.headed)
         feed = LiveFeed(sio, store, tokens)
-        runner = Runner(store, browser, [feed], frames=feed, local_files=False)
+        own = [config.base_url, *([options.public_origin] if options.public_origin else [])]
+        runner = Runner(store, browser, [feed], frames=feed, policy=NetworkPolicy.for_server(own))
         pool = WorkerPool(store, runner, config.concurrency)
         db = AsyncStore(store)
         controls = Controls(db, pool)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from sop_engine.limits import LimitError, check_value, load_json
+from sop_engine.limits import LimitError, load_json
 from sop_engine.text import has_unencodable
 
 from ..errors import BadRequest, Invalid
@@ -33,14 +33,11 @@ def decoded(data: bytes, what: str = "the body") -> str:
 
 
 def checked(value: Any, what: str = "the body") -> Any:
-    """A parsed value within the size bounds, with only text that can be stored and sent back."""
-    try:
-        check_value(value, what)
-    except LimitError as exc:
-        raise Invalid(str(exc)) from None
-    where = has_unencodable(value)
+    """A parsed value with only text that can be stored and sent back. Its size is bounded by the body's
+    (web/guard.py) and its depth by load_json; each input's own bounds are applied by resolve_inputs."""
+    where = has_unencodable(value, what)
     if where is not None:
-        raise Invalid(f"{what} holds text that is not valid Unicode ({where})")
+        raise Invalid(f"{where}: text that is not valid Unicode is refused")
     return value
 
 
