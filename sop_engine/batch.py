@@ -59,8 +59,17 @@ class Batches:
             row_number=row.number,
         )
 
-    def create(self, loaded: LoadedSop, rows: list[Row], source: str, concurrency: int, priority: int = 1) -> BatchRow:
-        document = self.store.save_document(loaded)
+    def create(
+        self,
+        loaded: LoadedSop,
+        rows: list[Row],
+        source: str,
+        concurrency: int,
+        priority: int = 1,
+        created_by: str | None = None,
+    ) -> BatchRow:
+        """A batch and its runs (which record the same creator)."""
+        document = self.store.save_document(loaded, created_by=created_by)
         vault = Vault() if loaded.sop.secret_inputs else None
         batch = BatchRow(
             id=uuid.uuid4().hex,
@@ -72,6 +81,7 @@ class Batches:
             priority=priority,
             rows=len(rows),
             created_at=utcnow(),
+            created_by=created_by,
         )
         runs, items = [], []
         for row in rows:
