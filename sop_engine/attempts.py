@@ -27,6 +27,9 @@ from .text import clean
 if TYPE_CHECKING:
     from .runner import Execution
 
+# seconds an executor may run past its timeout: Playwright's own timeout error, and what the executor reads to
+# explain it (the matches, a select's options), say more than this deadline's bare "did not finish"
+GRACE = 3.0
 MASK_COLOR = "#FF00FF"  # what covers a secret in a picture (Playwright's default mask colour)
 
 
@@ -260,7 +263,7 @@ async def attempt_step(
 
 async def _one_attempt(executor: Any, step: Step, fields: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
     # a person answering a form has no deadline unless the step sets one
-    deadline = None if step.action in HUMAN_ACTIONS and step.timeout is None else ctx.timeout + 1.0
+    deadline = None if step.action in HUMAN_ACTIONS and step.timeout is None else ctx.timeout + GRACE
     try:
         # Playwright gets the step's timeout; this one catches whatever does not honour it
         async with asyncio.timeout(deadline):
