@@ -149,7 +149,8 @@ class Runner:
             extra.update(worker=claimed_by, heartbeat_at=utcnow())
 
         # one call (one transaction) per try: a retried call never repeats one that went through
-        document = await call_store(self.store.save_document, loaded, what="storing a document")
+        creator = extra.get("created_by")  # a new version of the document records who stored it, as the run does
+        document = await call_store(self.store.save_document, loaded, creator, what="storing a document")
         run = await call_store(
             lambda: self.store.create_run(document, shown, status.value, priority, **extra), what="storing a run"
         )
