@@ -145,7 +145,8 @@ async def _execute(
         await launching
         runner = _runner(runner_class, store, browser, sinks, strict)
         if resume is None:
-            run_id = (await runner.create_run(loaded, inputs, claimed_by=worker_name())).id
+            created = await runner.create_run(loaded, inputs, claimed_by=worker_name(), created_by=local_user())
+            run_id = created.id
         else:
             run_id = resume
             store.record(
@@ -161,6 +162,16 @@ async def _execute(
                 await launching
         await browser.close()
     return store, outcome, loaded
+
+
+def local_user() -> str:
+    """Who made a run or a batch from the command line: the account it ran under."""
+    import getpass
+
+    try:
+        return f"local:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "local"
 
 
 def _runner(runner_class: type[Runner], store: Store, browser: BrowserHost, sinks: list[Any], strict: bool) -> Runner:
@@ -377,7 +388,7 @@ async def _batch_progress(batches: Any, batch_id: str, total: int, done: asyncio
     ) as bar:
         task = bar.add_task("rows", total=total, counts="")
         while True:
-            summary = batches.summary(batch_id)
+            summary = await batches.current_summary(batch_id)
             c = summary["counts"]
             ended = c["completed"] + c["failed"] + c["cancelled"] + c["invalid"]
             eta = f", ETA {summary['eta_s']:.0f}s" if summary["eta_s"] else ""
@@ -433,7 +444,9 @@ async def _run_batch(
             types = {name: spec.type for name, spec in loaded.sop.inputs.items()}
             fixed = _given_inputs(given, None, types)
             rows = _read_rows(loaded, data, mapping, fixed)
-            batch = batches.create(loaded, rows, data.name, concurrency or default_concurrency())
+            batch = batches.create(
+                loaded, rows, data.name, concurrency or default_concurrency(), created_by=local_user()
+            )
             batch_id = batch.id
             if progress:
                 out.print(f"batch {batch_id}: {len(rows)} rows of {data}")

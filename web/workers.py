@@ -10,17 +10,16 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from sop_engine import runner as runner_module
 from sop_engine.control import RunControl
 from sop_engine.document import LoadedSop, load_sop
 from sop_engine.liveness import STALE, orphaned, worker_name
-from sop_engine.runner import Runner
+from sop_engine.runner import Runner, StoreUnavailable
 from sop_engine.states import RUN_TERMINAL
 from sop_engine.store import Store
 
 log = logging.getLogger("sop_engine.web.workers")
 # the database went away under a run: the runner retried its writes, then gave up
-STORE_DOWN: tuple[type[BaseException], ...] = (DBAPIError, getattr(runner_module, "StoreUnavailable", DBAPIError))
+STORE_DOWN: tuple[type[BaseException], ...] = (DBAPIError, StoreUnavailable)
 BACKOFF = (0.5, 10.0)  # seconds a worker waits after a database failure, doubling up to the second
 
 
