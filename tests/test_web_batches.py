@@ -123,7 +123,7 @@ async def test_batch_page_shows_rows_and_progress(browser_host, server, api):
         )
         await page.click("#batch-button")
         await page.wait_for_url("**/batches/*")
-        await expect(page.locator("#batch-status")).to_have_text("completed")
+        await expect(page.locator("#batch-status")).to_have_text("completed", timeout=60_000)  # six runs
         await expect(page.locator("#counts")).to_contain_text("6 of 6 rows: 5 completed, 1 failed")
         await expect(page.locator("#rows tbody tr")).to_have_count(6)
         await expect(page.locator('#rows tr[data-row="2"] .badge')).to_have_text("failed")

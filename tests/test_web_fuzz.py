@@ -4,7 +4,6 @@ and every request answered within 5 s."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 from collections.abc import Iterator
@@ -120,7 +119,6 @@ async def test_fuzz_socket_payloads(idle_server):
         assert (await client.call("subscribe", {"all": True}, timeout=ANSWER_WITHIN))["ok"] is True
     finally:
         await client.disconnect()
-    await asyncio.sleep(0)
     assert idle_server.proc.poll() is None
 
 

@@ -6,6 +6,8 @@ from datetime import datetime
 
 import pytest
 
+from sop_engine.store import Store
+from sop_engine.vault import Vault
 from tests.conftest import ServerProcess, post_sop, start_run, wait_run
 
 NAP = """
@@ -86,7 +88,16 @@ def test_queued_and_interrupted_runs_survive_a_restart(own_server, tmp_path, kil
     first = runs[0]
     assert [s["status"] for s in first["steps"]] == ["completed", "completed"]
     # the secret input came back from its encrypted copy after the restart, and never shows in clear
-    assert all(r["outputs"] == {"pin_length": len("4-2-4-2-4")} and r["inputs"]["pin"] == "***" for r in runs)
+    # (pin_length read the secret: it is secret whole, and its real value is sealed)
+    assert all(r["outputs"] == {"pin_length": "***"} and r["inputs"]["pin"] == "***" for r in runs)
+    vault, store = (
+        Vault((server.data / "secret.key").read_bytes().strip()),
+        Store(f"sqlite:///{server.data / 'sop.db'}"),
+    )
+    try:
+        assert {vault.open(store.steps(rid)[-1].sealed_outputs)["pin_length"] for rid in ids} == {len("4-2-4-2-4")}
+    finally:
+        store.close()
     for path in server.data.glob("sop.db*"):
         assert b"4-2-4-2-4" not in path.read_bytes()
     events = [e["seq"] for e in first_events(restarted, ids[0])]
