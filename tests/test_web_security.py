@@ -3,6 +3,7 @@ cookie flags, body limits, artifacts served as downloads, and who may do what.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -197,3 +198,29 @@ def test_security_headers_on_every_response(server):
         reply = httpx.get(server.url + path)
         assert reply.headers["x-content-type-options"] == "nosniff"
         assert reply.headers["x-frame-options"] == "DENY"
+
+
+async def test_the_sign_in_page_takes_the_token_out_of_the_address_bar(browser_host, server):
+    context = await browser_host.new_context()
+    page = await context.new_page()
+    posted: list[str | None] = []
+    held = asyncio.Event()
+
+    async def hold_the_post(route):  # stop the automatic sign-in, to look at the page it leaves
+        posted.append(route.request.post_data)
+        held.set()
+        await route.fulfill(status=204)  # no content: the browser stays on the page
+
+    try:
+
+        async def route(route):
+            await (hold_the_post(route) if route.request.method == "POST" else route.continue_())
+
+        await page.route(lambda url: "/login" in url, route)
+        await page.goto(f"{server.url}/login?token={TOKEN}&next=/runs", wait_until="commit")
+        async with asyncio.timeout(15):
+            await held.wait()
+        assert await page.evaluate("location.href") == f"{server.url}/login?next=%2Fruns"
+        assert posted and TOKEN in posted[0]  # the token went in the POST body instead
+    finally:
+        await context.close()
