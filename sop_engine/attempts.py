@@ -47,7 +47,6 @@ class StepContext:
     timeout: float
     variables: dict[str, Any]
     base_dir: Path
-    local_files: bool = True
     policy: NetworkPolicy = field(default_factory=NetworkPolicy.for_cli)  # where the step may go
     artifacts: list[str] = field(default_factory=list)
 

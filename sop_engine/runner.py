@@ -113,16 +113,11 @@ class Runner:
         browser: BrowserHost,
         sinks: Iterable[EventSink] = (),
         frames: FrameSink | None = None,
-        local_files: bool | None = None,
         policy: NetworkPolicy | None = None,
     ) -> None:
         """`policy`: where runs may go (each run's narrowed by its SOP's own egress rules); by default the
-        command line's, which allows everything. `local_files=False`, for callers from before the policy, means
-        the server's policy (no file: URLs, uploads only from the document's folder, the default deny list)."""
-        if policy is None:
-            policy = NetworkPolicy.for_server() if local_files is False else NetworkPolicy.for_cli()
-        self.policy = policy
-        self.local_files = policy.local_files
+        command line's, which allows everything; the server passes its own (NetworkPolicy.for_server)."""
+        self.policy = policy or NetworkPolicy.for_cli()
         self.store = store
         self.browser = browser
         self.sinks = list(sinks)
@@ -231,7 +226,7 @@ class Execution:
         self.batch_id = run.batch_id if run else None
         self.limit = asyncio.Semaphore(self.sop.max_parallel)
         self.artifacts_dir = artifacts_root() / run_id
-        self.base_dir = loaded.base_dir or (Path.cwd() if runner.local_files else data_dir() / "uploads")
+        self.base_dir = loaded.base_dir or (Path.cwd() if runner.policy.local_files else data_dir() / "uploads")
         self._policy_error: PolicyError | None = None
         try:
             self.policy = runner.policy.narrowed(self.sop)
@@ -749,7 +744,7 @@ class Execution:
         await self._start(key, variables, self.attempts[key], durable=not step.idempotent)
         started = asyncio.get_running_loop().time()
         timeout = step.timeout or self.sop.defaults.timeout
-        ctx = StepContext(self, key, step.tab, timeout, variables, self.base_dir, self.policy.local_files, self.policy)
+        ctx = StepContext(self, key, step.tab, timeout, variables, self.base_dir, self.policy)
         policy = RetryPolicy.from_spec(step.retry or self.sop.defaults.retry)
 
         async def on_retry(number: int, exc: StepError | None, wait_s: float) -> None:

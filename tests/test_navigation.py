@@ -70,7 +70,6 @@ class StepRun:
     def __init__(self, session: BrowserSession, policy: NetworkPolicy, folder: Path) -> None:
         self.session = session
         self.policy = policy
-        self.local_files = policy.local_files
         self.base_dir = folder
         self.artifacts_dir = folder / "artifacts"
         self.timeout = 10.0

@@ -36,7 +36,7 @@ from ..steps import (
     Upload,
     Wait,
 )
-from .context import ActionContext, policy_of
+from .context import ActionContext
 
 
 def _ms(seconds: float) -> float:
@@ -98,7 +98,7 @@ def _safe_url(page: Page) -> str | None:
 async def navigate(step: Navigate, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     url = str(f["url"])
     what = f"navigate to {url if url == clean(url) else repr(url)}"
-    policy = policy_of(ctx)
+    policy = ctx.policy
     try:
         await policy.check_request(url)
     except PolicyError as exc:
@@ -202,7 +202,7 @@ async def upload(step: Upload, f: dict[str, Any], ctx: ActionContext) -> dict[st
     page = await ctx.page()
     names = f["files"] if isinstance(f["files"], list) else [f["files"]]
     paths = [(p if p.is_absolute() else ctx.base_dir / p).resolve() for p in map(Path, map(str, names))]
-    if not policy_of(ctx).local_files:
+    if not ctx.policy.local_files:
         roots = [ctx.base_dir.resolve(), *_artifact_roots(ctx)]
         outside = [str(p) for p in paths if not any(p.is_relative_to(root) for root in roots)]
         if outside:

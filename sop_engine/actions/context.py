@@ -16,7 +16,7 @@ class ActionContext(Protocol):
     timeout: float  # seconds this attempt has
     base_dir: Path  # relative file paths (uploads) resolve here
     variables: dict[str, Any]  # the step's declared inputs
-    local_files: bool  # False in the server: no file: URLs, uploads only from base_dir
+    policy: NetworkPolicy  # where the step may go: URLs, hosts, files to upload
     policy: NetworkPolicy  # where the step may go (the run's, narrowed by its SOP)
 
     async def page(self) -> Page: ...
@@ -32,12 +32,3 @@ class ActionContext(Protocol):
     async def ask(self, waiting: Waiting) -> dict[str, Any]:
         """Waits for a person's answer (human steps); fails the step where no person can answer."""
         ...
-
-
-def policy_of(ctx: Any) -> NetworkPolicy:
-    """The context's policy; a context from before the policy has only `local_files`: the server's rules
-    (without its own origins) when it is False, the command line's when it is True."""
-    policy = getattr(ctx, "policy", None)
-    if isinstance(policy, NetworkPolicy):
-        return policy
-    return NetworkPolicy.for_cli() if getattr(ctx, "local_files", True) else NetworkPolicy.for_server()

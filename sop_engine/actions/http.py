@@ -10,12 +10,12 @@ import httpx
 from ..errors import ErrorKind, StepError
 from ..policy import NetworkPolicy, PolicyError
 from ..steps import Http
-from .context import ActionContext, policy_of
+from .context import ActionContext
 
 
 async def request(step: Http, fields: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     url = str(fields["url"])
-    policy = policy_of(ctx)
+    policy = ctx.policy
     try:
         response = await _send(step, fields, ctx, policy)
     except httpx.TimeoutException:
