@@ -9,6 +9,8 @@ import re
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+from .text import map_scalars
+
 MASK = "***"
 FOLD_CASE_FROM = 4  # a secret this long is also masked in other letter case
 BASE64_FROM = 6  # a base64 form shorter than this would mask unrelated text
@@ -105,21 +107,7 @@ class Masker:
     def __call__(self, value: Any) -> Any:
         """The value with every secret masked; lists and dicts are copied (tuples become lists), without
         recursion, since a page can nest values deeply."""
-        if self._pattern is None:
-            return value
-        holder: list[Any] = [None]
-        stack: list[tuple[Any, Any, Any]] = [(value, holder, 0)]
-        while stack:
-            item, parent, key = stack.pop()
-            if isinstance(item, dict):
-                parent[key] = copy = dict.fromkeys(self._scalar(k) for k in item)
-                stack.extend((v, copy, self._scalar(k)) for k, v in item.items())
-            elif isinstance(item, list | tuple):
-                parent[key] = copy = [None] * len(item)
-                stack.extend((v, copy, i) for i, v in enumerate(item))
-            else:
-                parent[key] = self._scalar(item)
-        return holder[0]
+        return value if self._pattern is None else map_scalars(value, self._scalar)
 
     def _scalar(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -5,6 +5,7 @@ finding code points U+D800..U+DFFF."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 REPLACEMENT = "\ufffd"
@@ -47,21 +48,25 @@ def _fixed(text: Any) -> Any:
     return text
 
 
-def clean(value: Any) -> Any:
-    """The value with every lone surrogate, in strings and keys at any depth, replaced by U+FFFD; the value
-    itself when it holds none. Lists and dicts are copied, without recursion (a page can nest deeply)."""
-    if has_unencodable(value) is None:
-        return value
+def map_scalars(value: Any, change: Callable[[Any], Any]) -> Any:
+    """A copy of a nested value with `change` applied to every key and every value that is not a list or a
+    dict (tuples become lists). Without recursion: a page can nest values deeply."""
     holder: list[Any] = [None]
     stack: list[tuple[Any, Any, Any]] = [(value, holder, 0)]
     while stack:
         item, parent, key = stack.pop()
         if isinstance(item, dict):
-            parent[key] = copy = dict.fromkeys(_fixed(k) for k in item)
-            stack.extend((v, copy, _fixed(k)) for k, v in item.items())
+            parent[key] = copy = dict.fromkeys(change(k) for k in item)
+            stack.extend((v, copy, change(k)) for k, v in item.items())
         elif isinstance(item, list | tuple):
             parent[key] = copy = [None] * len(item)
             stack.extend((v, copy, i) for i, v in enumerate(item))
         else:
-            parent[key] = _fixed(item)
+            parent[key] = change(item)
     return holder[0]
+
+
+def clean(value: Any) -> Any:
+    """The value with every lone surrogate, in strings and keys at any depth, replaced by U+FFFD; the value
+    itself when it holds none."""
+    return value if has_unencodable(value) is None else map_scalars(value, _fixed)
