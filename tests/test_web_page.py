@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.conftest import post_sop, sign_in
+from tests.conftest import post_sop, sign_in, wait_for
 
 SLOW = """
 sop: 1
@@ -107,6 +109,13 @@ steps:
     await expect(page.locator('tr[data-key="missing"] .error')).to_contain_text("no element matched '#no-such-button'")
     await page.click('tr[data-key="missing"] [data-step-action="retry"]')
     await expect(page.locator("#log")).to_contain_text("admin: retry missing")
+
+    def retried_and_failed() -> bool:  # the badge said "failed" before the retry too: wait for the second attempt
+        run = api.get(f"/api/runs/{page.url.rsplit('/', 1)[1]}").json()
+        step = next(s for s in run["steps"] if s["key"] == "missing")
+        return run["status"] == "paused" and step["status"] == "failed" and step["attempts"] >= 2
+
+    await asyncio.to_thread(wait_for, retried_and_failed)
     await expect(badge(page, "missing")).to_have_text("failed")
     await page.click('tr[data-key="missing"] [data-step-action="skip"]')
     await expect(page.locator("#run-status")).to_have_text("completed")
