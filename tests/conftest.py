@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,21 @@ ROOT = Path(__file__).resolve().parent.parent
 SITES = ROOT / "fixtures" / "sites"
 SOPS = ROOT / "fixtures" / "sops"
 DEMO_PREFIX = "http://127.0.0.1:8765/"
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_data_untouched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test writes into the repository's own data/ folder: every process a test starts defaults to a
+    temporary data folder, and the repository's is checked unchanged at the end."""
+    before = _files(ROOT / "data")
+    os.environ["SOP_DATA_DIR"] = str(tmp_path_factory.mktemp("default-data"))
+    os.environ.pop("SOP_DATABASE_URL", None)
+    yield
+    assert _files(ROOT / "data") == before, "a test wrote into the repository's data/ folder"
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ from tests.conftest import SOPS, fixture_sop
 CLI = [sys.executable, "-m", "sop_engine"]
 
 
-def cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SOP_DATA_DIR": str(cwd / "data"), "NO_COLOR": "1", "COLUMNS": "200"}
+def cli(*args: str, cwd: Path, timeout: float = 60, data: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SOP_DATA_DIR": str(data or cwd / "data"), "NO_COLOR": "1", "COLUMNS": "200"}
     env.pop("SOP_DATABASE_URL", None)
     return subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -165,10 +165,10 @@ def test_demo_serves_the_pages_on_the_port_it_is_given(tmp_path: Path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        busy = cli("demo", "--port", str(taken.getsockname()[1]), cwd=ROOT_DIR, timeout=60)
+        busy = cli("demo", "--port", str(taken.getsockname()[1]), cwd=ROOT_DIR, data=tmp_path / "data")
         assert busy.returncode == 2 and "pick another --port" in busy.stderr
         port = taken.getsockname()[1]
-    result = cli("demo", "--port", str(port), cwd=ROOT_DIR, timeout=60)
+    result = cli("demo", "--port", str(port), cwd=ROOT_DIR, data=tmp_path / "data")  # never the repository's
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"fixture pages at http://127.0.0.1:{port}/" in result.stdout and '"left": 3' in result.stdout
 
