@@ -224,3 +224,17 @@ async def test_the_sign_in_page_takes_the_token_out_of_the_address_bar(browser_h
         assert posted and TOKEN in posted[0]  # the token went in the POST body instead
     finally:
         await context.close()
+
+
+async def test_another_site_cannot_sign_the_browser_in_as_someone_else(victim, server, tmp_path: Path):
+    (tmp_path / "switch.html").write_text(
+        f'<a id="go" href="{server.url}/login?token={BOB}&next=/runs">a harmless link</a>'
+    )
+    with serve_folder(tmp_path) as other_site:
+        await victim.goto(f"{other_site}switch.html")
+        async with victim.expect_navigation(url=f"{server.url}/login*"):
+            await victim.click("#go")  # a person follows a link someone else made
+        await victim.wait_for_load_state("load")
+    cookies = {c["name"]: c["value"] for c in await victim.context.cookies(server.url)}
+    assert cookies["sop_token"] == TOKEN  # still the victim's own sign-in
+    assert victim.url.startswith(f"{server.url}/login")

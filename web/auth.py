@@ -155,7 +155,7 @@ class Tokens:
 
     def user(self, token: str | None) -> User | None:
         """The user the token belongs to, or None when it is no valid token of this server."""
-        if not token or len(token) > LONGEST:
+        if not token or len(token) > LONGEST or not token.isascii():  # tokens are URL-safe base64 or chosen ASCII
             return None
         digest = hash_token(token)
         found = self._named.get(digest)

@@ -86,7 +86,10 @@ async def login(request: Request) -> Response:
     if known and request.method == "POST":
         return _signed_in(request, token)
     next_page = request.query_params.get("next")
-    if known:  # a GET with the token: the page takes it out of the URL, then posts it
+    # a GET with the token: the page takes it out of the URL, then posts it, but only when the person opened
+    # the URL themselves (typed, pasted, a bookmark: Sec-Fetch-Site none), never when another site sent the
+    # browser here, which would sign the person in as someone else (login CSRF)
+    if known and request.headers.get("sec-fetch-site", "none") in ("none", "same-origin"):
         return _page(request, "login.html", token=token, next=next_page)
     return _page(request, "login.html", failed=bool(token), next=next_page)
 
