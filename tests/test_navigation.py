@@ -51,6 +51,8 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
         pages = root / "allowed"
         pages.mkdir()
         (pages / "page.html").write_text(f"<title>ok</title><p id=secret>plain</p><!-- {MARKER} in the source -->")
+        (pages / "demo").mkdir()
+        (pages / "demo" / "page.html").write_text("<title>a demo page of the server</title>")
         (pages / "js-redirect.html").write_text(f"<script>location = {secret.as_uri()!r}</script><p>stayed</p>")
         (pages / "iframe.html").write_text(f"<iframe src={secret.as_uri()!r}></iframe><p>framed</p>")
         (pages / "subresources.html").write_text(
@@ -324,6 +326,24 @@ async def test_websockets_are_checked_too(open_run, sites: Sites, deny_second_lo
     assert (await run.act("evaluate", script=OPEN_SOCKET, arg=sites.denied.replace("http", "ws")))["value"] == (
         "closed 1008"
     )
+    assert not any("socket.io" in path for path in sites.allowed_seen)
+
+
+FROM_A_WORKER = """url => new Promise(done => {
+  const code = `const s = new WebSocket(${JSON.stringify(url)});
+    s.onopen = () => postMessage('open'); s.onclose = e => postMessage('closed ' + e.code);`;
+  const worker = new Worker(URL.createObjectURL(new Blob([code], {type: 'text/javascript'})));
+  worker.onmessage = m => done(m.data);
+})"""
+
+
+async def test_a_worker_cannot_reach_the_servers_own_socket(open_run, sites: Sites):
+    """A worker's WebSocket is not routed by the page: it goes through the proxy's tunnel, which hides the path,
+    so a tunnel to the server's own origin is refused whole."""
+    run = open_run(NetworkPolicy.for_server([sites.allowed.rstrip("/")]))
+    await run.act("navigate", url=f"{sites.allowed}demo/page.html")  # a page of the server SOPs may open
+    own = sites.allowed.replace("http", "ws") + "socket.io/?EIO=4&transport=websocket"
+    assert (await run.act("evaluate", script=FROM_A_WORKER, arg=own))["value"] != "open"
     assert not any("socket.io" in path for path in sites.allowed_seen)
 
 

@@ -14,6 +14,7 @@ from .network import NetworkPolicy, PolicyError
 from .urls import Address, BadUrl, parse_target
 
 HEAD_LIMIT = 64 * 1024
+TUNNEL = "/(a tunnel, whose path cannot be seen)"
 CONNECT_SECONDS = 30.0  # to read a request's head, to resolve its host, to connect
 DENIED_HEADER = "X-Egress-Denied"  # on the refusal the proxy answers in place of a denied http server
 _DROP = {"proxy-connection", "proxy-authorization", "connection", "keep-alive"}
@@ -64,8 +65,9 @@ class EgressProxy:
         try:
             host, port, path = _destination(target, tunnel)
             addresses = await asyncio.wait_for(self._addresses(host, port), CONNECT_SECONDS)
-            if path is not None:
-                self.policy.check_host(host, addresses, port, path)
+            # a tunnel (CONNECT: TLS, or a WebSocket from a worker) hides its path, so a tunnel to the server's
+            # own origin is refused whole: the own-origin rule admits only some paths there
+            self.policy.check_host(host, addresses, port, TUNNEL if path is None else path)
         except PolicyError as exc:
             exc.url = None if tunnel else target
             self.on_denied(exc)
