@@ -7,7 +7,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import tenacity
@@ -18,7 +18,7 @@ from .control import Waiting
 from .durations import format_duration
 from .errors import BROWSER_GONE, ErrorKind, StepError, is_retryable
 from .events import StoreUnavailable
-from .expressions import ExpressionError, is_template, names_in, render
+from .expressions import ExpressionError, is_light, is_template, names_in, render
 from .policy import NetworkPolicy
 from .retries import RetryPolicy
 from .steps import HUMAN_ACTIONS, If, Input, Loop, Set, Step
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 # explain it (the matches, a select's options), say more than this deadline's bare "did not finish"
 GRACE = 3.0
 MASK_COLOR = "#FF00FF"  # what covers a secret in a picture (Playwright's default mask colour)
+
+T = TypeVar("T")
 
 
 def file_safe(key: str) -> str:
@@ -73,6 +75,13 @@ class StepContext:
 
     async def ask(self, waiting: Waiting) -> dict[str, Any]:
         return await self.execution.ask(waiting)
+
+
+async def off_the_loop(template: Any, work: Callable[[], T], condition: bool = False) -> T:
+    """Runs `work`, which renders `template`: here when the template only reads names, else in a thread, so
+    that templates doing real work (each bounded by its own deadline) never hold the event loop, however
+    many of them runs render at once."""
+    return work() if is_light(template, condition) else await asyncio.to_thread(work)
 
 
 def render_fields(value: Any, variables: dict[str, Any]) -> Any:

@@ -529,6 +529,30 @@ def _compiled(source: str) -> tuple[Any, bool]:
     return _compile_cached(source) if len(source) <= _CACHED_SOURCE else _compile(source)
 
 
+def is_light(value: Any, condition: bool = False) -> bool:
+    """True when rendering `value` only reads names (`{{ x }}`, `{{ a.b }}`): cheap enough for an event loop.
+    A template with a loop, filter, call, operator or test may take up to TEMPLATE_MAX_SECONDS, and is
+    rendered in a thread by async callers. `condition`: a bare string is an expression, as in conditions.
+    A template that does not parse counts as light: rendering it fails at once."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            source = item if is_template(item) else ("{{ " + item + " }}" if condition else None)
+            if source is None:
+                continue
+            try:
+                if _compiled(source)[1]:
+                    return False
+            except ExpressionError:
+                continue
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return True
+
+
 def _find_names(source: str, bare: bool) -> frozenset[str]:
     text = "{{ " + source + " }}" if bare else source
     try:

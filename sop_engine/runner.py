@@ -22,6 +22,7 @@ from .attempts import (
     check_json,
     clean_error,
     map_outputs,
+    off_the_loop,
     render_fields,
     secret_parts,
     secret_texts,
@@ -758,10 +759,10 @@ class Execution:
 
         try:
             template = step.templated()
-            fields = render_fields(template, variables)
+            fields = await off_the_loop(template, lambda: render_fields(template, variables))
             self._learn_secrets(step, template, fields)
             result = await attempt_step(step, fields, ctx, policy, self.limit, on_retry)
-            outputs = map_outputs(step, result, variables)
+            outputs = await off_the_loop(step.outputs, lambda: map_outputs(step, result, variables))
             for name in self.tainted.intersection(outputs):
                 self.hide(outputs[name])
         except StepError as exc:
@@ -810,7 +811,7 @@ class Execution:
                 ) from None
             return count > 0 if condition.exists is not None else count == 0
         try:
-            return evaluate_condition(condition, variables)
+            return await off_the_loop(condition, lambda: evaluate_condition(condition, variables), condition=True)
         except ExpressionError as exc:
             raise StepError(ErrorKind.TEMPLATE, str(exc)) from None
 
@@ -844,12 +845,13 @@ class Execution:
     async def _loop_items(self, loop: Loop, variables: dict[str, Any]) -> list[Any] | None:
         try:
             if loop.for_each is not None:
-                items = for_each_items(render_fields(loop.for_each, variables))
+                rendered = await off_the_loop(loop.for_each, lambda: render_fields(loop.for_each, variables))
+                items = for_each_items(rendered)
                 if loop.as_ in self.tainted:
                     self.hide(items)
                 return check_json(f"the for_each of loop {loop.id}", items)
             if loop.repeat is not None:
-                return repeat_items(render_fields(loop.repeat, variables))
+                return repeat_items(await off_the_loop(loop.repeat, lambda: render_fields(loop.repeat, variables)))
         except LoopError as exc:
             raise StepError(ErrorKind.TEMPLATE, str(exc)) from None
         if loop.for_each_element is not None:
