@@ -43,6 +43,7 @@ class Settings:
     yaml_max_nodes: int  # values in a document after its aliases are expanded
     template_max_output: int  # characters a template may produce
     template_max_range: int  # items a template's range() may produce
+    batch_max_rows: int  # rows one batch may have in the server (each becomes a run)
     write_retry_seconds: int  # how long a worker retries a failed database write before it lets the run go
 
     @property
@@ -71,5 +72,6 @@ def current() -> Settings:
         yaml_max_nodes=_int("SOP_YAML_MAX_NODES", 10_000),
         template_max_output=_int("SOP_TEMPLATE_MAX_OUTPUT", 1 * MIB),
         template_max_range=_int("SOP_TEMPLATE_MAX_RANGE", 100_000),
+        batch_max_rows=_int("SOP_BATCH_MAX_ROWS", 10_000),
         write_retry_seconds=_int("SOP_WRITE_RETRY_SECONDS", 60),
     )

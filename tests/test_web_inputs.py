@@ -78,3 +78,14 @@ async def test_socket_payloads_are_checked(server, api):
         assert (await client.call("unsubscribe", {"bad": 1}, timeout=10))["ok"] is False
     finally:
         await client.disconnect()
+
+
+def test_a_batch_over_the_row_limit_is_refused_before_any_run_is_made(api):
+    text = "sop: 1\nid: SOP_ID\ninputs:\n  s: {type: string}\nsteps:\n  - {id: a, action: log, message: hi}\n"
+    sop_id = post_sop(api, text)
+    rows = "s\n" + "a\n" * 10_001
+    reply = api.post("/api/batches", data={"sop_id": sop_id}, files={"file": ("rows.csv", rows, "text/csv")})
+    assert reply.status_code == 422 and "at most 10000" in reply.json()["error"]
+    as_json = api.post("/api/batches", json={"sop_id": sop_id, "rows": [{"s": "a"}] * 10_001})
+    assert as_json.status_code == 422
+    assert api.get("/api/runs", params={"sop_id": sop_id}).json()["total"] == 0

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sop_engine import settings
 from sop_engine.batch import results_csv, results_jsonl
 from sop_engine.datafile import parse_rows, row_inputs
 from sop_engine.document import DocumentError
@@ -18,7 +19,7 @@ from ..errors import BadRequest, Invalid, NotFound, Refused
 from ..responses import Json
 from ..state import ServerState, state_of
 from .endpoints import Query, endpoint
-from .reading import body_model, checked, model, parse_json, query_int, query_text, upload_text
+from .reading import checked, json_body, model, parse_json, query_int, query_text, upload_text
 from .serialize import PRIORITIES, BatchDetailOut, BatchListOut, BatchOut, RetriedOut
 
 
@@ -26,7 +27,7 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sop_id: str = Field(max_length=200)
-    rows: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
+    rows: list[dict[str, Any]] = Field(min_length=1)
     inputs: dict[str, Any] = {}
     mapping: dict[str, str] = {}
     concurrency: int = Field(4, ge=1, le=64)
@@ -34,13 +35,24 @@ class BatchRequest(BaseModel):
     version: int | None = Field(None, ge=1, le=2**62)
 
 
+def _bounded(rows: list[Any]) -> list[Any]:
+    """A batch makes a run per row, all in one transaction: more rows than the server takes are refused."""
+    most = settings.current().batch_max_rows
+    if len(rows) > most:
+        raise Invalid(f"the batch has {len(rows)} rows; this server takes at most {most} (SOP_BATCH_MAX_ROWS)")
+    return rows
+
+
 async def _batch_request(request: Request) -> BatchRequest:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return await body_model(request, BatchRequest)
+        body = await json_body(request)
+        if isinstance(body, dict) and isinstance(body.get("rows"), list):
+            _bounded(body["rows"])
+        return model(BatchRequest, body)
     text, filename = await upload_text(request)
     form = await request.form()
     try:
-        rows = parse_rows(text, filename)
+        rows = _bounded(await off_loop(parse_rows, text, filename))
     except DocumentError as exc:
         raise Invalid("the data file is not valid", problems=[p.as_dict() for p in exc.problems]) from None
     except ValueError as exc:
@@ -72,7 +84,10 @@ async def create_batch(request: Request) -> Response:
     unknown = sorted(set(body.mapping.values()) - set(loaded.sop.inputs))
     if unknown:
         raise Invalid(f"mapping names {', '.join(unknown)}, which the SOP does not declare as inputs")
-    rows = [row_inputs(loaded.sop, n, cells, body.mapping, body.inputs) for n, cells in enumerate(body.rows, 1)]
+    def inputs() -> list[Any]:
+        return [row_inputs(loaded.sop, n, cells, body.mapping, body.inputs) for n, cells in enumerate(body.rows, 1)]
+
+    rows = await off_loop(inputs)
     batch = await off_loop(
         state.batches.create,
         loaded,
