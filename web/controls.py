@@ -7,6 +7,8 @@ the next execution picks up from the database."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,17 @@ from sop_engine.steps import Input
 
 from .errors import Invalid, NotFound, Refused
 from .workers import LiveRun, WorkerPool
+
+
+def _serialised(control: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """A control runs under the pool's claim lock: a run claimed at this moment is live before it looks."""
+
+    @functools.wraps(control)
+    async def serialised(self: Controls, *args: Any, **kwargs: Any) -> None:
+        async with self.pool.claiming:
+            await control(self, *args, **kwargs)
+
+    return serialised
 
 
 @dataclass
@@ -58,6 +71,7 @@ class Controls:
 
     # run controls ----------------------------------------------------------------------------
 
+    @_serialised
     async def pause(self, run_id: str, who: str) -> None:
         run = await self._run(run_id)
         live, waiting = self._waiting(run_id)
@@ -68,6 +82,7 @@ class Controls:
         live.control.pause_requested = True
         await self._audit(run_id, who, "pause")
 
+    @_serialised
     async def resume(self, run_id: str, who: str, action: str = "resume") -> None:
         run = await self._run(run_id)
         if run.status != RunStatus.PAUSED:
@@ -85,6 +100,7 @@ class Controls:
         self._answer(live, action)
         await self._audit(run_id, who, action)
 
+    @_serialised
     async def cancel(self, run_id: str, who: str) -> None:
         run = await self._run(run_id)
         if run.status in RUN_TERMINAL:
@@ -100,6 +116,7 @@ class Controls:
 
     # step controls ---------------------------------------------------------------------------
 
+    @_serialised
     async def skip(self, run_id: str, key: str, who: str) -> None:
         run = await self._run(run_id)
         row = await self._step_row(run_id, key)
@@ -135,6 +152,7 @@ class Controls:
                 "one of a run that ended or waits on it, can be skipped"
             )
 
+    @_serialised
     async def retry(self, run_id: str, key: str, who: str, loaded: LoadedSop) -> None:
         run = await self._run(run_id)
         row = await self._step_row(run_id, key)
@@ -151,6 +169,7 @@ class Controls:
         self.pool.wake()
         await self._audit(run_id, who, "retry", key, reset=(keys, f"retried by {who}"), run=self._requeue())
 
+    @_serialised
     async def rerun(self, run_id: str, key: str, who: str, loaded: LoadedSop) -> None:
         run = await self._run(run_id)
         row = await self._step_row(run_id, key)
@@ -165,6 +184,7 @@ class Controls:
             run_id, who, "rerun", key, reset=(keys, f"rerun by {who}"), run=self._requeue(), data={"reset": keys}
         )
 
+    @_serialised
     async def breakpoint(self, run_id: str, key: str, on: bool, who: str, loaded: LoadedSop) -> None:
         run = await self._run(run_id)
         if run.status in RUN_TERMINAL:
@@ -178,6 +198,7 @@ class Controls:
             live.control.breakpoints = set(points)
         await self._audit(run_id, who, "breakpoint", key, run={"breakpoints": sorted(points)}, data={"on": on})
 
+    @_serialised
     async def submit(self, run_id: str, key: str, values: dict[str, Any], who: str, loaded: LoadedSop) -> None:
         live, waiting = self._waiting(run_id)
         if waiting is None or waiting.key != key or waiting.kind not in ("input", "approval"):

@@ -46,6 +46,9 @@ class WorkerPool:
         self._documents: dict[int, LoadedSop] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # a claim and its registration in `live` happen under this lock, and so does every control: a control
+        # comes wholly before a claim (which then reads it from the database) or after the run is live here
+        self.claiming = asyncio.Lock()
 
     async def start(self) -> None:
         await self.recover()
@@ -116,23 +119,27 @@ class WorkerPool:
         pause = BACKOFF[0]
         while True:
             try:
-                run = await asyncio.to_thread(self.store.claim_next_run, self.name)
+                async with self.claiming:
+                    run = await asyncio.to_thread(self.store.claim_next_run, self.name)
+                    live = self._register(run) if run is not None else None
             except STORE_DOWN as exc:
                 log.warning("worker %d cannot claim, the database is unavailable: %s", number, _first(exc))
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, BACKOFF[1])
                 continue
             pause = BACKOFF[0]
-            if run is None:
+            if run is None or live is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
                 continue
-            await self._execute(run)
+            await self._execute(run, live)
 
-    async def _execute(self, run: Any) -> None:
-        live = LiveRun(run.id, RunControl(breakpoints=set(run.breakpoints or [])))
-        self.live[run.id] = live
+    def _register(self, run: Any) -> LiveRun:
+        live = self.live[run.id] = LiveRun(run.id, RunControl(breakpoints=set(run.breakpoints or [])))
+        return live
+
+    async def _execute(self, run: Any, live: LiveRun) -> None:
         try:
             live.task = asyncio.current_task()
             loaded = await asyncio.to_thread(self.document, run.document_id)
