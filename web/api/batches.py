@@ -84,6 +84,7 @@ async def create_batch(request: Request) -> Response:
     unknown = sorted(set(body.mapping.values()) - set(loaded.sop.inputs))
     if unknown:
         raise Invalid(f"mapping names {', '.join(unknown)}, which the SOP does not declare as inputs")
+
     def inputs() -> list[Any]:
         return [row_inputs(loaded.sop, n, cells, body.mapping, body.inputs) for n, cells in enumerate(body.rows, 1)]
 
