@@ -3,6 +3,7 @@ stored once never breaks a list afterwards; Socket.IO handlers answer bad payloa
 
 from __future__ import annotations
 
+import pytest
 import socketio
 
 from tests.conftest import TOKEN, post_sop, start_run, wait_run
@@ -89,3 +90,11 @@ def test_a_batch_over_the_row_limit_is_refused_before_any_run_is_made(api):
     as_json = api.post("/api/batches", json={"sop_id": sop_id, "rows": [{"s": "a"}] * 10_001})
     assert as_json.status_code == 422
     assert api.get("/api/runs", params={"sop_id": sop_id}).json()["total"] == 0
+
+
+async def test_a_token_that_is_not_text_is_refused_cleanly(server, api):
+    client = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect(server.url, auth={"token": "\ud800"}, transports=["websocket"], wait_timeout=5)
+    assert "UnicodeEncodeError" not in server.log.read_text()
+    assert api.get("/api/sops").status_code == 200
