@@ -392,10 +392,16 @@ def _set_async(thread_id: int, exc: type[BaseException] | None) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
 
 
+REFIRE_SECONDS = 0.2  # an exception that landed where Python ignores it (a GC callback) is raised again
+MOST_FIRES = 10
+
+
 class _Watchdog:
     """Holds {thread id: deadline}; when a deadline passes while its render is still registered, raises
-    _TookTooLong in that thread. Deciding and raising happen under the lock that unregistering takes, so no
-    exception is set after a render has left; one set just before is cleared on the way out.
+    _TookTooLong in that thread, and again every REFIRE_SECONDS (at most MOST_FIRES times) while it stays
+    registered: an exception delivered inside a weakref or GC callback is only printed, not raised.
+    Deciding and raising happen under the lock that unregistering takes, so no exception is set after a
+    render has left; one set just before is cleared on the way out.
 
     A rendering thread touches only primitives written in C (a Lock, a SimpleQueue): an exception raised
     inside Python-level code such as Condition.__enter__ could leave a lock held for ever."""
@@ -405,6 +411,7 @@ class _Watchdog:
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._deadlines: dict[int, float] = {}
         self._fired: set[int] = set()
+        self._fires: dict[int, int] = {}
         self._wake_at: float | None = None  # None while the thread waits for work
         self._thread: threading.Thread | None = None
 
@@ -428,6 +435,7 @@ class _Watchdog:
             try:
                 with self._lock:
                     self._deadlines.pop(thread_id, None)
+                    self._fires.pop(thread_id, None)
                     fired = fired or thread_id in self._fired
                     self._fired.discard(thread_id)
                 _set_async(thread_id, None)
@@ -443,7 +451,11 @@ class _Watchdog:
                 now = time.monotonic()
                 for thread_id, deadline in list(self._deadlines.items()):
                     if deadline <= now:
-                        del self._deadlines[thread_id]
+                        fires = self._fires[thread_id] = self._fires.get(thread_id, 0) + 1
+                        if fires < MOST_FIRES:
+                            self._deadlines[thread_id] = now + REFIRE_SECONDS
+                        else:
+                            del self._deadlines[thread_id]
                         self._fired.add(thread_id)
                         _set_async(thread_id, _TookTooLong)
                 self._wake_at = min(self._deadlines.values(), default=None)
@@ -474,6 +486,9 @@ def within_deadline(run: Callable[[], T], seconds: float, what: str = "it") -> T
         finally:
             _watchdog.release(thread_id)
     except _TookTooLong:
+        # it may have landed between run() and release(): make sure nothing is left registered to fire again
+        with contextlib.suppress(_TookTooLong):
+            _watchdog.release(thread_id)
         raise OutOfTime(f"{what} took longer than {seconds:g} s") from None
 
 
