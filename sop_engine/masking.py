@@ -101,9 +101,6 @@ class Masker:
             return value
         return self._pattern.sub(MASK, value)
 
-    def secrets_in_text(self, value: str) -> bool:
-        return self._pattern is not None and self._may_hold(value) and self._pattern.search(value) is not None
-
     def __call__(self, value: Any) -> Any:
         """The value with every secret masked; lists and dicts are copied (tuples become lists), without
         recursion, since a page can nest values deeply."""

@@ -29,13 +29,14 @@ def _files(folder: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture(scope="session", autouse=True)
 def repository_data_untouched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """No test writes into the repository's own data/ folder: every process a test starts defaults to a
+    """No test writes into the repository's own data/ (or build/) folder: every process a test starts defaults to a
     temporary data folder, and the repository's is checked unchanged at the end."""
-    before = _files(ROOT / "data")
+    before = {name: _files(ROOT / name) for name in ("data", "build")}
     os.environ["SOP_DATA_DIR"] = str(tmp_path_factory.mktemp("default-data"))
     os.environ.pop("SOP_DATABASE_URL", None)
     yield
-    assert _files(ROOT / "data") == before, "a test wrote into the repository's data/ folder"
+    after = {name: _files(ROOT / name) for name in ("data", "build")}
+    assert after == before, "a test wrote into the repository's data/ or build/ folder"
 
 
 @pytest.fixture(scope="session")

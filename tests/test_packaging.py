@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,6 +12,10 @@ from tests.conftest import ROOT
 
 
 def test_wheel_carries_the_page_assets(tmp_path: Path):
+    # setuptools builds in the source folder (build/): build from a copy, never in the repository
+    source = tmp_path / "source"
+    skipped = (".git", ".venv", "data", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache", ".peers")
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*skipped))
     subprocess.run(
         [
             sys.executable,
@@ -22,7 +27,7 @@ def test_wheel_carries_the_page_assets(tmp_path: Path):
             "--no-build-isolation",
             "--wheel-dir",
             str(tmp_path),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         capture_output=True,

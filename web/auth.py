@@ -113,10 +113,6 @@ class Tokens:
         self._lock = threading.Lock()
         self._clock = clock
 
-    @classmethod
-    def from_env(cls) -> Tokens:
-        return cls()
-
     def attach(self, store: Store) -> None:
         """Look tokens up in this store from now on."""
         with self._lock:
@@ -185,11 +181,6 @@ class Tokens:
             self._store.token_used(row.token_hash, at)
         except OperationalError as exc:  # the database is busy: the time of last use can wait
             log.debug("last use of token %s not recorded: %s", row.name, exc)
-
-    def who(self, token: str | None) -> str | None:
-        """The token's user's name (what the server used before roles)."""
-        user = self.user(token)
-        return user.name if user else None
 
 
 def token_of(conn: HTTPConnection) -> str | None:

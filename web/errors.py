@@ -31,10 +31,6 @@ class BadRequest(ApiError):
     """400: the request cannot be read (not JSON, not UTF-8, a parameter out of range)."""
 
 
-class Unauthorized(ApiError):
-    status = 401
-
-
 class Forbidden(ApiError):
     """403: the caller is known, but their role or ownership does not allow this."""
 
@@ -53,10 +49,6 @@ class Refused(ApiError):
 
 class TooLarge(ApiError):
     status = 413
-
-
-class UnsupportedType(ApiError):
-    status = 415
 
 
 class Invalid(ApiError):
