@@ -240,6 +240,9 @@ const SOP = (() => {
         tbody.replaceChildren(); rows.clear();
         for (const step of run.steps) { place(step); showStep(step); }
         showRun(run);
+        // what is done already, also when the run ended before this page subscribed (live events go on from here)
+        const ended = run.steps.filter((s) => ["completed", "failed", "skipped", "blocked"].includes(s.status)).length;
+        showProgress(ended, run.steps.length, null);
         seq = run.seq;
         document.body.dataset.seq = seq;
       })();
@@ -282,12 +285,12 @@ const SOP = (() => {
       socket.emit("subscribe", { run_id: runId, since: seq });
     });
     for (const name of ["run.updated", "step.updated", "log"]) socket.on(name, receive);
-    socket.on("progress", (p) => {
-      if (p.run_id !== runId) return;
-      document.getElementById("progress-bar").style.width = `${p.percent}%`;
-      const eta = p.eta_s === null || p.eta_s === undefined ? "" : `, about ${Math.ceil(p.eta_s)} s left`;
-      document.getElementById("progress-text").textContent = `${p.completed} of ${p.total} steps${eta}`;
-    });
+    function showProgress(completed, total, etaSeconds) {
+      document.getElementById("progress-bar").style.width = `${total ? (100 * completed / total) : 0}%`;
+      const eta = etaSeconds === null || etaSeconds === undefined ? "" : `, about ${Math.ceil(etaSeconds)} s left`;
+      document.getElementById("progress-text").textContent = `${completed} of ${total} steps${eta}`;
+    }
+    socket.on("progress", (p) => { if (p.run_id === runId) showProgress(p.completed, p.total, p.eta_s); });
     socket.on("frame", (f) => {
       if (f.run_id !== runId) return;
       const img = document.getElementById("frame");

@@ -111,7 +111,7 @@ def test_a_revoked_token_stops_working_within_the_verdict_time(store: Store):
     clock = Clock()
     tokens = Tokens(store, clock=clock)
     assert tokens.user("tok") == User("alice", Role.ADMIN)
-    assert tokens.who("tok") == "alice"
+    assert tokens.user("tok").name == "alice"
     store.revoke_token("alice")
     assert tokens.user("tok") == User("alice", Role.ADMIN)  # the verdict is kept a few seconds
     clock.now += VERDICT_SECONDS + 0.1

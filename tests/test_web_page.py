@@ -57,6 +57,8 @@ async def test_example_sops_are_listed_and_a_run_completes_live(page: Page, serv
     await expect(page.locator("#progress-text")).to_contain_text("9 of 9 steps")
     await expect(page.locator("#frame")).to_be_visible()
     assert await page.evaluate("window.sameDocument") is True  # updated live, never reloaded
+    await page.reload()  # a finished run's page, opened afresh, still says how far it got
+    await expect(page.locator("#progress-text")).to_contain_text("9 of 9 steps")
 
 
 async def test_pause_step_resume_and_skip_buttons(page: Page, server, api):
