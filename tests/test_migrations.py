@@ -261,7 +261,7 @@ def test_a_locked_database_raises_operational_error_and_the_store_recovers(
     unlocked; reads do not wait for the lock."""
     from sqlalchemy.exc import OperationalError
 
-    from sop_engine import store as store_module
+    from sop_engine.store import database as store_module
 
     original = store_module._sqlite_pragmas
 

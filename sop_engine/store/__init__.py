@@ -1,0 +1,27 @@
+"""The only package that opens database sessions. Short transactions, one per state change."""
+
+from __future__ import annotations
+
+from .batches import Batches
+from .database import READ, Database, data_dir, default_database_url, make_engine
+from .documents import Documents
+from .journal import Journal
+from .queue import RELEASED, Queue
+from .runs import Runs
+from .tokens import TokenInfo, TokenNameTaken, Tokens
+
+__all__ = [
+    "READ",
+    "RELEASED",
+    "Store",
+    "TokenInfo",
+    "TokenNameTaken",
+    "data_dir",
+    "default_database_url",
+    "make_engine",
+]
+
+
+class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Database):
+    """Every method lets sqlalchemy's OperationalError through when the database is locked or gone,
+    so that callers can retry."""

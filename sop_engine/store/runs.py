@@ -1,0 +1,128 @@
+"""Reading runs, their steps, events, audit trail and checkpoints; storing a new run."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, func
+from sqlmodel import select
+
+from ..events import utcnow
+from ..tables import (
+    AuditRow,
+    CheckpointRow,
+    RunEventRow,
+    RunRow,
+    SopDocumentRow,
+    StepRunRow,
+)
+from .database import Database
+
+
+class Runs(Database):
+    def create_run(
+        self, document: SopDocumentRow, inputs: dict[str, Any], status: str, priority: int = 1, **extra: Any
+    ) -> RunRow:
+        run = RunRow(
+            id=uuid.uuid4().hex,
+            document_id=document.id,
+            sop_id=document.sop_id,  # type: ignore[arg-type]
+            sop_version=document.version,
+            status=status,
+            priority=priority,
+            inputs=inputs,
+            created_at=utcnow(),
+            **extra,
+        )
+        with self.session() as s, s.begin():
+            s.add(run)
+        return run
+
+    def run(self, run_id: str) -> RunRow | None:
+        with self.reading() as s:
+            return s.get(RunRow, run_id)
+
+    def runs(
+        self,
+        status: str | None = None,
+        sop_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        created_by: str | None = None,
+    ) -> tuple[list[RunRow], int]:
+        with self.reading() as s:
+            query = select(RunRow)
+            counting = select(func.count()).select_from(RunRow)
+            filters = ((RunRow.status, status), (RunRow.sop_id, sop_id), (RunRow.created_by, created_by))
+            for column, value in filters:
+                if value is not None:
+                    query = query.where(column == value)
+                    counting = counting.where(column == value)
+            rows = s.exec(query.order_by(RunRow.created_at.desc()).offset(offset).limit(limit)).all()
+            return list(rows), s.exec(counting).one()
+
+    def steps(self, run_id: str) -> list[StepRunRow]:
+        with self.reading() as s:
+            return list(s.exec(select(StepRunRow).where(StepRunRow.run_id == run_id).order_by(StepRunRow.id)))
+
+    def events(self, run_id: str, since: int = 0, limit: int | None = None) -> list[RunEventRow]:
+        with self.reading() as s:
+            query = select(RunEventRow).where(RunEventRow.run_id == run_id, RunEventRow.seq > since)
+            return list(s.exec(query.order_by(RunEventRow.seq).limit(limit)))
+
+    def last_seq(self, run_id: str) -> int:
+        run = self.run(run_id)
+        return run.last_seq if run else 0
+
+    def audit(self, run_id: str) -> list[AuditRow]:
+        with self.reading() as s:
+            return list(s.exec(select(AuditRow).where(AuditRow.run_id == run_id).order_by(AuditRow.id)))
+
+    def step_counts(self, run_id: str) -> dict[str, int]:
+        with self.reading() as s:
+            query = select(StepRunRow.status, func.count()).where(StepRunRow.run_id == run_id)
+            return dict(s.exec(query.group_by(StepRunRow.status)).all())
+
+    def typical_durations(self, sop_id: str, runs: int = 5) -> dict[str, float]:
+        """Mean seconds per step id over the SOP's latest completed runs, for ETAs."""
+        with self.reading() as s:
+            recent = select(RunRow.id).where(RunRow.sop_id == sop_id, RunRow.status == "completed")
+            recent = recent.order_by(RunRow.created_at.desc()).limit(runs)
+            rows = s.exec(
+                select(StepRunRow.step_id, StepRunRow.started_at, StepRunRow.finished_at).where(
+                    StepRunRow.run_id.in_(recent),
+                    StepRunRow.status == "completed",  # type: ignore[attr-defined]
+                )
+            ).all()
+        totals: dict[str, list[float]] = {}
+        for step_id, started, finished in rows:
+            if started and finished:
+                totals.setdefault(step_id, []).append((finished - started).total_seconds())
+        return {k: sum(v) / len(v) for k, v in totals.items()}
+
+    def checkpoint(self, run_id: str) -> CheckpointRow | None:
+        with self.reading() as s:
+            return s.get(CheckpointRow, run_id)
+
+    def runs_ended_before(self, cutoff: Any) -> list[str]:
+        with self.reading() as s:
+            query = select(RunRow.id).where(
+                RunRow.status.in_(("completed", "failed", "cancelled")),  # type: ignore[attr-defined]
+                RunRow.finished_at != None,  # noqa: E711
+                RunRow.finished_at < cutoff,
+            )
+            return list(s.exec(query))
+
+    def drop_checkpoints(self, run_ids: list[str]) -> None:
+        with self.session() as s, s.begin():
+            for start in range(0, len(run_ids), 500):
+                chunk = run_ids[start : start + 500]
+                s.execute(delete(CheckpointRow).where(CheckpointRow.run_id.in_(chunk)))  # type: ignore[attr-defined]
+
+    def runs_with_status(self, status: str, batch_id: str | None = None) -> list[RunRow]:
+        with self.reading() as s:
+            query = select(RunRow).where(RunRow.status == status)
+            if batch_id is not None:
+                query = query.where(RunRow.batch_id == batch_id)
+            return list(s.exec(query))
