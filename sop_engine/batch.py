@@ -13,8 +13,10 @@ from typing import Any
 from .datafile import Row
 from .document import LoadedSop, load_sop
 from .events import call_store, utcnow
+from .liveness import orphaned, worker_name
 from .runner import Runner, shown_inputs
-from .states import RunStatus
+from .states import RunStatus, TransitionError
+from .store import RunHeld
 from .tables import BatchItemRow, BatchRow, RunRow
 from .vault import Vault
 
@@ -108,13 +110,14 @@ class Batches:
         The store is called from threads (call_store): the event loop serves the runs meanwhile."""
         batch = await call_store(self.store.batch, batch_id)
         assert batch is not None
-        name = f"batch:{os.getpid()}"
+        name = worker_name()
 
         async def worker() -> None:
-            claim = self.store.claim_next_run
-            while (run := await call_store(claim, name, batch_id, what="claiming a row")) is not None:
-                loaded = await call_store(self.document, run.document_id)
-                await self.runner.execute(run.id, loaded, self.runner.inputs_of(run))
+            claim_next = self.store.claim_next_run
+            while (claim := await call_store(claim_next, name, batch_id, what="claiming a row")) is not None:
+                await self.runner.tell(claim.event)
+                loaded = await call_store(self.document, claim.run.document_id)
+                await self.runner.execute(claim.run.id, loaded, self.runner.inputs_of(claim.run), worker=name)
 
         await asyncio.gather(*(worker() for _ in range(concurrency or batch.concurrency)))
         await call_store(self.finish_if_done, batch_id)
@@ -124,17 +127,19 @@ class Batches:
         if not set(counts) - ENDED - {"invalid"}:
             self.store.update_batch(batch_id, status="completed", finished_at=utcnow())
 
-    def resume(self, batch_id: str) -> int:
-        """After the process running the batch died: its runs left `running` go back to the queue, and
-        pick up where they were (completed steps are not run again). Returns how many."""
+    def resume(self, batch_id: str, force: bool = False) -> int:
+        """After the process running the batch died: its runs left `running` or `paused` go back to the
+        queue, and pick up where they were (completed steps are not run again). Returns how many. Raises
+        RunHeld (nothing changed) when a live worker still holds one of them, unless `force`."""
         interrupted = self.store.runs_with_status("running", batch_id) + self.store.runs_with_status("paused", batch_id)
+        me = worker_name()
+        if not force:
+            for run in interrupted:
+                if not orphaned(run.worker, run.heartbeat_at, me):
+                    raise RunHeld(run.id, run.worker or "?", run.heartbeat_at)
         for run in interrupted:
-            self.store.record(
-                run.id,
-                "run.updated",
-                {"status": "queued", "reason": "resumed"},
-                run={"status": "queued", "worker": None},
-            )
+            self.store.claim_run(run.id, me, force=force)  # taken from its dead holder, with its event
+            self.store.release_claim(run.id, me, reason="resumed")
         self.store.update_batch(batch_id, status="running", finished_at=None)
         return len(interrupted)
 
@@ -158,16 +163,20 @@ class Batches:
 
     def cancel(self, batch_id: str) -> int:
         """Cancels the rows still queued; returns how many."""
-        queued = self.store.runs_with_status("queued", batch_id)
-        for run in queued:
-            self.store.record(
-                run.id,
-                "run.updated",
-                {"status": "cancelled", "error": "batch cancelled"},
-                run={"status": "cancelled", "error": "batch cancelled", "finished_at": utcnow()},
-            )
+        cancelled = 0
+        for run in self.store.runs_with_status("queued", batch_id):
+            try:
+                self.store.record(
+                    run.id,
+                    "run.updated",
+                    {"status": "cancelled", "error": "batch cancelled"},
+                    run={"status": "cancelled", "error": "batch cancelled", "finished_at": utcnow()},
+                )
+            except TransitionError:  # a worker claimed it meanwhile: it is no longer queued
+                continue
+            cancelled += 1
         self.store.update_batch(batch_id, status="cancelled", finished_at=utcnow())
-        return len(queued)
+        return cancelled
 
     # results ---------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+FORCE_HELP = "With --resume: take runs over from a process that holds them and looks alive (hung)."
 STRICT_HELP = "The server's network policy: only http(s) pages, no file: URLs, no link-local or metadata addresses."
 _MARKS = {"completed": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]↷[/]", "blocked": "[magenta]⊘[/]"}
 
@@ -148,14 +149,8 @@ async def _execute(
             created = await runner.create_run(loaded, inputs, claimed_by=worker_name(), created_by=local_user())
             run_id = created.id
         else:
-            run_id = resume
-            store.record(
-                run_id,
-                "run.updated",
-                {"status": "queued", "reason": "resumed"},
-                run={"status": "queued", "worker": None},
-            )
-        outcome = await runner.execute(run_id, loaded, inputs)
+            run_id = resume  # claimed by this process already (_resume_target)
+        outcome = await runner.execute(run_id, loaded, inputs, worker=worker_name())
     finally:
         if not launching.done():
             with contextlib.suppress(BaseException):
@@ -189,21 +184,27 @@ def _open_store() -> tuple[Store, type[Runner]]:
     return Store(), Runner
 
 
-def _resume_target(run_id: str) -> tuple[LoadedSop, dict[str, Any]]:
-    """A stored run to go on with: its document version and its inputs (secrets decrypted)."""
+def _resume_target(run_id: str, force: bool = False) -> tuple[LoadedSop, dict[str, Any]]:
+    """A stored run to go on with, claimed by this process (taken over from a holder that is gone, or with
+    `force` from one that is alive but hung): its document version and its inputs (secrets decrypted)."""
     from .document import load_sop
+    from .states import TransitionError
     from .store import Store
     from .vault import Vault
 
     store = Store()
     try:
-        run = store.run(run_id)
-        if run is None:
+        if store.run(run_id) is None:
             err.print(f"[red]no run {run_id} in {store.url}[/]")
             raise typer.Exit(EXIT_INVALID)
-        if run.status not in ("running", "paused", "queued"):
-            err.print(f"[red]run {run_id} is {run.status}: only a running, paused or queued run can be resumed[/]")
-            raise typer.Exit(EXIT_INVALID)
+        try:
+            claim = store.claim_run(run_id, worker_name(), force=force)
+        except TransitionError as exc:
+            err.print(f"[red]{_escape(str(exc))}[/]")
+            raise typer.Exit(EXIT_INVALID) from None
+        run = claim.run
+        if claim.event is not None and claim.event.data.get("forced"):
+            err.print(f"[yellow]took run {run_id} over from {_escape(claim.event.data['taken_over_from'])}[/]")
         document = store.document_by_id(run.document_id)
         assert document is not None
         inputs = Vault().open(run.secrets) if run.secrets else dict(run.inputs)
@@ -266,11 +267,13 @@ def run(
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of progress.")] = False,
     resume: Annotated[str | None, typer.Option("--resume", help="Go on with a stored run (by id).")] = None,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
 ) -> None:
-    """Run an SOP headless, start to finish: exit code 0 completed, 1 failed or paused, 2 invalid."""
+    """Run an SOP headless, start to finish: exit code 0 completed, 1 failed or paused, 2 invalid (or
+    refused: a resumed run that another live process holds)."""
     if resume is not None:
-        target = _resume_target(resume)  # checked before anything starts
+        target = _resume_target(resume, force)  # checked, and claimed, before anything starts
         raise typer.Exit(run_document(lambda: target, headed=headed, as_json=as_json, resume=resume, strict=strict))
     if file is None:
         err.print("[red]give an SOP file, or --resume RUN_ID[/]")
@@ -408,6 +411,16 @@ async def _batch_progress(batches: Any, batch_id: str, total: int, done: asyncio
                 await asyncio.wait_for(done.wait(), 0.3)
 
 
+def _resume_batch(batches: Any, batch_id: str, force: bool) -> None:
+    from .store import RunHeld
+
+    try:
+        batches.resume(batch_id, force=force)
+    except RunHeld as exc:
+        err.print(f"[red]{_escape(str(exc))}[/]")
+        raise typer.Exit(EXIT_INVALID) from None
+
+
 async def _run_batch(
     file: Path | None,
     data: Path | None,
@@ -419,6 +432,7 @@ async def _run_batch(
     progress: bool,
     headed: bool,
     strict: bool = False,
+    force: bool = False,
 ) -> tuple[Any, str]:
     from .batch import Batches, default_concurrency
     from .runner import Runner
@@ -433,7 +447,7 @@ async def _run_batch(
                 err.print(f"[red]no batch {batch_id} in {store.url}[/]")
                 raise typer.Exit(EXIT_INVALID)
             if resume:
-                batches.resume(batch_id)  # type: ignore[arg-type]
+                _resume_batch(batches, batch_id, force)  # type: ignore[arg-type]
             else:
                 rows = batches.retry_failed(batch_id)  # type: ignore[arg-type]
                 if progress:
@@ -473,6 +487,7 @@ def batch(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary and results as JSON.")] = False,
     resume: Annotated[str | None, typer.Option("--resume", help="Go on with a batch's rows not done yet.")] = None,
     retry_failed: Annotated[str | None, typer.Option("--retry-failed", help="Run a batch's failed rows again.")] = None,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
 ) -> None:
@@ -489,7 +504,7 @@ def batch(
     try:
         batches, batch_id = asyncio.run(
             _run_batch(
-                file, data, input, _mapping(map_), concurrency, resume, retry_failed, not as_json, headed, strict
+                file, data, input, _mapping(map_), concurrency, resume, retry_failed, not as_json, headed, strict, force
             )
         )
     except BrowserNotFound as exc:

@@ -13,6 +13,7 @@ import tenacity
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import settings
+from .states import ClaimLost
 
 if TYPE_CHECKING:
     from .store import Store
@@ -115,7 +116,9 @@ class Journal:
     database refuses is tried again while the run waits (call_store); when it gives up, its changes stay
     queued, in order, and this and every later flush raise StoreUnavailable."""
 
-    def __init__(self, store: Store, run_id: str, sinks: Sequence[EventSink]) -> None:
+    def __init__(self, store: Store, run_id: str, sinks: Sequence[EventSink], holder: str | None = None) -> None:
+        """`holder`: the worker executing the run; every write is made only while it holds the run."""
+        self.holder = holder
         self.store = store
         self.run_id = run_id
         self.sinks = sinks
@@ -123,7 +126,7 @@ class Journal:
         self._timer: asyncio.TimerHandle | None = None
         self._order = asyncio.Lock()
         self._last_write: asyncio.Future[None] | None = None  # a commit whose flush was cancelled: it goes on
-        self._unavailable: StoreUnavailable | None = None
+        self._unavailable: StoreUnavailable | ClaimLost | None = None
 
     async def write(self, change: Change, wait: bool = True) -> None:
         self.queued.append(change)
@@ -147,7 +150,7 @@ class Journal:
                 earlier, self._last_write = self._last_write, None
                 await asyncio.wait([earlier])
             if self._unavailable is not None:
-                raise StoreUnavailable(str(self._unavailable))
+                raise type(self._unavailable)(str(self._unavailable))
             changes, self.queued = self.queued, []
             if not changes:
                 return
@@ -163,8 +166,11 @@ class Journal:
     async def _commit(self, changes: list[Change]) -> None:
         try:
             events = await call_store(
-                self.store.record_many, self.run_id, changes, what=f"a write of run {self.run_id}"
+                self.store.record_many, self.run_id, changes, self.holder, what=f"a write of run {self.run_id}"
             )
+        except ClaimLost as exc:  # the run is no longer this worker's: nothing more of it is written
+            self._unavailable = exc
+            raise
         except BaseException as exc:
             self.queued[:0] = changes  # none of them was written: they go first, in order
             if isinstance(exc, StoreUnavailable):

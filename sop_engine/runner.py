@@ -34,7 +34,7 @@ from .control import RunControl, Waiting
 from .document import LoadedSop
 from .durations import format_duration
 from .errors import ErrorKind, StepError
-from .events import EventSink, Journal, StoreUnavailable, call_store, utcnow
+from .events import Event, EventSink, Journal, StoreUnavailable, call_store, utcnow
 from .expressions import ExpressionError, evaluate_condition
 from .graph import Graph, build_graph, sibling_lists, step_outputs
 from .liveness import HEARTBEAT, worker_name
@@ -51,7 +51,7 @@ from .loops import (
 from .masking import MASK, Masker
 from .policy import NetworkPolicy, PolicyError
 from .retries import RetryPolicy
-from .states import RunStatus, StepStatus, check_run_transition, check_step_transition
+from .states import ClaimLost, RunStatus, StepStatus
 from .steps import Condition, If, Loop, Probe, Step, uses_browser
 from .store import Store, data_dir
 from .tables import CheckpointRow, RunRow, StepRunRow
@@ -156,6 +156,11 @@ class Runner:
             await sink.emit(event)
         return run
 
+    async def tell(self, event: Event | None) -> None:
+        """Sends the sinks an event stored outside a run's journal (a claim)."""
+        for sink in self.sinks if event is not None else ():
+            await sink.emit(event)  # type: ignore[arg-type]
+
     def inputs_of(self, run: RunRow) -> dict[str, Any]:
         """The real inputs of a stored run."""
         return self.vault.open(run.secrets) if run.secrets else dict(run.inputs)
@@ -242,7 +247,7 @@ class Execution:
             runner.browser, vault, {"tabs": saved.tabs, "storage": saved.storage} if saved else None, self.policy
         )
         self._pause_lock = asyncio.Lock()  # one question to a person at a time, even with parallel steps
-        self.journal = Journal(self.store, run_id, runner.sinks)
+        self.journal = Journal(self.store, run_id, runner.sinks, holder=worker)
         self._http: httpx.AsyncClient | None = None
 
     @classmethod
@@ -255,6 +260,9 @@ class Execution:
         control: RunControl | None = None,
         worker: str | None = None,
     ) -> Execution:
+        if worker is not None:  # only the worker holding a run executes it
+            claim = await call_store(runner.store.claim_run, run_id, worker, what=f"claiming run {run_id}")
+            await runner.tell(claim.event)
         stored = await call_store(StoredRun.read, runner.store, run_id, what=f"reading run {run_id}")
         return cls(runner, run_id, loaded, inputs, control, worker, stored)
 
@@ -275,13 +283,12 @@ class Execution:
         step rows) the change is written with the next one waited for, or WRITE_BEHIND seconds later, whichever
         comes first: a quick step's start and result share one commit, and both are committed before the
         next step starts."""
+        # the store's gate applies the table (and this worker's claim) to every change; kept here: what it holds
         if step is not None and "status" in step[1]:
-            new = StepStatus(step[1]["status"])
-            if step[0] in self.status:
-                check_step_transition(self.status[step[0]], new)
-            self.status[step[0]] = new
-        if run is not None and "status" in run and run["status"] != self.run_status:
-            check_run_transition(self.run_status, RunStatus(run["status"]))
+            self.status[step[0]] = StepStatus(step[1]["status"])
+        if run is not None and run.get("status") == self.run_status:
+            run = {k: v for k, v in run.items() if k != "status"}  # no move: the run is that already
+        elif run is not None and "status" in run:
             self.run_status = RunStatus(run["status"])
         for row in new_steps or ():
             self.status[row["key"]] = StepStatus.PENDING
@@ -359,6 +366,10 @@ class Execution:
             raise
         except StoreUnavailable:  # nothing more can be recorded: the run stays as last committed
             raise
+        except ClaimLost as exc:  # cancelled, or taken over, elsewhere: this execution records nothing more
+            log.warning("run %s: %s", self.run_id, exc)
+            await self.close()
+            return await self._lost(str(exc))
         except Exception as exc:  # a bug must not leave the run `running` for ever
             await self.close()
             await self._finish(RunStatus.FAILED, {}, clean(f"internal error: {type(exc).__name__}: {exc}"))
@@ -369,6 +380,11 @@ class Execution:
         outputs = self._shown({name: scope.get(name) for name in self.sop.outputs})
         await self._finish(status, outputs, error)
         return RunOutcome(self.run_id, status, self.mask(outputs), self.mask(error))
+
+    async def _lost(self, why: str) -> RunOutcome:
+        run = await call_store(self.store.run, self.run_id, what=f"reading run {self.run_id}")
+        status = RunStatus(run.status) if run else RunStatus.CANCELLED
+        return RunOutcome(self.run_id, status, {}, f"this process stopped executing the run: {why}")
 
     async def _interrupted(self) -> None:
         """The execution was cancelled: by a person (the run is cancelled), by a control taking the run back
@@ -437,7 +453,14 @@ class Execution:
         """The run ended: steps still running (a run timeout, a cancel, a sibling that failed the run) are
         recorded as interrupted, so no row is left `running`."""
         for key, step_status in list(self.status.items()):
-            if step_status == StepStatus.RUNNING:
+            if step_status == StepStatus.RUNNING and status == RunStatus.CANCELLED:
+                reason = "the run was cancelled"
+                await self.emit(
+                    "step.updated",
+                    {"key": key, "status": "cancelled", "reason": reason},
+                    step=(key, {"status": "cancelled", "reason": reason, "finished_at": utcnow()}),
+                )
+            elif step_status == StepStatus.RUNNING:
                 lost = StepError(ErrorKind.INTERRUPTED, f"interrupted: the run {'was ' + status.value}").as_dict()
                 await self.emit(
                     "step.updated",

@@ -12,6 +12,7 @@ class StepStatus(StrEnum):
     FAILED = "failed"  # gave up after its last attempt
     SKIPPED = "skipped"  # not run: its `when` was false, or a person skipped it
     BLOCKED = "blocked"  # not run: a step it depends on failed
+    CANCELLED = "cancelled"  # did not finish: the run was cancelled while it was in flight
 
 
 class RunStatus(StrEnum):
@@ -23,17 +24,22 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"  # stopped on request
 
 
-STEP_TERMINAL = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.BLOCKED})
+STEP_TERMINAL = frozenset(
+    {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.BLOCKED, StepStatus.CANCELLED}
+)
 RUN_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 _STEP_MOVES: dict[StepStatus, frozenset[StepStatus]] = {
     StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.BLOCKED, StepStatus.FAILED}),
-    StepStatus.RUNNING: frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.PENDING}),
+    StepStatus.RUNNING: frozenset(
+        {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.PENDING, StepStatus.CANCELLED}
+    ),
     # a person may retry or skip a failed step, and rerun a completed one
     StepStatus.FAILED: frozenset({StepStatus.PENDING, StepStatus.SKIPPED}),
     StepStatus.COMPLETED: frozenset({StepStatus.PENDING}),
     StepStatus.SKIPPED: frozenset({StepStatus.PENDING}),
     StepStatus.BLOCKED: frozenset({StepStatus.PENDING, StepStatus.SKIPPED}),
+    StepStatus.CANCELLED: frozenset(),
 }
 
 _RUN_MOVES: dict[RunStatus, frozenset[RunStatus]] = {
@@ -50,7 +56,33 @@ _RUN_MOVES: dict[RunStatus, frozenset[RunStatus]] = {
 
 
 class TransitionError(ValueError):
-    """A status change that the state machine does not allow."""
+    """A status change that the state machine does not allow, or that lost a race: nothing was changed."""
+
+
+class ClaimLost(TransitionError):
+    """A write of a run's execution refused because its worker no longer holds the run (it was cancelled,
+    or taken over)."""
+
+
+def step_sources(new: StepStatus) -> frozenset[StepStatus]:
+    """The statuses a step may have for it to become `new`."""
+    return frozenset(s for s, moves in _STEP_MOVES.items() if new in moves)
+
+
+def run_sources(new: RunStatus) -> frozenset[RunStatus]:
+    """The statuses a run may have for it to become `new`."""
+    return frozenset(s for s, moves in _RUN_MOVES.items() if new in moves)
+
+
+def check_steps(statuses: list[StepStatus]) -> None:
+    """A chain of changes of one step (written in one transaction): each must follow the table."""
+    for current, new in zip(statuses, statuses[1:], strict=False):
+        check_step_transition(current, new)
+
+
+def check_runs(statuses: list[RunStatus]) -> None:
+    for current, new in zip(statuses, statuses[1:], strict=False):
+        check_run_transition(current, new)
 
 
 def check_step_transition(current: StepStatus, new: StepStatus) -> None:

@@ -242,16 +242,17 @@ def test_a_released_claim_puts_the_run_back_in_the_queue_with_its_event(store: S
     document = store.save_document(load_sop(SOP))
     run = store.create_run(document, {}, "queued")
     store.record(run.id, "run.created", {"status": "queued"})
-    assert store.claim_next_run("w1").id == run.id  # type: ignore[union-attr]
+    assert store.claim_next_run("w1").run.id == run.id  # type: ignore[union-attr]
     assert store.release_claim(run.id, "w2") is False  # not its run
     assert store.release_claim(run.id, "w1") is True
     again = store.run(run.id)
-    assert (again.status, again.worker, again.last_seq) == ("queued", None, 2)  # type: ignore[union-attr]
-    [_, released] = store.events(run.id)
-    assert (released.seq, released.type) == (2, "run.updated")
+    assert (again.status, again.worker, again.last_seq) == ("queued", None, 3)  # type: ignore[union-attr]
+    [_, claimed, released] = store.events(run.id)
+    assert claimed.data == {"status": "running", "worker": "w1"}
+    assert (released.seq, released.type) == (3, "run.updated")
     assert released.data == {"status": "queued", "reason": RELEASED}
     assert store.release_claim(run.id, "w1") is False  # queued now, not running
-    assert store.claim_next_run("w3").id == run.id  # type: ignore[union-attr]
+    assert store.claim_next_run("w3").run.id == run.id  # type: ignore[union-attr]
 
 
 def test_a_locked_database_raises_operational_error_and_the_store_recovers(

@@ -166,7 +166,7 @@ class GateStore:
         self.commits: list[list[str]] = []
         self.seq = 0
 
-    def record_many(self, run_id: str, changes: list) -> list[Event]:
+    def record_many(self, run_id: str, changes: list, holder: str | None = None) -> list[Event]:
         if not self.commits:  # the first transaction is held; any later one goes straight through
             self.inside.set()
             self.gate.wait(10)

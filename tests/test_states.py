@@ -24,6 +24,7 @@ STEP_MOVES = {
     (S.RUNNING, S.FAILED),
     (S.RUNNING, S.SKIPPED),
     (S.RUNNING, S.PENDING),
+    (S.RUNNING, S.CANCELLED),  # the run was cancelled while it ran
     (S.FAILED, S.PENDING),
     (S.FAILED, S.SKIPPED),  # a person retries or skips a failed step
     (S.COMPLETED, S.PENDING),  # a person reruns a completed step
@@ -49,14 +50,14 @@ RUN_MOVES = {
 
 
 def test_status_values_are_the_stored_strings():
-    assert [s.value for s in S] == ["pending", "running", "completed", "failed", "skipped", "blocked"]
+    assert [s.value for s in S] == ["pending", "running", "completed", "failed", "skipped", "blocked", "cancelled"]
     assert [s.value for s in R] == ["queued", "running", "paused", "completed", "failed", "cancelled"]
     assert StepStatus("blocked") is S.BLOCKED
     assert RunStatus.PAUSED == "paused"
 
 
 def test_terminal_sets():
-    assert frozenset({S.COMPLETED, S.FAILED, S.SKIPPED, S.BLOCKED}) == STEP_TERMINAL
+    assert frozenset({S.COMPLETED, S.FAILED, S.SKIPPED, S.BLOCKED, S.CANCELLED}) == STEP_TERMINAL
     assert frozenset({R.COMPLETED, R.FAILED, R.CANCELLED}) == RUN_TERMINAL
 
 

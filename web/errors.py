@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sop_engine.states import TransitionError
+
 from .responses import Json
 
 log = logging.getLogger("sop_engine.web")
@@ -85,8 +87,14 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def refused_by_the_gate(request: Request, exc: Exception) -> Response:
+    """The store's gate refused a status change (the table forbids it, or another writer came first)."""
+    return error_response(409, str(exc))
+
+
 handlers: dict[Any, Any] = {
     ApiError: api_error,
+    TransitionError: refused_by_the_gate,
     HTTPException: http_error,
     OperationalError: database_unavailable,
     DBAPIError: database_unavailable,

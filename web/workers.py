@@ -14,7 +14,7 @@ from sop_engine.control import RunControl
 from sop_engine.document import LoadedSop, load_sop
 from sop_engine.liveness import STALE, orphaned, worker_name
 from sop_engine.runner import Runner, StoreUnavailable
-from sop_engine.states import RUN_TERMINAL
+from sop_engine.states import RUN_TERMINAL, TransitionError
 from sop_engine.store import Store
 
 log = logging.getLogger("sop_engine.web.workers")
@@ -84,12 +84,16 @@ class WorkerPool:
         for run in await asyncio.to_thread(self.store.runs_held):
             if run.id in self.live or not orphaned(run.worker, run.heartbeat_at, self.name):
                 continue
-            await self.record(
-                run.id,
-                "run.updated",
-                {"status": "queued", "reason": "recovered: its worker stopped"},
-                run={"status": "queued", "worker": None},
-            )
+            try:  # only if that worker still holds it: the gate refuses if anyone moved it meanwhile
+                await self.record(
+                    run.id,
+                    "run.updated",
+                    {"status": "queued", "reason": f"recovered: its worker {run.worker} stopped"},
+                    holder=run.worker,
+                    run={"status": "queued", "worker": None, "heartbeat_at": None},
+                )
+            except TransitionError:
+                continue
             recovered.append(run.id)
         if recovered:
             log.warning("recovered %d run(s) whose worker stopped", len(recovered))
@@ -120,20 +124,21 @@ class WorkerPool:
         while True:
             try:
                 async with self.claiming:
-                    run = await asyncio.to_thread(self.store.claim_next_run, self.name)
-                    live = self._register(run) if run is not None else None
+                    claim = await asyncio.to_thread(self.store.claim_next_run, self.name)
+                    live = self._register(claim.run) if claim is not None else None
             except STORE_DOWN as exc:
                 log.warning("worker %d cannot claim, the database is unavailable: %s", number, _first(exc))
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, BACKOFF[1])
                 continue
             pause = BACKOFF[0]
-            if run is None or live is None:
+            if claim is None or live is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
                 continue
-            await self._execute(run, live)
+            await self.runner.tell(claim.event)
+            await self._execute(claim.run, live)
 
     def _register(self, run: Any) -> LiveRun:
         live = self.live[run.id] = LiveRun(run.id, RunControl(breakpoints=set(run.breakpoints or [])))

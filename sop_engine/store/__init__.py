@@ -6,13 +6,15 @@ from .batches import Batches
 from .database import READ, Database, data_dir, default_database_url, make_engine
 from .documents import Documents
 from .journal import Journal
-from .queue import RELEASED, Queue
+from .queue import RELEASED, Claim, Queue, RunHeld
 from .runs import Runs
 from .tokens import TokenInfo, TokenNameTaken, Tokens
 
 __all__ = [
     "READ",
+    "Claim",
     "RELEASED",
+    "RunHeld",
     "Store",
     "TokenInfo",
     "TokenNameTaken",

@@ -14,6 +14,7 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from .. import settings
 from ..migrations import bring_up_to_date
+from ..states import TransitionError
 
 READ = "sop_read_only"  # the execution option of the store's read-only sessions
 
@@ -65,7 +66,7 @@ class Database:
         except BaseException:
             self.engine.dispose()
             raise
-        self._statements: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._statements: dict[tuple[Any, ...], Any] = {}
         self._writer: Any = None  # one connection for the hot path of run writes, one writer at a time
         self._writing = threading.Lock()
 
@@ -92,6 +93,8 @@ class Database:
             try:
                 with self._writer.begin():
                     yield self._writer
+            except TransitionError:  # refused by the gate: rolled back, the connection is sound
+                raise
             except Exception:
                 self._writer.close()
                 self._writer = None

@@ -1,104 +1,157 @@
-"""The one gate of run and step state: a change and its event commit together, or not at all."""
+"""The one gate of run and step state: every status change, from any process, is proposed here. The gate
+checks it against the table (sop_engine.states) and applies it as a conditional update, `UPDATE … WHERE
+status IN (the statuses it may come from)`, with its event in the same transaction; a change that the table
+forbids, or that lost a race with another writer, changes nothing and raises TransitionError saying why."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
 
 from ..events import Event, utcnow
-from ..tables import (
-    AuditRow,
-    CheckpointRow,
-    RunEventRow,
-    RunRow,
-    StepRunRow,
+from ..states import (
+    ClaimLost,
+    RunStatus,
+    StepStatus,
+    TransitionError,
+    check_runs,
+    check_steps,
+    run_sources,
+    step_sources,
 )
+from ..tables import AuditRow, CheckpointRow, RunEventRow, RunRow, StepRunRow
 from .database import Database
+
+Change = tuple[str, dict[str, Any], dict[str, Any]]  # event type, event data, state change
+RUNS, STEPS = RunRow.__table__, StepRunRow.__table__  # type: ignore[attr-defined]
 
 
 class Journal(Database):
-    def record(self, run_id: str, type_: str, data: dict[str, Any], **change: Any) -> Event:
+    def record(self, run_id: str, type_: str, data: dict[str, Any], holder: str | None = None, **change: Any) -> Event:
         """Applies a state change and appends its event, numbered next in the run's sequence, atomically.
         `change`: run={columns}, step=(key, {columns}), new_steps=[rows], reset=(keys, reason), audit={...},
-        checkpoint={key, tabs, storage}."""
-        return self.record_many(run_id, [(type_, data, change)])[0]
+        checkpoint={key, tabs, storage}. `holder`: the change is made only while this worker holds the run
+        (ClaimLost otherwise)."""
+        return self.record_many(run_id, [(type_, data, change)], holder)[0]
 
-    def record_many(self, run_id: str, changes: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[Event]:
-        """Several state changes of one run, each with its event numbered in order, in one transaction.
-        Merged into as few statements as they allow: one update of the run (its sequence moves by as many
-        events), new step rows in one insert, one update per step touched, the events in one insert.
-        SQLAlchemy Core statements built once, on one connection: the ORM's bookkeeping, and building the
-        statements anew, would cost more than the commit itself."""
-        at = utcnow()
-        run: dict[str, Any] = {}
-        rows: list[dict[str, Any]] = []
-        steps: dict[str, dict[str, Any]] = {}
-        checkpoint = None
-        for _, _, change in changes:
-            run.update(change.get("run") or {})
-            rows += [{"run_id": run_id, "attempts": 0, "artifacts": [], **v} for v in change.get("new_steps") or ()]
-            if change.get("step"):
-                key, values = change["step"]
-                steps.setdefault(key, {}).update(values)
-            checkpoint = change.get("checkpoint") or checkpoint
+    def record_many(self, run_id: str, changes: list[Change], holder: str | None = None) -> list[Event]:
+        """Several state changes of one run, each with its event numbered in order, in one transaction."""
         with self._write() as conn:
-            last = conn.execute(
-                self._statement("run", tuple(sorted(run))),
-                {"rid": run_id, "n": len(changes), **{f"v_{k}": v for k, v in run.items()}},
-            ).scalar_one()
-            if rows:
-                conn.execute(insert(StepRunRow.__table__), rows)  # type: ignore[attr-defined]
-            for key, values in steps.items():
-                conn.execute(
-                    self._statement("step", tuple(sorted(values))),
-                    {"rid": run_id, "k": key, **{f"v_{k}": v for k, v in values.items()}},
-                )
-            for _, _, change in changes:
-                if change.get("reset"):
-                    self._reset(conn, run_id, *change["reset"])
-                if change.get("audit"):
-                    audit = {"run_id": run_id, "at": at, **change["audit"]}
-                    conn.execute(insert(AuditRow.__table__), [audit])  # type: ignore[attr-defined]
-            if checkpoint:
-                self._save_checkpoint(conn, run_id, at, checkpoint)
-            first = last - len(changes) + 1
-            events = [Event(run_id, first + i, type_, data, at) for i, (type_, data, _) in enumerate(changes)]
-            conn.execute(
-                self._statement("event", ()),
-                [{"run_id": run_id, "seq": e.seq, "type": e.type, "data": e.data, "at": at} for e in events],
+            return self._apply(conn, run_id, changes, holder)
+
+    def _apply(self, conn: Any, run_id: str, changes: list[Change], holder: str | None) -> list[Event]:
+        """Merged into as few statements as the changes allow: one update of the run (its sequence moves by
+        as many events), new step rows in one insert, one update per step touched, the events in one insert.
+        SQLAlchemy Core statements built once: the ORM's bookkeeping, and building the statements anew,
+        would cost more than the commit itself."""
+        at = utcnow()
+        merged = _Merged.of(run_id, changes)
+        first_move = merged.run_moves[0] if merged.run_moves else None
+        last = self._update_run(conn, run_id, merged.run, len(changes), first_move, holder)
+        if merged.rows:
+            conn.execute(insert(STEPS), merged.rows)
+        for key, values in merged.steps.items():
+            moves = merged.step_moves.get(key)
+            done = conn.execute(
+                self._statement("step", tuple(sorted(values)), bool(moves)),
+                {"rid": run_id, "k": key, **_sources(step_sources(moves[0]) if moves else None), **_bound(values)},
             )
+            if moves and done.rowcount == 0:
+                raise self._step_refused(conn, run_id, key, moves[0])
+        for _, _, change in changes:
+            if change.get("reset"):
+                self._reset(conn, run_id, *change["reset"])
+            if change.get("audit"):
+                conn.execute(insert(AuditRow.__table__), [{"run_id": run_id, "at": at, **change["audit"]}])  # type: ignore[attr-defined]
+        if merged.checkpoint:
+            self._save_checkpoint(conn, run_id, at, merged.checkpoint)
+        first = last - len(changes) + 1
+        events = [Event(run_id, first + i, type_, data, at) for i, (type_, data, _) in enumerate(changes)]
+        if merged.run_moves and merged.run_moves[-1] == RunStatus.CANCELLED:
+            events += self._cancel_steps(conn, run_id, last, at)
+        conn.execute(
+            self._statement("event", ()),
+            [{"run_id": run_id, "seq": e.seq, "type": e.type, "data": e.data, "at": at} for e in events],
+        )
         return events
 
-    def _statement(self, kind: str, keys: tuple[str, ...]) -> Any:
-        """Statements of the hot path, built once per shape and reused (bound parameters v_<column>)."""
-        found = self._statements.get((kind, keys))
+    def _update_run(
+        self, conn: Any, run_id: str, run: dict[str, Any], n: int, move: RunStatus | None, holder: str | None
+    ) -> int:
+        """Moves the run's sequence on by `n` (and sets its columns), if it may: returns the last number."""
+        statement = self._statement("run", tuple(sorted(run)), move is not None, holder is not None)
+        bound = {"rid": run_id, "n": n, **_sources(run_sources(move) if move else None), **_bound(run)}
+        if holder is not None:
+            bound["holder"] = holder
+        last = conn.execute(statement, bound).scalar_one_or_none()
+        if last is not None:
+            return int(last)
+        found = conn.execute(select(RUNS.c.status, RUNS.c.worker).where(RUNS.c.id == run_id)).first()
         if found is None:
-            runs, steps = RunRow.__table__, StepRunRow.__table__  # type: ignore[attr-defined]
+            raise TransitionError(f"there is no run {run_id}")
+        if holder is not None and found.worker != holder:
+            held = f", held by {found.worker}" if found.worker else ""
+            raise ClaimLost(f"run {run_id} is no longer held by {holder}: it is {found.status}{held}")
+        raise TransitionError(f"the run is {found.status}; a {found.status} run cannot become {move}")
+
+    @staticmethod
+    def _step_refused(conn: Any, run_id: str, key: str, move: StepStatus) -> TransitionError:
+        found = conn.execute(
+            select(STEPS.c.status).where(STEPS.c.run_id == run_id, STEPS.c.key == key)
+        ).scalar_one_or_none()
+        if found is None:
+            return TransitionError(f"run {run_id} has no step {key}")
+        return TransitionError(f"step {key} is {found}; a {found} step cannot become {move}")
+
+    def _cancel_steps(self, conn: Any, run_id: str, last: int, at: Any) -> list[Event]:
+        """A cancelled run's steps still in flight (perhaps in another process, which learns of the cancel at
+        its next write) end `cancelled`, each with its event."""
+        keys = list(
+            conn.execute(
+                update(STEPS)
+                .where(STEPS.c.run_id == run_id, STEPS.c.status == StepStatus.RUNNING.value)
+                .values(status=StepStatus.CANCELLED.value, finished_at=at, reason="the run was cancelled")
+                .returning(STEPS.c.key)
+            ).scalars()
+        )
+        if not keys:
+            return []
+        conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(last_seq=RUNS.c.last_seq + len(keys)))
+        data = [{"key": key, "status": StepStatus.CANCELLED.value, "reason": "the run was cancelled"} for key in keys]
+        return [Event(run_id, last + 1 + i, "step.updated", d, at) for i, d in enumerate(data)]
+
+    def _statement(self, kind: str, keys: tuple[str, ...], gated: bool = False, fenced: bool = False) -> Any:
+        """Statements of the hot path, built once per shape and reused (bound parameters v_<column>; the
+        statuses a change may come from in `sources`; the worker that must hold the run in `holder`)."""
+        found = self._statements.get((kind, keys, gated, fenced))
+        if found is None:
             if kind == "run":
-                found = (
-                    update(runs)
-                    .where(runs.c.id == bindparam("rid"))
-                    .values(last_seq=runs.c.last_seq + bindparam("n"), **{k: bindparam(f"v_{k}") for k in keys})
-                    .returning(runs.c.last_seq)
-                )
+                found = update(RUNS).where(RUNS.c.id == bindparam("rid"))
+                if gated:
+                    found = found.where(RUNS.c.status.in_(bindparam("sources", expanding=True)))
+                if fenced:
+                    found = found.where(RUNS.c.worker == bindparam("holder"))
+                values = {k: bindparam(f"v_{k}") for k in keys}
+                found = found.values(last_seq=RUNS.c.last_seq + bindparam("n"), **values).returning(RUNS.c.last_seq)
             elif kind == "step":
-                found = (
-                    update(steps)
-                    .where(steps.c.run_id == bindparam("rid"), steps.c.key == bindparam("k"))
-                    .values(**{k: bindparam(f"v_{k}") for k in keys})
-                )
+                found = update(STEPS).where(STEPS.c.run_id == bindparam("rid"), STEPS.c.key == bindparam("k"))
+                if gated:
+                    found = found.where(STEPS.c.status.in_(bindparam("sources", expanding=True)))
+                found = found.values(**{k: bindparam(f"v_{k}") for k in keys})
             else:
                 found = insert(RunEventRow.__table__)  # type: ignore[attr-defined]
-            self._statements[(kind, keys)] = found
+            self._statements[(kind, keys, gated, fenced)] = found
         return found
 
     @staticmethod
     def _reset(conn: Any, run_id: str, keys: list[str], reason: str | None) -> None:
-        steps = StepRunRow.__table__  # type: ignore[attr-defined]
+        """Steps a person runs again go back to pending: those the table lets go back (not a cancelled one)."""
+        allowed = [s.value for s in step_sources(StepStatus.PENDING) | {StepStatus.PENDING}]
         conn.execute(
-            update(steps)
-            .where(steps.c.run_id == run_id, steps.c.key.in_(keys))
+            update(STEPS)
+            .where(STEPS.c.run_id == run_id, STEPS.c.key.in_(keys), STEPS.c.status.in_(allowed))
             .values(status="pending", reason=reason, error=None, outputs=None, sealed_outputs=None, finished_at=None)
         )
 
@@ -111,3 +164,45 @@ class Journal(Database):
         done = conn.execute(update(table).where(table.c.run_id == run_id).values(**values))
         if done.rowcount == 0:
             conn.execute(insert(table), [{"run_id": run_id, **values}])
+
+
+@dataclass
+class _Merged:
+    """The changes of one transaction, merged: the run's columns, new step rows, each step's columns, and
+    the status moves of the run and of each step, in order (checked against the table as a chain)."""
+
+    run: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    run_moves: list[RunStatus] = field(default_factory=list)
+    step_moves: dict[str, list[StepStatus]] = field(default_factory=dict)
+    checkpoint: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, run_id: str, changes: list[Change]) -> _Merged:
+        merged = cls()
+        for _, _, change in changes:
+            if change.get("run"):
+                merged.run.update(change["run"])
+                if "status" in change["run"]:
+                    merged.run_moves.append(RunStatus(change["run"]["status"]))
+            for values in change.get("new_steps") or ():
+                merged.rows.append({"run_id": run_id, "attempts": 0, "artifacts": [], **values})
+            if change.get("step"):
+                key, values = change["step"]
+                merged.steps.setdefault(key, {}).update(values)
+                if "status" in values:
+                    merged.step_moves.setdefault(key, []).append(StepStatus(values["status"]))
+            merged.checkpoint = change.get("checkpoint") or merged.checkpoint
+        check_runs(merged.run_moves)
+        for moves in merged.step_moves.values():
+            check_steps(moves)
+        return merged
+
+
+def _bound(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"v_{k}": v for k, v in values.items()}
+
+
+def _sources(statuses: frozenset[Any] | None) -> dict[str, Any]:
+    return {} if statuses is None else {"sources": sorted(s.value for s in statuses)}
