@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime
 from typing import Any
 
 from playwright.async_api import BrowserContext, Page
 
 from .browser import BrowserHost
+from .events import utcnow
 from .policy import NetworkPolicy, PolicyError
 from .policy.guard import BrowserGuard
 from .steps import Step, uses_browser
@@ -23,7 +25,7 @@ class BrowserSession:
         self,
         host: BrowserHost,
         vault: Vault,
-        saved: dict[str, str | None] | None = None,
+        saved: dict[str, Any] | None = None,
         policy: NetworkPolicy | None = None,
     ) -> None:
         """`policy`: where the run's pages may go (the command line's, which allows everything, by default);
@@ -40,9 +42,12 @@ class BrowserSession:
         self._saved: dict[str, Any] = {}
         if saved:
             self._saved = {
+                "key": saved.get("key"),
                 "tabs": vault.open(saved["tabs"]) if saved.get("tabs") else {},
                 "storage": vault.open(saved["storage"]) if saved.get("storage") else None,
             }
+        # each time a context was rebuilt from a checkpoint: the step key it was taken after, and when
+        self.restorations: list[tuple[str | None, datetime]] = []
 
     def url(self, tab: str) -> str | None:
         page = self._tabs.get(tab)
@@ -91,6 +96,8 @@ class BrowserSession:
             await self.guard.install(self._context)
         self._lost = False
         self._tabs = {}
+        if self._saved.get("tabs") or self._saved.get("storage"):
+            self.restorations.append((self._saved.get("key"), utcnow()))
         for name, url in (self._saved.get("tabs") or {}).items():
             page = self._tabs[name] = await self._new_page()
             if url and url != "about:blank" and self._may_open(url):
@@ -122,6 +129,7 @@ class BrowserSession:
         elif not moved:
             return None  # nothing new to keep: the last checkpoint still holds
         self._saved["tabs"] = tabs
+        self._saved["key"] = key
         return sealed
 
     async def close(self) -> None:

@@ -31,6 +31,7 @@ from .attempts import (
 from .browser import BrowserHost
 from .browser_session import BrowserSession
 from .control import RunControl, Waiting
+from .controls import skipped_by_person
 from .document import LoadedSop
 from .durations import format_duration
 from .errors import ErrorKind, StepError
@@ -74,6 +75,13 @@ class RunPaused(Exception):
 
 
 INTERRUPTED = "interrupted during a non-idempotent step"
+# what a checkpoint (each tab's URL, cookies, local storage) cannot bring back when a browser is rebuilt
+LOST = (
+    "what the pages held in memory (script state, e.g. items of a single-page app)",
+    "form fields filled and not submitted",
+    "session storage",
+    "scroll positions and open dialogs",
+)
 
 __all__ = ["Execution", "FrameSink", "RunFailed", "RunOutcome", "RunPaused", "Runner", "StoreUnavailable", "call_store"]
 
@@ -243,9 +251,10 @@ class Execution:
         self._hold: set[str] = set()  # interrupted non-idempotent steps: a person decides
         self._passed_breakpoints: set[str] = set()
         saved = stored.checkpoint
-        self.browser = BrowserSession(
-            runner.browser, vault, {"tabs": saved.tabs, "storage": saved.storage} if saved else None, self.policy
-        )
+        checkpoint = {"key": saved.key, "tabs": saved.tabs, "storage": saved.storage} if saved else None
+        self.browser = BrowserSession(runner.browser, vault, checkpoint, self.policy)
+        # steps a person skipped: they stay skipped, even in a `resume_from` range that is replayed
+        self.person_skipped = {r.key for r in rows if skipped_by_person(r.status, r.reason)}
         self._pause_lock = asyncio.Lock()  # one question to a person at a time, even with parallel steps
         self.journal = Journal(self.store, run_id, runner.sinks, holder=worker)
         self._http: httpx.AsyncClient | None = None
@@ -437,6 +446,8 @@ class Execution:
         start, end = ids.index(step.resume_from), ids.index(step.id)  # type: ignore[arg-type]
         for sid in ids[min(start, end) : end]:
             sibling = prefix + sid
+            if sibling in self.person_skipped:
+                continue
             if self.status.get(sibling) in (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED):
                 await self.step_event(
                     sibling, "pending", reason=f"runs again: {step.id} resumes from {step.resume_from}"
@@ -656,6 +667,25 @@ class Execution:
 
     async def run_step(self, step: Step, env: ChainMap[str, Any], prefix: str) -> StepStatus:
         key = instance_key(prefix, step.id)
+        try:
+            status = await self._run_step(step, env, key, prefix)
+        except (RunFailed, RunPaused):
+            if self.browser.restorations:
+                await self._restored(key)
+            raise
+        if self.browser.restorations:
+            await self._restored(key)
+        return status
+
+    async def _restored(self, key: str) -> None:
+        """The browser was rebuilt from a checkpoint during this step: said in the run's events, with what a
+        checkpoint cannot bring back."""
+        found, self.browser.restorations = self.browser.restorations, []
+        for after, at in found:
+            data = {"before": key, "checkpoint_after": after, "at": at.isoformat(), "lost": list(LOST)}
+            await self.emit("run.restored", data)
+
+    async def _run_step(self, step: Step, env: ChainMap[str, Any], key: str, prefix: str) -> StepStatus:
         if not await self._gate(step, key):
             await self._skip(step, env, key, "skipped by a person")
             return StepStatus.SKIPPED
@@ -679,6 +709,8 @@ class Execution:
 
     async def _skip(self, step: Step, env: ChainMap[str, Any], key: str, reason: str) -> None:
         env.maps[0].update(dict.fromkeys(step_outputs(step)))  # a skipped step's outputs read as none
+        if skipped_by_person(StepStatus.SKIPPED, reason):
+            self.person_skipped.add(key)
         now = utcnow()
         await self.emit(
             "step.updated",
@@ -749,6 +781,7 @@ class Execution:
         if policy == "pause" and self.control is not None:
             answer = await self.pause(Waiting(self.mask(message), key, "failed"))
             if answer["action"] == "skip":
+                self.person_skipped.add(key)
                 await self.step_event(key, "skipped", reason="skipped by a person after it failed")
                 return StepStatus.SKIPPED
             await self.step_event(key, "pending", reason="retried by a person")

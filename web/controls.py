@@ -1,4 +1,4 @@
-"""Run and step controls: what each does in each state, and why it is refused (409) when it does not fit.
+"""Run and step controls, as the engine's table says (sop_engine.controls): allowed, or refused with 409.
 
 A control on a run a worker of this server is executing answers it (through its RunControl). A control
 that changes what is already recorded (retry after the run ended, rerun, a decision on a run paused before
@@ -13,12 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from sop_engine.actions.human import check_form_values
+from sop_engine.controls import (
+    PERSON,
+    StepRow,
+    rerun_keys,
+    retry_keys,
+    run_controls,
+    step_controls,
+    step_id,
+    why_not,
+)
 from sop_engine.document import LoadedSop
-from sop_engine.graph import build_graph, sibling_lists
-from sop_engine.loops import parse_key
+from sop_engine.events import utcnow
 from sop_engine.states import RUN_TERMINAL, RunStatus
 from sop_engine.steps import Input
 
+from .api.serialize import Viewer, run_controls_for
 from .errors import Invalid, NotFound, Refused
 from .workers import LiveRun, WorkerPool
 
@@ -69,30 +79,45 @@ class Controls:
         live = self.pool.live.get(run_id)
         return live, (live.control.waiting if live else None)
 
+    def _check(self, control: str, run: Any, live: LiveRun | None, row: Any = None) -> None:
+        """Refuses (409) a control that the engine's table does not allow now (sop_engine.controls)."""
+        waiting = live.control.waiting.as_dict() if live and live.control.waiting else run.waiting
+        viewer = Viewer(True, live is not None)
+        if row is None:
+            allowed = run_controls_for(run, viewer) if live else run_controls(run.status, waiting)
+        else:
+            allowed = step_controls(row.status, row.key, run.status, waiting)
+            if run.status == RunStatus.RUNNING and live is None:
+                allowed = []  # another process executes it: only cancel reaches it there
+        if control not in allowed:
+            holder = f" (executed by {run.worker}, not this server)" if run.worker and live is None else ""
+            raise Refused(why_not(control, row.status if row else None, row.key if row else None, run.status) + holder)
+
     # run controls ----------------------------------------------------------------------------
 
     @_serialised
     async def pause(self, run_id: str, who: str) -> None:
         run = await self._run(run_id)
         live, waiting = self._waiting(run_id)
-        if run.status != RunStatus.RUNNING or live is None:
-            raise Refused(f"the run is {run.status}; only a running run can be paused")
+        if run.status == RunStatus.RUNNING and live is None:
+            raise Refused(f"the run is executed by {run.worker}, not this server: it can only be cancelled here")
+        self._check("pause", run, live)
         if waiting is not None:
             raise Refused("the run is already paused")
-        live.control.pause_requested = True
+        live.control.pause_requested = True  # type: ignore[union-attr]
         await self._audit(run_id, who, "pause")
 
     @_serialised
     async def resume(self, run_id: str, who: str, action: str = "resume") -> None:
         run = await self._run(run_id)
-        if run.status != RunStatus.PAUSED:
-            raise Refused(f"the run is {run.status}; only a paused run can be resumed or stepped")
         live, waiting = self._waiting(run_id)
-        if run.waiting and run.waiting.get("kind") == "failed" or waiting is not None and waiting.kind == "failed":
-            key = waiting.key if waiting else run.waiting["key"]
-            raise Refused(f"step {key} failed: retry it or skip it")
-        if waiting is not None and waiting.kind in ("input", "approval"):
-            raise Refused(f"step {waiting.key} waits for a person's answer: submit its form")
+        if run.status == RunStatus.PAUSED:
+            decision = waiting.as_dict() if waiting else run.waiting
+            if decision and decision.get("kind") == "failed":
+                raise Refused(f"step {decision['key']} failed: retry it or skip it")
+            if decision and decision.get("kind") in ("input", "approval"):
+                raise Refused(f"step {decision['key']} waits for a person's answer: submit its form")
+        self._check(action, run, live)
         if live is None:  # paused before a restart: back to the queue, to pick up where it was
             self.pool.wake()
             await self._audit(run_id, who, action, run=self._requeue())
@@ -106,66 +131,53 @@ class Controls:
         if run.status in RUN_TERMINAL:
             raise Refused(f"the run is {run.status} already")
         await self._audit(run_id, who, "cancel")
-        if not await self.pool.cancel(run_id):
+        if not await self.pool.cancel(run_id):  # not executed here: the gate ends its steps in flight too
             await self.pool.record(
                 run_id,
                 "run.updated",
-                {"status": "cancelled", "error": "cancelled"},
-                run={"status": "cancelled", "error": "cancelled", "worker": None},
+                {"status": "cancelled", "error": f"cancelled by {who}"},
+                run={"status": "cancelled", "error": f"cancelled by {who}", "worker": None, "finished_at": utcnow()},
             )
 
     # step controls ---------------------------------------------------------------------------
 
     @_serialised
     async def skip(self, run_id: str, key: str, who: str) -> None:
+        """The step is marked skipped (its outputs read as none) and the run goes on from there: it is
+        never run, not even by a replay of a `resume_from` range."""
         run = await self._run(run_id)
         row = await self._step_row(run_id, key)
         live, waiting = self._waiting(run_id)
-        if run.status == RunStatus.CANCELLED:
-            raise Refused("the run was cancelled")
-        if row.status == "failed" and waiting is not None and waiting.kind == "failed" and waiting.key == key:
-            self._answer(live, "skip")  # type: ignore[arg-type]
+        self._check("skip", run, live, row)
+        if live is not None and waiting is not None and waiting.kind == "failed" and waiting.key == key:
+            self._answer(live, "skip")  # the runner marks it skipped, and goes on
             await self._audit(run_id, who, "skip", key)
-        elif (
-            row.status == "failed"
-            and live is None
-            and run.status in (RunStatus.FAILED, RunStatus.COMPLETED, RunStatus.PAUSED)
-        ):
+        elif row.status == "failed":  # the run ended, or waits on it since before a restart
             self.pool.wake()
-            reason = f"skipped by {who} after it failed"
+            reason = f"{PERSON}{who} after it failed"
             await self._audit(
                 run_id, who, "skip", key, step=(key, {"status": "skipped", "reason": reason}), run=self._requeue()
             )
-        elif row.status == "pending" and run.status not in RUN_TERMINAL:
-            if live is not None:
-                live.control.skips.add(key)
-                await self._audit(run_id, who, "skip", key)
-                if waiting is not None and waiting.key == key and waiting.kind in ("pause", "breakpoint"):
-                    self._answer(live, "step")  # skip it now, and stay paused before the next step
-            else:
-                await self._audit(
-                    run_id, who, "skip", key, step=(key, {"status": "skipped", "reason": f"skipped by {who}"})
-                )
-        else:
-            raise Refused(
-                f"step {key} is {row.status} in a {run.status} run; only a pending step, or a failed "
-                "one of a run that ended or waits on it, can be skipped"
-            )
+        elif live is not None and row.status == "pending":
+            live.control.skips.add(key)
+            await self._audit(run_id, who, "skip", key)
+            if waiting is not None and waiting.key == key and waiting.kind in ("pause", "breakpoint"):
+                self._answer(live, "step")  # skip it now, and stay paused before the next step
+        else:  # pending or blocked, recorded now; the execution (here, or after the queue) reads it
+            await self._audit(run_id, who, "skip", key, step=(key, {"status": "skipped", "reason": f"{PERSON}{who}"}))
 
     @_serialised
     async def retry(self, run_id: str, key: str, who: str, loaded: LoadedSop) -> None:
         run = await self._run(run_id)
         row = await self._step_row(run_id, key)
-        if row.status != "failed":
-            raise Refused(f"step {key} is {row.status}; only a failed step can be retried")
         live, waiting = self._waiting(run_id)
-        if waiting is not None and waiting.kind == "failed" and waiting.key == key:
-            self._answer(live, "retry")  # type: ignore[arg-type]
+        self._check("retry", run, live, row)
+        if live is not None and waiting is not None and waiting.kind == "failed" and waiting.key == key:
+            self._answer(live, "retry")
             await self._audit(run_id, who, "retry", key)
             return
-        if live is not None or run.status not in (RunStatus.FAILED, RunStatus.COMPLETED, RunStatus.PAUSED):
-            raise Refused(f"the run is {run.status}; retry a step of a run that ended, or that waits on that step")
-        keys = [key, *await self._blocked(run_id), *await self._containers(run_id, key)]
+        await self.pool.cancel(run_id, hand_back=True)  # paused in this process: its worker lets go first
+        keys = retry_keys(await self._rows(run_id), key)
         self.pool.wake()
         await self._audit(run_id, who, "retry", key, reset=(keys, f"retried by {who}"), run=self._requeue())
 
@@ -173,12 +185,10 @@ class Controls:
     async def rerun(self, run_id: str, key: str, who: str, loaded: LoadedSop) -> None:
         run = await self._run(run_id)
         row = await self._step_row(run_id, key)
-        if row.status != "completed":
-            raise Refused(f"step {key} is {row.status}; only a completed step can be rerun")
-        if run.status not in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.PAUSED):
-            raise Refused(f"the run is {run.status}; rerun a step of a completed, failed or paused run")
+        live, _ = self._waiting(run_id)
+        self._check("rerun", run, live, row)
         await self.pool.cancel(run_id, hand_back=True)  # paused in this process: its worker lets go first
-        keys = await self.rerun_keys(run_id, key, loaded)
+        keys = rerun_keys(await self._rows(run_id), key, loaded.sop.steps)
         self.pool.wake()
         await self._audit(
             run_id, who, "rerun", key, reset=(keys, f"rerun by {who}"), run=self._requeue(), data={"reset": keys}
@@ -189,7 +199,7 @@ class Controls:
         run = await self._run(run_id)
         if run.status in RUN_TERMINAL:
             raise Refused(f"the run is {run.status}; breakpoints are for runs still to go")
-        if _step_id(key) not in {s.id for s in loaded.sop.walk()}:
+        if step_id(key) not in {s.id for s in loaded.sop.walk()}:
             raise NotFound(f"the SOP has no step {key}")
         points = set(run.breakpoints or [])
         points = points | {key} if on else points - {key}
@@ -203,7 +213,7 @@ class Controls:
         live, waiting = self._waiting(run_id)
         if waiting is None or waiting.key != key or waiting.kind not in ("input", "approval"):
             raise Refused(f"step {key} is not waiting for a person's answer")
-        step = next((s for s in loaded.sop.walk() if s.id == _step_id(key)), None)
+        step = next((s for s in loaded.sop.walk() if s.id == step_id(key)), None)
         if isinstance(step, Input):
             problems = check_form_values(step, values)
             if problems:
@@ -214,48 +224,7 @@ class Controls:
         self._answer(live, "submit", values=values)  # type: ignore[arg-type]
         await self._audit(run_id, who, "submit", key, data={"fields": sorted(values), "secret": secret})
 
-    # which rows a retry or rerun resets ------------------------------------------------------
-
-    async def _blocked(self, run_id: str) -> list[str]:
-        return [r.key for r in await self.store.steps(run_id) if r.status == "blocked"]
-
-    async def _containers(self, run_id: str, key: str) -> list[str]:
-        """The loops and branches holding a step: they must run again to reach it."""
-        parents = {r.key: r.parent_key for r in await self.store.steps(run_id)}
-        found, parent = [], parents.get(key)
-        while parent:
-            found.append(parent)
-            parent = parents.get(parent)
-        return found
-
-    async def rerun_keys(self, run_id: str, key: str, loaded: LoadedSop) -> list[str]:
-        """The step, every step inside it, the steps after it that need it (at its level and at each
-        enclosing level, with what is inside them), and its containers. "Inside" follows the recorded
-        parent of each row, so steps in `if` branches (which share their parent's key prefix) count."""
-        rows = await self.store.steps(run_id)
-        parents = {r.key: r.parent_key for r in rows}
-        siblings_of = sibling_lists(loaded.sop.steps)
-        chosen = {key}
-        current: str | None = key
-        while current is not None:
-            step_id = _step_id(current)
-            prefix = current[: len(current) - len(step_id)]
-            graph = build_graph(siblings_of[step_id])
-            level = {r.key for r in rows if parents.get(r.key) == parents.get(current)}
-            chosen |= {prefix + d for d in graph.dependants(step_id)} & level
-            current = parents.get(current)
-            if current is not None:
-                chosen.add(current)
-        grew = True
-        while grew:  # everything whose parent is chosen, down to the deepest step
-            more = {r.key for r in rows if parents.get(r.key) in chosen} - chosen
-            grew = bool(more)
-            chosen |= more
-        return sorted(chosen | set(await self._blocked(run_id)))
+    async def _rows(self, run_id: str) -> list[StepRow]:
+        return [StepRow(r.key, r.parent_key, r.status) for r in await self.store.steps(run_id)]
 
 
-def _step_id(key: str) -> str | None:
-    try:
-        return parse_key(key)[-1][0]
-    except ValueError:
-        return None

@@ -71,6 +71,12 @@ class Runs(Database):
             query = select(RunEventRow).where(RunEventRow.run_id == run_id, RunEventRow.seq > since)
             return list(s.exec(query.order_by(RunEventRow.seq).limit(limit)))
 
+    def restorations(self, run_id: str) -> list[dict[str, Any]]:
+        """Each time the run's browser was rebuilt from a checkpoint (its run.restored events), oldest first."""
+        with self.reading() as s:
+            query = select(RunEventRow.data).where(RunEventRow.run_id == run_id, RunEventRow.type == "run.restored")
+            return list(s.exec(query.order_by(RunEventRow.seq)))
+
     def last_seq(self, run_id: str) -> int:
         run = self.run(run_id)
         return run.last_seq if run else 0

@@ -12,14 +12,14 @@ from sop_engine.document import DocumentError, resolve_inputs
 from sop_engine.runner import artifacts_root
 from sop_engine.states import RunStatus
 
-from ..access import name_of, require_control
+from ..access import may_control, name_of, require_control, user_of
 from ..db import off_loop
 from ..errors import Invalid, NotFound
 from ..responses import Json
 from ..state import state_of
 from .endpoints import Query, endpoint
 from .reading import body_model, json_body, model, query_int, query_text
-from .serialize import PRIORITIES, AuditOut, EventListOut, RunListOut, RunOut, run_json
+from .serialize import PRIORITIES, AuditOut, EventListOut, RunListOut, RunOut, Viewer, run_json
 
 KEY = r"[A-Za-z0-9_.\[\]-]{1,512}"
 
@@ -44,6 +44,14 @@ class BreakpointRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     on: bool = True
+
+
+async def _view(request: Request, run: Any, steps: bool = True) -> dict[str, Any]:
+    """The run as the caller sees it: with the controls allowed to them now, and its restorations."""
+    state = state_of(request)
+    viewer = Viewer(may_control(user_of(request), run.created_by), run.id in state.pool.live)
+    rows = await state.db.steps(run.id) if steps else None
+    return run_json(run, rows, viewer, await state.db.restorations(run.id))
 
 
 async def _run(request: Request) -> Any:
@@ -71,7 +79,7 @@ async def create_run(request: Request) -> Response:
         loaded, inputs, PRIORITIES[body.priority], breakpoints=breakpoints, created_by=name_of(request)
     )
     state.pool.wake()
-    return Json(run_json(await state.db.run(created.id) or created, []), status_code=201)
+    return Json(await _view(request, await state.db.run(created.id) or created), status_code=201)
 
 
 @endpoint(
@@ -94,13 +102,14 @@ async def list_runs(request: Request) -> Response:
     runs, total = await state_of(request).db.runs(
         status, query_text(request, "sop_id"), limit, offset, created_by=query_text(request, "created_by")
     )
-    return Json({"runs": [run_json(r) for r in runs], "total": total, "limit": limit, "offset": offset})
+    user = user_of(request)
+    shown = [run_json(r, viewer=Viewer(may_control(user, r.created_by))) for r in runs]
+    return Json({"runs": shown, "total": total, "limit": limit, "offset": offset})
 
 
 @endpoint("GET", "/runs/{run_id}", "A run with its steps", RunOut)
 async def get_run(request: Request) -> Response:
-    run = await _run(request)
-    return Json(run_json(run, await state_of(request).db.steps(run.id)))
+    return Json(await _view(request, await _run(request)))
 
 
 @endpoint(
@@ -158,7 +167,7 @@ async def step_control(request: Request) -> Response:
         await controls.breakpoint(run.id, key, model(BreakpointRequest, body).on, who, loaded)
     else:
         await controls.submit(run.id, key, model(SubmitRequest, body).values, who, loaded)
-    return Json(run_json(await state.db.run(run.id), await state.db.steps(run.id)))
+    return Json(await _view(request, await state.db.run(run.id)))
 
 
 @endpoint(
@@ -183,7 +192,7 @@ async def run_control(request: Request) -> Response:
         await state.controls.cancel(run.id, who)
     else:
         await state.controls.resume(run.id, who, action)
-    return Json(run_json(await state.db.run(run.id)))
+    return Json(await _view(request, await state.db.run(run.id), steps=False))
 
 
 INLINE = {".png", ".jpg", ".jpeg", ".gif", ".webp"}

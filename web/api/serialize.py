@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from sop_engine.controls import run_controls, step_controls
 from sop_engine.document import LoadedSop
+from sop_engine.states import RunStatus
 from sop_engine.steps import Step
 from sop_engine.tables import RunRow, SopDocumentRow, StepRunRow
 
@@ -58,7 +61,28 @@ def document_json(row: SopDocumentRow, loaded: LoadedSop | None = None) -> dict[
     return data
 
 
-def step_json(row: StepRunRow) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Viewer:
+    """Who looks at a run, for its `controls`: whether they may control it, and whether a worker of this
+    server executes it now (only such a run can be paused)."""
+
+    may_control: bool
+    live: bool = False
+
+
+def run_controls_for(run: RunRow, viewer: Viewer | None) -> list[str]:
+    if viewer is None or not viewer.may_control:
+        return []
+    found = run_controls(run.status, run.waiting)
+    if run.status == RunStatus.RUNNING and not viewer.live:  # another process executes it: it can be cancelled
+        found = [c for c in found if c != "pause"]
+    return found
+
+
+def step_json(row: StepRunRow, run: RunRow | None = None, viewer: Viewer | None = None) -> dict[str, Any]:
+    allowed = []
+    if run is not None and viewer is not None and viewer.may_control:
+        allowed = step_controls(row.status, row.key, run.status, run.waiting)
     return {
         "key": row.key,
         "step_id": row.step_id,
@@ -74,10 +98,18 @@ def step_json(row: StepRunRow) -> dict[str, Any]:
         "error": row.error,
         "reason": row.reason,
         "artifacts": [f"/api/artifacts/{path}" for path in row.artifacts],
+        "controls": allowed,
     }
 
 
-def run_json(run: RunRow, steps: list[StepRunRow] | None = None) -> dict[str, Any]:
+def run_json(
+    run: RunRow,
+    steps: list[StepRunRow] | None = None,
+    viewer: Viewer | None = None,
+    restored: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """`viewer`: whose `controls` to list (none without); `restored`: when the run's browser was rebuilt
+    from a checkpoint, and what that could not bring back."""
     data: dict[str, Any] = {
         "id": run.id,
         "sop_id": run.sop_id,
@@ -95,9 +127,11 @@ def run_json(run: RunRow, steps: list[StepRunRow] | None = None) -> dict[str, An
         "created_at": run.created_at.isoformat(),
         "started_at": _iso(run.started_at),
         "finished_at": _iso(run.finished_at),
+        "controls": run_controls_for(run, viewer),
+        "restored": restored or [],
     }
     if steps is not None:
-        data["steps"] = [step_json(s) for s in steps]
+        data["steps"] = [step_json(s, run, viewer) for s in steps]
     return data
 
 
@@ -147,6 +181,7 @@ class StepOut(_Out):
     error: dict[str, Any] | None
     reason: str | None
     artifacts: list[str]
+    controls: list[str]
 
 
 class RunOut(_Out):
@@ -163,6 +198,8 @@ class RunOut(_Out):
     seq: int
     created_by: str | None
     created_at: str
+    controls: list[str]
+    restored: list[dict[str, Any]]
     steps: list[StepOut] | None = None
 
 
