@@ -124,6 +124,7 @@ def _summary(store: Store, outcome: RunOutcome) -> dict[str, Any]:
         "outputs": outcome.outputs,
         "error": outcome.error,
         "steps": steps,
+        "restored": store.restorations(outcome.run_id),
     }
 
 
@@ -247,6 +248,13 @@ def run_document(
             out.print("[yellow]a person must decide (in the server: retry or skip the step)[/]")
         if outcome.error:
             out.print(f"[red]{_escape(outcome.error)}[/]")
+        for restored in summary["restored"]:
+            after = restored["checkpoint_after"] or "the start"
+            out.print(
+                f"[yellow]warning: the browser was rebuilt from a checkpoint (taken after {_escape(after)}) before "
+                f"{_escape(restored['before'])}; lost: {_escape('; '.join(restored['lost']))}. An SOP answers this "
+                "with resume_from on the step that needs the lost page state (see the README).[/]"
+            )
         if outcome.outputs:
             out.print_json(json.dumps(outcome.outputs, default=str))
     return EXIT_OK if outcome.status == RunStatus.COMPLETED else EXIT_FAILED
