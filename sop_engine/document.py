@@ -11,30 +11,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .checks import check_declarations, check_document
 from .durations import Duration
 from .expressions import OutOfTime, within_deadline
 from .limits import LimitError, ParseError, check_value, load_json, load_yaml
 from .policy.rules import parse_rule
+from .problems import Problem
 from .steps import NAME_PATTERN, STEP_MODELS, ErrorPolicy, RetrySpec, Step
 from .text import clean, has_unencodable
 
 InputType = Literal["string", "integer", "number", "boolean", "list", "dict"]
 _NO_DEFAULT = object()
 DOCUMENT_MAX_SECONDS = 5.0  # checking a document (its steps, templates and graph) is stopped after this long
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a document, with where it is."""
-
-    where: str  # "step 'type' (steps[1].steps[0]), field 'value'" or "inputs.items"
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}" if self.where else self.message
-
-    def as_dict(self) -> dict[str, str]:
-        return {"where": self.where, "message": self.message}
 
 
 class DocumentError(ValueError):
@@ -184,8 +172,6 @@ def load_sop(text: str, base_dir: Path | None = None) -> LoadedSop:
 
 
 def _checked(raw: Any, text: str, base_dir: Path | None) -> LoadedSop:
-    from .graph import check_declarations, check_document  # the graph checks need parsed steps
-
     if not isinstance(raw, dict):
         raise DocumentError([Problem("document", "an SOP is a mapping with 'sop', 'id' and 'steps'")])
     problems: list[Problem] = []

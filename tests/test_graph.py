@@ -1,7 +1,8 @@
 import pytest
 
+from sop_engine.checks import check_document
 from sop_engine.document import DocumentError, load_sop
-from sop_engine.graph import build_graph, check_document, free_names
+from sop_engine.graph import build_graph, free_names
 from sop_engine.states import StepStatus
 
 P, R, C, F, S, B = (
