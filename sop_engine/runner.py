@@ -51,6 +51,7 @@ from .loops import (
 )
 from .masking import MASK, Masker
 from .policy import NetworkPolicy, PolicyError
+from .progress import instances_per_iteration
 from .retries import RetryPolicy
 from .states import ClaimLost, RunStatus, StepStatus
 from .steps import Condition, If, Loop, Probe, Step, uses_browser
@@ -938,6 +939,8 @@ class Execution:
             items = await self._loop_items(loop, variables)
             if items is not None:
                 check_iterations(key, len(items), loop.max_iterations)
+                sized = {"key": key, "iterations": len(items), "per_iteration": instances_per_iteration(loop.steps)}
+                await self.emit("loop.sized", sized, wait=False)
             while items is None or index < len(items):
                 item = items[index] if items is not None else index
                 scope = {**variables, **last, loop.as_: item, "index": index}

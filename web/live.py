@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from sop_engine.events import Event
+from sop_engine.progress import ENDED
+from sop_engine.states import RUN_TERMINAL
 from sop_engine.store import Store
 
 from .access import may_read
@@ -28,9 +30,11 @@ SOCKET_NAMES = {
     "step.retried": "step.updated",
     "steps.added": "step.updated",
     "control": "run.updated",
+    "run.restored": "run.updated",
+    "loop.sized": "step.updated",
     "log": "log",
 }
-_TERMINAL = {"completed", "failed", "skipped", "blocked"}
+_TERMINAL = ENDED
 
 
 class Subscribe(BaseModel):
@@ -124,27 +128,19 @@ class LiveFeed:
             return  # nobody watches: the event is in the database for whoever comes later
         rooms = [run_room(event.run_id), ALL_RUNS]
         await self.sio.emit(SOCKET_NAMES.get(event.type, "run.updated"), event.as_dict(), to=rooms)
-        if event.type == "step.updated" and event.data.get("status") in _TERMINAL | {"pending"}:
+        ended = event.type == "step.updated" and event.data.get("status") in _TERMINAL | {"pending"}
+        if ended or event.type == "loop.sized":
             progress = await asyncio.to_thread(self.progress, event.run_id, event.seq)
             await self.sio.emit("progress", progress, to=rooms)
 
     def progress(self, run_id: str, seq: int) -> dict[str, Any]:
-        counts = self.store.step_counts(run_id)
-        total = sum(counts.values())
-        done = sum(n for status, n in counts.items() if status in _TERMINAL)
-        return {
-            "run_id": run_id,
-            "seq": seq,
-            "completed": done,
-            "total": total,
-            "percent": round(100 * done / total, 1) if total else 0.0,
-            "eta_s": self.eta(run_id),
-        }
+        return {"run_id": run_id, "seq": seq, **self.store.progress(run_id), "eta_s": self.eta(run_id)}
 
     def eta(self, run_id: str) -> float | None:
-        """Seconds left, from how long the steps still pending took in the SOP's earlier runs."""
+        """Seconds left, from how long the steps still pending took in the SOP's earlier runs; none once the
+        run ended."""
         run = self.store.run(run_id)
-        if run is None:
+        if run is None or run.status in RUN_TERMINAL:
             return None
         cached = self._typical.get(run.sop_id)
         if cached is None or time.monotonic() - cached[0] > 30:

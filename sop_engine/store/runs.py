@@ -9,6 +9,7 @@ from sqlalchemy import delete, func
 from sqlmodel import select
 
 from ..events import utcnow
+from ..progress import progress, sized_loops
 from ..tables import (
     AuditRow,
     CheckpointRow,
@@ -73,9 +74,19 @@ class Runs(Database):
 
     def restorations(self, run_id: str) -> list[dict[str, Any]]:
         """Each time the run's browser was rebuilt from a checkpoint (its run.restored events), oldest first."""
+        return self.events_of(run_id, "run.restored")
+
+    def events_of(self, run_id: str, type_: str) -> list[dict[str, Any]]:
+        """The data of the run's events of one type, in order."""
         with self.reading() as s:
-            query = select(RunEventRow.data).where(RunEventRow.run_id == run_id, RunEventRow.type == "run.restored")
+            query = select(RunEventRow.data).where(RunEventRow.run_id == run_id, RunEventRow.type == type_)
             return list(s.exec(query.order_by(RunEventRow.seq)))
+
+    def progress(self, run_id: str) -> dict[str, Any]:
+        """How far the run is (sop_engine.progress), from its step rows and its loops' sizes."""
+        with self.reading() as s:
+            rows = s.exec(select(StepRunRow.key, StepRunRow.status).where(StepRunRow.run_id == run_id)).all()
+        return progress(rows, sized_loops(self.events_of(run_id, "loop.sized")))
 
     def last_seq(self, run_id: str) -> int:
         run = self.run(run_id)

@@ -51,7 +51,9 @@ async def _view(request: Request, run: Any, steps: bool = True) -> dict[str, Any
     state = state_of(request)
     viewer = Viewer(may_control(user_of(request), run.created_by), run.id in state.pool.live)
     rows = await state.db.steps(run.id) if steps else None
-    return run_json(run, rows, viewer, await state.db.restorations(run.id))
+    shown = run_json(run, rows, viewer, await state.db.restorations(run.id))
+    shown["progress"] = await state.db.progress(run.id)
+    return shown
 
 
 async def _run(request: Request) -> Any:

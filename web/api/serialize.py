@@ -200,6 +200,7 @@ class RunOut(_Out):
     created_at: str
     controls: list[str]
     restored: list[dict[str, Any]]
+    progress: dict[str, Any] | None = None
     steps: list[StepOut] | None = None
 
 
