@@ -20,7 +20,7 @@ import pytest
 from sop_engine.document import load_sop
 from sop_engine.states import ClaimLost, TransitionError
 from sop_engine.store import RunHeld, Store
-from tests.conftest import SOPS, ServerProcess, post_sop, start_run, wait_run
+from tests.conftest import SOPS, ServerProcess, post_sop, start_run, wait_for, wait_run
 
 
 class Gate:
@@ -371,3 +371,98 @@ def test_controls_are_listed_only_for_who_may_use_them(server: ServerProcess, ap
     assert done["controls"] == [] and {s["key"]: s["controls"] for s in done["steps"]} == {
         "first": ["rerun"], "wait": ["rerun"], "last": ["rerun"],
     }  # fmt: skip
+
+
+class Counting:
+    """A loopback endpoint that answers how many times each `n` was asked for."""
+
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        counting = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                n = self.path.rsplit("=", 1)[-1]
+                counting.hits[n] += 1
+                body = json.dumps({"value": int(n) * 10 + counting.hits[n]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/n"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_rerun_of_one_loop_iteration_runs_that_iteration_and_what_reads_the_collect(api: Any):
+    counting = Counting()
+    try:
+        sop_id = post_sop(
+            api,
+            f"""
+sop: 1
+id: SOP_ID
+outputs: [values, total]
+steps:
+  - id: each
+    action: loop
+    repeat: 3
+    collect: {{values: v}}
+    steps:
+      - {{id: ask, action: http, url: "{counting.url}?n={{{{ index }}}}", inputs: [index],
+          outputs: {{v: "{{{{ result.json.value }}}}"}}}}
+  - {{id: sum, action: set, inputs: [values], values: {{total: "{{{{ values | sum }}}}"}}}}
+  - {{id: other, action: log, message: unrelated}}
+""",
+        )
+        run_id = start_run(api, sop_id)
+        first = wait_run(api, run_id, "completed")
+        assert first["outputs"] == {"values": [1, 11, 21], "total": 33}
+        assert first["progress"] == {"completed": 6, "total": 6, "percent": 100.0}
+        assert api.post(f"/api/runs/{run_id}/steps/each[1].ask/rerun").status_code == 200
+        run = wait_for(
+            lambda: (
+                (r := api.get(f"/api/runs/{run_id}").json())["status"] == "completed"
+                and r["outputs"]["total"] != 33
+                and r
+            )
+        )
+        assert run["outputs"] == {"values": [1, 12, 21], "total": 34}  # the collect made again, and read again
+        assert counting.hits == {"0": 1, "1": 2, "2": 1}  # that iteration only
+        events = api.get(f"/api/runs/{run_id}/events").json()["events"]
+        assert completions(events) == {
+            "each[0].ask": 1, "each[1].ask": 2, "each[2].ask": 1, "each": 2, "sum": 2, "other": 1,
+        }  # fmt: skip
+    finally:
+        counting.server.shutdown()
+        counting.server.server_close()
+
+
+def test_progress_counts_a_loops_iterations_before_they_expand(api: Any, gate: Gate):
+    sop_id = post_sop(
+        api,
+        f"""
+sop: 1
+id: SOP_ID
+steps:
+  - id: each
+    action: loop
+    repeat: 40
+    steps:
+      - {{id: a, action: log, message: "{{{{ index }}}}", inputs: [index]}}
+      - {{id: hold, action: http, url: "{gate.url}", when: "{{{{ index == 5 }}}}", inputs: [index], timeout: 120s}}
+""",
+    )
+    run_id = start_run(api, sop_id)
+    assert gate.called.wait(60)
+    progress = wait_for(lambda: (p := api.get(f"/api/runs/{run_id}").json()["progress"])["total"] == 81 and p)
+    assert 11 <= progress["completed"] <= 12  # 5 iterations of 2 steps, and step a of the 6th: about 14 %
+    gate.open.set()
+    done = wait_run(api, run_id, "completed")
+    assert done["progress"] == {"completed": 81, "total": 81, "percent": 100.0}
