@@ -1,0 +1,292 @@
+"""One run of one document: its variables, browser context and step statuses, and its life from start to end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import ChainMap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from playwright.async_api import Page
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..attempts import secret_texts, tainted_names
+from ..browser_session import BrowserSession
+from ..control import RunControl
+from ..controls import skipped_by_person
+from ..document import LoadedSop
+from ..durations import format_duration
+from ..errors import ErrorKind, StepError
+from ..events import Journal, StoreUnavailable, call_store, utcnow
+from ..graph import Graph, sibling_lists
+from ..liveness import HEARTBEAT
+from ..masking import Masker
+from ..policy import PolicyError
+from ..states import ClaimLost, RunStatus, StepStatus
+from ..store import Store, data_dir
+from ..tables import CheckpointRow, RunRow, StepRunRow
+from ..text import clean
+from .flow import Flow
+from .leaf import Leaf
+from .outcome import RunFailed, RunOutcome, RunPaused, artifacts_root
+from .people import People
+from .restart import Restart
+
+if TYPE_CHECKING:
+    from .lifecycle import Runner
+
+log = logging.getLogger("sop_engine.runner")
+
+
+@dataclass
+class StoredRun:
+    """What the store holds of a run as an execution starts."""
+
+    run: RunRow | None
+    steps: list[StepRunRow]
+    checkpoint: CheckpointRow | None
+
+    @classmethod
+    def read(cls, store: Store, run_id: str) -> StoredRun:
+        return cls(store.run(run_id), store.steps(run_id), store.checkpoint(run_id))
+
+
+class Execution(Flow, Leaf, People, Restart):
+    """One run of one document: its variables, browser context and step statuses. It picks up where an
+    earlier execution of the same run stopped: completed steps give back their stored outputs."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        run_id: str,
+        loaded: LoadedSop,
+        inputs: dict[str, Any],
+        control: RunControl | None,
+        worker: str | None,
+        stored: StoredRun,
+    ) -> None:
+        """Use `await Execution.prepare(...)`: it reads the stored run off the event loop."""
+        self.runner = runner
+        self.worker = worker
+        self.store = runner.store
+        self.run_id = run_id
+        self.sop = loaded.sop
+        self.inputs = inputs
+        self.control = control
+        self.secret_names = self.sop.secret_inputs
+        self.mask = Masker([inputs.get(n) for n in self.secret_names])
+        # names whose values carry a secret (attempts.tainted_names): shown as *** by name
+        self.tainted = tainted_names(self.sop.steps, self.secret_names)
+        # secrets as the page may show them, kept here only, to cover them in pictures
+        self._clear: dict[str, None] = dict.fromkeys(t for n in self.secret_names for t in secret_texts(inputs.get(n)))
+        self._filled: dict[str, set[str]] = {}  # tab -> selectors of fields filled with a secret
+        rows, run = stored.steps, stored.run
+        self.status: dict[str, StepStatus] = {r.key: StepStatus(r.status) for r in rows}
+        vault = runner.vault
+        self.stored_outputs: dict[str, dict[str, Any]] = {
+            r.key: vault.open(r.sealed_outputs) if r.sealed_outputs else r.outputs or {} for r in rows
+        }
+        self.attempts: dict[str, int] = {r.key: r.attempts for r in rows}
+        self.run_status = RunStatus(run.status) if run else RunStatus.QUEUED
+        self.batch_id = run.batch_id if run else None
+        self.limit = asyncio.Semaphore(self.sop.max_parallel)
+        self.artifacts_dir = artifacts_root() / run_id
+        self.base_dir = loaded.base_dir or (Path.cwd() if runner.policy.local_files else data_dir() / "uploads")
+        self._policy_error: PolicyError | None = None
+        try:
+            self.policy = runner.policy.narrowed(self.sop)
+        except PolicyError as exc:  # the SOP's own rules do not read: the run fails when it starts
+            self.policy, self._policy_error = runner.policy, exc
+        self._graphs: dict[int, Graph] = {}
+        self._siblings = sibling_lists(self.sop.steps)
+        self._hold: set[str] = set()  # interrupted non-idempotent steps: a person decides
+        self._passed_breakpoints: set[str] = set()
+        saved = stored.checkpoint
+        checkpoint = {"key": saved.key, "tabs": saved.tabs, "storage": saved.storage} if saved else None
+        self.browser = BrowserSession(runner.browser, vault, checkpoint, self.policy)
+        # steps a person skipped: they stay skipped, even in a `resume_from` range that is replayed
+        self.person_skipped = {r.key for r in rows if skipped_by_person(r.status, r.reason)}
+        self._pause_lock = asyncio.Lock()  # one question to a person at a time, even with parallel steps
+        self.journal = Journal(self.store, run_id, runner.sinks, holder=worker)
+        self._http: httpx.AsyncClient | None = None
+
+    @classmethod
+    async def prepare(
+        cls,
+        runner: Runner,
+        run_id: str,
+        loaded: LoadedSop,
+        inputs: dict[str, Any],
+        control: RunControl | None = None,
+        worker: str | None = None,
+    ) -> Execution:
+        if worker is not None:  # only the worker holding a run executes it
+            claim = await call_store(runner.store.claim_run, run_id, worker, what=f"claiming run {run_id}")
+            await runner.tell(claim.event)
+        stored = await call_store(StoredRun.read, runner.store, run_id, what=f"reading run {run_id}")
+        return cls(runner, run_id, loaded, inputs, control, worker, stored)
+
+    # I/O shared by the steps -----------------------------------------------------------------
+
+    async def emit(
+        self,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        run: dict[str, Any] | None = None,
+        step: tuple[str, dict[str, Any]] | None = None,
+        new_steps: list[dict[str, Any]] | None = None,
+        checkpoint: dict[str, Any] | None = None,
+        wait: bool = True,
+    ) -> None:
+        """Store a state change with its event, then tell the sinks. With `wait=False` (a step's start, new
+        step rows) the change is written with the next one waited for, or WRITE_BEHIND seconds later, whichever
+        comes first: a quick step's start and result share one commit, and both are committed before the
+        next step starts."""
+        # the store's gate applies the table (and this worker's claim) to every change; kept here: what it holds
+        if step is not None and "status" in step[1]:
+            self.status[step[0]] = StepStatus(step[1]["status"])
+        if run is not None and run.get("status") == self.run_status:
+            run = {k: v for k, v in run.items() if k != "status"}  # no move: the run is that already
+        elif run is not None and "status" in run:
+            self.run_status = RunStatus(run["status"])
+        for row in new_steps or ():
+            self.status[row["key"]] = StepStatus.PENDING
+        # no secret in clear; what came from a page was made valid text where it came in (attempts, _fail)
+        change = {
+            "run": self.mask(run) if run else None,
+            "step": (step[0], self.mask(step[1])) if step else None,
+            "new_steps": new_steps or (),
+            "checkpoint": checkpoint,
+        }
+        await self.journal.write((type_, self.mask(data), change), wait)
+
+    async def step_event(self, key: str, status: str, **values: Any) -> None:
+        """A step's status change: stored on its row and told as a step.updated event."""
+        await self.emit("step.updated", {"key": key, "status": status, **values}, step=(key, {"status": status}))
+
+    async def page(self, tab: str) -> Page:
+        return await self.browser.page(tab)
+
+    def tab_url(self, tab: str) -> str | None:
+        return self.browser.url(tab)
+
+    def http_client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = self.policy.http_client()
+        return self._http
+
+    async def close(self) -> None:
+        await self.browser.close()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # the run ---------------------------------------------------------------------------------
+
+    async def run(self) -> RunOutcome:
+        beating = asyncio.create_task(self._heartbeat())
+        try:
+            return await self._run()
+        finally:
+            beating.cancel()
+
+    async def _heartbeat(self) -> None:
+        """Tells the database this worker still holds the run, so nobody takes it over while it is alive."""
+        while self.worker:
+            await asyncio.sleep(HEARTBEAT)
+            try:
+                await asyncio.to_thread(self.store.heartbeat, self.worker, [self.run_id])
+            except SQLAlchemyError as exc:  # the next beat tries again; the run's own writes say when to give up
+                log.warning("heartbeat of run %s refused: %s", self.run_id, str(exc).splitlines()[0])
+
+    async def _run(self) -> RunOutcome:
+        produced: dict[str, Any] = {}
+        status, error = RunStatus.COMPLETED, None
+        try:
+            await self._reset_interrupted()
+            await self._set_run(
+                RunStatus.RUNNING, started_at=utcnow(), waiting=None, worker=self.worker, heartbeat_at=utcnow()
+            )
+            if self._policy_error is not None:
+                raise RunFailed(str(self._policy_error))
+            async with asyncio.timeout(self.sop.timeout):
+                produced = await self.run_scope(self.sop.steps, ChainMap({}, self.inputs), "", None)
+        except RunFailed as exc:
+            status, error = RunStatus.FAILED, str(exc)
+        except RunPaused as exc:
+            await self.close()
+            await self._set_run(RunStatus.PAUSED, waiting=self.mask(exc.waiting.as_dict()))
+            return RunOutcome(self.run_id, RunStatus.PAUSED, {}, exc.waiting.reason)
+        except TimeoutError:
+            status, error = RunStatus.FAILED, f"the run did not finish within {format_duration(self.sop.timeout or 0)}"
+        except asyncio.CancelledError:
+            await self.close()
+            await self._interrupted()
+            raise
+        except StoreUnavailable:  # nothing more can be recorded: the run stays as last committed
+            raise
+        except ClaimLost as exc:  # cancelled, or taken over, elsewhere: this execution records nothing more
+            log.warning("run %s: %s", self.run_id, exc)
+            await self.close()
+            return await self._lost(str(exc))
+        except Exception as exc:  # a bug must not leave the run `running` for ever
+            await self.close()
+            await self._finish(RunStatus.FAILED, {}, clean(f"internal error: {type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            await self.close()
+        scope = {**self.inputs, **produced}
+        outputs = self._shown({name: scope.get(name) for name in self.sop.outputs})
+        await self._finish(status, outputs, error)
+        return RunOutcome(self.run_id, status, self.mask(outputs), self.mask(error))
+
+    async def _lost(self, why: str) -> RunOutcome:
+        run = await call_store(self.store.run, self.run_id, what=f"reading run {self.run_id}")
+        status = RunStatus(run.status) if run else RunStatus.CANCELLED
+        return RunOutcome(self.run_id, status, {}, f"this process stopped executing the run: {why}")
+
+    async def _interrupted(self) -> None:
+        """The execution was cancelled: by a person (the run is cancelled), by a control taking the run back
+        (it records what happens next), or by the process stopping (the run goes back to the queue; a paused
+        run stays paused)."""
+        control = self.control
+        if control is not None and control.handing_back:
+            return
+        if control is not None and control.stopping:
+            if self.run_status != RunStatus.PAUSED:
+                await self._set_run(
+                    RunStatus.QUEUED, error="the server stopped; the run goes on when it restarts", worker=None
+                )
+            return
+        await self._finish(RunStatus.CANCELLED, {}, "cancelled")
+
+    async def _set_run(self, status: RunStatus, **values: Any) -> None:
+        shown = ("error", "outputs", "waiting")
+        data = {"status": status.value, **{k: v for k, v in values.items() if k in shown}}
+        if self.batch_id:
+            data["batch_id"] = self.batch_id
+        await self.emit("run.updated", data, run={"status": status.value, **values})
+
+    async def _finish(self, status: RunStatus, outputs: dict[str, Any], error: str | None) -> None:
+        """The run ended: steps still running (a run timeout, a cancel, a sibling that failed the run) are
+        recorded as interrupted, so no row is left `running`."""
+        for key, step_status in list(self.status.items()):
+            if step_status == StepStatus.RUNNING and status == RunStatus.CANCELLED:
+                reason = "the run was cancelled"
+                await self.emit(
+                    "step.updated",
+                    {"key": key, "status": "cancelled", "reason": reason},
+                    step=(key, {"status": "cancelled", "reason": reason, "finished_at": utcnow()}),
+                )
+            elif step_status == StepStatus.RUNNING:
+                lost = StepError(ErrorKind.INTERRUPTED, f"interrupted: the run {'was ' + status.value}").as_dict()
+                await self.emit(
+                    "step.updated",
+                    {"key": key, "status": "failed", "error": lost},
+                    step=(key, {"status": "failed", "error": lost, "finished_at": utcnow()}),
+                )
+        await self._set_run(status, outputs=outputs, error=error, finished_at=utcnow(), waiting=None, worker=None)

@@ -1,0 +1,230 @@
+"""The order of steps: siblings by their dependencies, conditions, `if` branches and loops."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import ChainMap
+from collections.abc import Mapping
+from typing import Any
+
+from ..attempts import check_json, off_the_loop, render_fields
+from ..errors import ErrorKind, StepError
+from ..events import utcnow
+from ..expressions import ExpressionError, evaluate_condition
+from ..graph import Graph, build_graph, step_outputs
+from ..loops import (
+    LoopError,
+    check_iterations,
+    element_items,
+    for_each_items,
+    instance_key,
+    iteration_prefix,
+    repeat_items,
+)
+from ..progress import instances_per_iteration
+from ..states import StepStatus
+from ..steps import Condition, If, Loop, Probe, Step
+from .outcome import RunFailed
+
+
+class Flow:
+    """Sibling steps in dependency order, conditions, branches and loops."""
+
+    def graph(self, steps: list[Step]) -> Graph:
+        graph = self._graphs.get(id(steps))
+        if graph is None:
+            graph = self._graphs[id(steps)] = build_graph(steps)
+        return graph
+
+    async def run_scope(
+        self, steps: list[Step], env: ChainMap[str, Any], prefix: str, parent: str | None
+    ) -> dict[str, Any]:
+        """Run a list of sibling steps in dependency order; returns the outputs they produced."""
+        graph = self.graph(steps)
+        status = await self._scope_status(steps, env, prefix, parent)
+        running: dict[asyncio.Task[StepStatus], str] = {}
+        sequential = self.sop.max_parallel == 1
+        try:
+            while True:
+                for sid in graph.blocked(status):
+                    status[sid] = await self._block(graph, sid, prefix, status)
+                ready = graph.ready(status, first=sequential)
+                if not ready and not running:
+                    return {n: env.maps[0].get(n) for s in steps for n in step_outputs(s)}
+                if sequential:
+                    status[ready[0]] = StepStatus.RUNNING
+                    status[ready[0]] = await self.run_step(graph.nodes[ready[0]].step, env, prefix)
+                    continue
+                for sid in ready:
+                    status[sid] = StepStatus.RUNNING
+                    running[asyncio.ensure_future(self.run_step(graph.nodes[sid].step, env, prefix))] = sid
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    status[running.pop(task)] = task.result()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _scope_status(
+        self, steps: list[Step], env: ChainMap[str, Any], prefix: str, parent: str | None
+    ) -> dict[str, StepStatus]:
+        """Adds rows for steps seen for the first time; steps an earlier execution finished give back
+        their outputs."""
+        status: dict[str, StepStatus] = {}
+        new_rows = []
+        for step in steps:
+            key = instance_key(prefix, step.id)
+            known = self.status.get(key)
+            if known is None:
+                new_rows.append(
+                    {
+                        "key": key,
+                        "step_id": step.id,
+                        "parent_key": parent,
+                        "action": step.action,
+                        "status": StepStatus.PENDING.value,
+                    }
+                )
+                known = StepStatus.PENDING
+            elif known == StepStatus.COMPLETED:
+                stored = self.stored_outputs.get(key, {})
+                env.maps[0].update({n: stored.get(n) for n in step_outputs(step)})
+                for name in self.tainted.intersection(step_outputs(step)):
+                    self.hide(stored.get(name))
+            elif known == StepStatus.SKIPPED:
+                env.maps[0].update(dict.fromkeys(step_outputs(step)))
+            elif key in self._hold:
+                known = StepStatus.PENDING  # the gate asks a person before it runs again
+            status[step.id] = known
+        if new_rows:
+            keys = [r["key"] for r in new_rows]
+            await self.emit("steps.added", {"parent": parent, "keys": keys}, new_steps=new_rows, wait=False)
+        return status
+
+    async def _block(self, graph: Graph, sid: str, prefix: str, status: Mapping[str, StepStatus]) -> StepStatus:
+        failed = sorted(d for d in graph.nodes[sid].needs if status[d] in (StepStatus.FAILED, StepStatus.BLOCKED))
+        reason = f"needs {', '.join(prefix + d for d in failed)}, which did not complete"
+        now = utcnow()
+        key = instance_key(prefix, sid)
+        await self.emit(
+            "step.updated",
+            {"key": key, "status": "blocked", "reason": reason},
+            step=(key, {"status": "blocked", "reason": reason, "started_at": now, "finished_at": now}),
+        )
+        return StepStatus.BLOCKED
+
+    # conditions and steps holding steps -------------------------------------------------------
+
+    async def condition(self, condition: Condition, variables: dict[str, Any], step: Step) -> bool:
+        if isinstance(condition, Probe):
+            selector = render_fields(condition.selector, variables)
+            page = await self.page(step.tab)
+            try:
+                count = await page.locator(selector).count()
+            except Exception as exc:  # a selector Playwright cannot read, or the page went away
+                raise StepError(
+                    ErrorKind.ACTION, f"probe {selector!r}: {str(exc).splitlines()[0]}", selector=selector
+                ) from None
+            return count > 0 if condition.exists is not None else count == 0
+        try:
+            return await off_the_loop(condition, lambda: evaluate_condition(condition, variables), condition=True)
+        except ExpressionError as exc:
+            raise StepError(ErrorKind.TEMPLATE, str(exc)) from None
+
+    async def _nested(self, step: Step, key: str, body: Any) -> Any:
+        """Runs a body; when it ends the run, the step holding it is marked failed too."""
+        try:
+            return await body
+        except RunFailed as exc:
+            error = StepError(ErrorKind.ACTION, str(exc)).as_dict()
+            await self.emit(
+                "step.updated",
+                {"key": key, "status": "failed", "error": error},
+                step=(key, {"status": "failed", "finished_at": utcnow(), "error": error}),
+            )
+            raise
+
+    async def run_if(self, step: If, env: ChainMap[str, Any], prefix: str, variables: dict[str, Any]) -> StepStatus:
+        key = instance_key(prefix, step.id)
+        await self._start(key, variables)
+        started = asyncio.get_running_loop().time()
+        try:
+            branch = "then" if await self.condition(step.condition, variables, step) else "else"
+        except StepError as exc:
+            return await self._fail(step, key, exc, [])
+        children = step.then if branch == "then" else step.else_
+        if children:
+            await self._nested(step, key, self.run_scope(children, env.new_child(), prefix, key))
+        await self._complete(key, {"branch": branch}, started, [])
+        return StepStatus.COMPLETED
+
+    async def _loop_items(self, loop: Loop, variables: dict[str, Any]) -> list[Any] | None:
+        try:
+            if loop.for_each is not None:
+                rendered = await off_the_loop(loop.for_each, lambda: render_fields(loop.for_each, variables))
+                items = for_each_items(rendered)
+                if loop.as_ in self.tainted:
+                    self.hide(items)
+                return check_json(f"the for_each of loop {loop.id}", items)
+            if loop.repeat is not None:
+                return repeat_items(await off_the_loop(loop.repeat, lambda: render_fields(loop.repeat, variables)))
+        except LoopError as exc:
+            raise StepError(ErrorKind.TEMPLATE, str(exc)) from None
+        if loop.for_each_element is not None:
+            selector = render_fields(loop.for_each_element, variables)
+            return element_items(selector, await self._count_elements(loop, selector))
+        return None
+
+    async def _count_elements(self, loop: Loop, selector: str) -> int:
+        page = await self.page(loop.tab)
+        locator = page.locator(selector)
+        count = await locator.count()
+        if count == 0:  # a list drawn by script may not be there yet: give it the step's timeout
+            timeout = loop.timeout or self.sop.defaults.timeout
+            try:
+                await locator.first.wait_for(state="attached", timeout=timeout * 1000)
+            except Exception:
+                return 0
+            count = await locator.count()
+        return count
+
+    async def run_loop(self, loop: Loop, env: ChainMap[str, Any], key: str, variables: dict[str, Any]) -> StepStatus:
+        await self._start(key, variables)
+        started = asyncio.get_running_loop().time()
+        collected: dict[str, list[Any]] = {name: [] for name in loop.collect}
+        last: dict[str, Any] = dict.fromkeys(set().union(*(step_outputs(s) for s in loop.steps)))
+        index = 0
+        try:
+            items = await self._loop_items(loop, variables)
+            if items is not None:
+                check_iterations(key, len(items), loop.max_iterations)
+                sized = {"key": key, "iterations": len(items), "per_iteration": instances_per_iteration(loop.steps)}
+                await self.emit("loop.sized", sized, wait=False)
+            while items is None or index < len(items):
+                item = items[index] if items is not None else index
+                scope = {**variables, **last, loop.as_: item, "index": index}
+                if loop.while_ is not None and not await self.condition(loop.while_, scope, loop):
+                    break
+                if index >= loop.max_iterations:
+                    raise LoopError(
+                        f"loop {key} ran {loop.max_iterations} iterations and its condition still "
+                        "asks for more (raise max_iterations if that is expected)"
+                    )
+                body_env = env.new_child({loop.as_: item, "index": index}).new_child()
+                body = self.run_scope(loop.steps, body_env, iteration_prefix(key, index), key)
+                last = await self._nested(loop, key, body)
+                for name, var in loop.collect.items():
+                    collected[name].append(last.get(var))
+                index += 1
+                scope = {**variables, **last, loop.as_: item, "index": index - 1}
+                if loop.until is not None and await self.condition(loop.until, scope, loop):
+                    break
+        except LoopError as exc:
+            return await self._fail(loop, key, StepError(ErrorKind.ACTION, str(exc)), [])
+        except StepError as exc:
+            return await self._fail(loop, key, exc, [])
+        env.maps[0].update(collected)
+        await self._complete(key, {**collected, "iterations": index}, started, [])
+        return StepStatus.COMPLETED

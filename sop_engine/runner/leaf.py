@@ -1,0 +1,262 @@
+"""One step of a run: started, attempted under its retry policy, completed or failed (then its on_error), with its
+secrets kept out of every text and picture."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import ChainMap
+from collections.abc import Mapping
+from typing import Any
+
+from playwright.async_api import Locator, Page
+
+from ..attempts import (
+    MASK_COLOR,
+    StepContext,
+    attempt_step,
+    clean_error,
+    map_outputs,
+    off_the_loop,
+    render_fields,
+    secret_parts,
+    secret_texts,
+)
+from ..control import Waiting
+from ..controls import skipped_by_person
+from ..errors import StepError
+from ..events import utcnow
+from ..graph import step_outputs
+from ..loops import (
+    instance_key,
+)
+from ..masking import MASK
+from ..retries import RetryPolicy
+from ..states import StepStatus
+from ..steps import Condition, If, Loop, Probe, Step, uses_browser
+from .outcome import LOST, RunFailed, RunPaused
+
+
+class Leaf:
+    """One step: its gate, start, attempts under its retry policy, result, pictures and secrets."""
+
+    def _variables(self, step: Step, env: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: env.get(name) for name in step.inputs}
+
+    def _shown(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Variables as they may be shown: a tainted one as ***, whatever its value."""
+        return {n: MASK if n in self.tainted else v for n, v in values.items()}
+
+    def _shown_inputs(self, variables: dict[str, Any]) -> dict[str, Any]:
+        return self._shown(variables)
+
+    # secrets: derived ones, and where they show on a page ------------------------------------
+
+    def hide(self, value: Any) -> None:
+        """A value computed from a secret: masked from now on in every text, and covered in pictures."""
+        for text in secret_texts(value):
+            self.mask.add(text)
+            self._clear[text] = None
+
+    def _learn_secrets(self, step: Step, template: Any, fields: Any) -> None:
+        """Before the step acts: the rendered templates that read a tainted name become secrets, and a
+        field filled with one is remembered, to be covered in pictures of its tab."""
+        for value in secret_parts(template, fields, self.tainted):
+            self.hide(value)
+        if step.action in ("fill", "type", "select") and isinstance(fields, dict):
+            values = [fields.get("value"), fields.get("label")]
+            if self.mask(values) != values:
+                self._filled.setdefault(step.tab, set()).add(fields["selector"])
+
+    def secret_locators(self, tab: str, page: Page) -> list[Locator]:
+        """The fields of the tab filled with a secret, and the elements whose text shows one."""
+        filled = [page.locator(selector) for selector in sorted(self._filled.get(tab, ()))]
+        return filled + [page.get_by_text(text) for text in self._clear]
+
+    async def run_step(self, step: Step, env: ChainMap[str, Any], prefix: str) -> StepStatus:
+        key = instance_key(prefix, step.id)
+        try:
+            status = await self._run_step(step, env, key, prefix)
+        except (RunFailed, RunPaused):
+            if self.browser.restorations:
+                await self._restored(key)
+            raise
+        if self.browser.restorations:
+            await self._restored(key)
+        return status
+
+    async def _restored(self, key: str) -> None:
+        """The browser was rebuilt from a checkpoint during this step: said in the run's events, with what a
+        checkpoint cannot bring back."""
+        found, self.browser.restorations = self.browser.restorations, []
+        for after, at in found:
+            data = {"before": key, "checkpoint_after": after, "at": at.isoformat(), "lost": list(LOST)}
+            await self.emit("run.restored", data)
+
+    async def _run_step(self, step: Step, env: ChainMap[str, Any], key: str, prefix: str) -> StepStatus:
+        if not await self._gate(step, key):
+            await self._skip(step, env, key, "skipped by a person")
+            return StepStatus.SKIPPED
+        variables = self._variables(step, env)
+        try:
+            if step.when is not None and not await self.condition(step.when, variables, step):
+                await self._skip(step, env, key, f"'when' was false: {self._describe(step.when)}")
+                return StepStatus.SKIPPED
+        except StepError as exc:
+            return await self._fail(step, key, exc, [])
+        if isinstance(step, Loop):
+            return await self.run_loop(step, env, key, variables)
+        if isinstance(step, If):
+            return await self.run_if(step, env, prefix, variables)
+        return await self.run_leaf(step, env, key, variables)
+
+    def _describe(self, condition: Condition) -> str:
+        if isinstance(condition, Probe):
+            return f"exists {condition.exists!r}" if condition.exists is not None else f"missing {condition.missing!r}"
+        return str(condition)
+
+    async def _skip(self, step: Step, env: ChainMap[str, Any], key: str, reason: str) -> None:
+        env.maps[0].update(dict.fromkeys(step_outputs(step)))  # a skipped step's outputs read as none
+        if skipped_by_person(StepStatus.SKIPPED, reason):
+            self.person_skipped.add(key)
+        now = utcnow()
+        await self.emit(
+            "step.updated",
+            {"key": key, "status": "skipped", "reason": reason},
+            step=(key, {"status": "skipped", "reason": reason, "started_at": now, "finished_at": now}),
+        )
+        self._stepped()
+
+    async def _start(
+        self, key: str, variables: dict[str, Any], attempt: int | None = None, durable: bool = False
+    ) -> None:
+        """`durable`: committed before the step acts (a non-idempotent step must be known to have started)."""
+        attempt = attempt or self.attempts.setdefault(key, 1)
+        shown = self._shown_inputs(variables)
+        values = {
+            "status": "running",
+            "attempts": attempt,
+            "started_at": utcnow(),
+            "finished_at": None,
+            "inputs": shown,
+            "error": None,
+            "reason": None,
+        }
+        await self.emit(
+            "step.updated",
+            {"key": key, "status": "running", "attempt": attempt, "inputs": shown},
+            step=(key, values),
+            wait=durable,
+        )
+
+    async def _complete(
+        self,
+        key: str,
+        outputs: dict[str, Any],
+        started: float,
+        artifacts: list[str],
+        checkpoint: dict[str, Any] | None = None,
+    ) -> None:
+        duration_ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
+        real, outputs = outputs, self._shown(outputs)
+        values: dict[str, Any] = {"status": "completed", "finished_at": utcnow(), "outputs": outputs}
+        if self.mask(outputs) != real:  # a secret shows in them: keep the real ones sealed, for a resume
+            values["sealed_outputs"] = self.runner.vault.seal(real)
+        if artifacts:
+            values["artifacts"] = artifacts
+        await self.emit(
+            "step.updated",
+            {"key": key, "status": "completed", "outputs": outputs, "duration_ms": duration_ms, "artifacts": artifacts},
+            step=(key, values),
+            checkpoint=checkpoint,
+        )
+
+    async def _fail(self, step: Step, key: str, exc: StepError, artifacts: list[str]) -> StepStatus:
+        """Records the failure, then applies on_error: fail ends the run, continue goes on, pause asks a person
+        (who retries or skips the step: RETRY comes back as PENDING)."""
+        exc = clean_error(exc)
+        error = exc.as_dict()
+        await self.emit(
+            "step.updated",
+            {"key": key, "status": "failed", "error": error, "artifacts": artifacts},
+            step=(key, {"status": "failed", "finished_at": utcnow(), "error": error, "artifacts": artifacts}),
+        )
+        policy = step.on_error or self.sop.defaults.on_error
+        if policy == "continue":
+            self._stepped()
+            return StepStatus.FAILED
+        message = f"step {key} failed: {exc.describe()}"
+        if policy == "pause" and self.control is not None:
+            answer = await self.pause(Waiting(self.mask(message), key, "failed"))
+            if answer["action"] == "skip":
+                self.person_skipped.add(key)
+                await self.step_event(key, "skipped", reason="skipped by a person after it failed")
+                return StepStatus.SKIPPED
+            await self.step_event(key, "pending", reason="retried by a person")
+            return StepStatus.PENDING
+        if policy == "pause":
+            message += " (on_error: pause waits for a person in the server; a headless run fails instead)"
+        raise RunFailed(self.mask(message))
+
+    async def run_leaf(self, step: Step, env: ChainMap[str, Any], key: str, variables: dict[str, Any]) -> StepStatus:
+        while True:
+            status = await self._leaf_once(step, env, key, variables)
+            if status != StepStatus.PENDING:  # PENDING: a person asked for it to run again
+                return status
+
+    async def _leaf_once(self, step: Step, env: ChainMap[str, Any], key: str, variables: dict[str, Any]) -> StepStatus:
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        await self._start(key, variables, self.attempts[key], durable=not step.idempotent)
+        started = asyncio.get_running_loop().time()
+        timeout = step.timeout or self.sop.defaults.timeout
+        ctx = StepContext(self, key, step.tab, timeout, variables, self.base_dir, self.policy)
+        policy = RetryPolicy.from_spec(step.retry or self.sop.defaults.retry)
+
+        async def on_retry(number: int, exc: StepError | None, wait_s: float) -> None:
+            error = clean_error(exc).as_dict() if exc else None
+            self.attempts[key] += 1
+            await self.emit(
+                "step.retried",
+                {"key": key, "attempt": self.attempts[key] - 1, "error": error, "wait_s": round(wait_s, 3)},
+                step=(key, {"attempts": self.attempts[key]}),
+            )
+
+        try:
+            template = step.templated()
+            fields = await off_the_loop(template, lambda: render_fields(template, variables))
+            self._learn_secrets(step, template, fields)
+            result = await attempt_step(step, fields, ctx, policy, self.limit, on_retry)
+            outputs = await off_the_loop(step.outputs, lambda: map_outputs(step, result, variables))
+            for name in self.tainted.intersection(outputs):
+                self.hide(outputs[name])
+        except StepError as exc:
+            if uses_browser(step):
+                await self._failure_screenshot(ctx)
+            return await self._fail(step, key, exc, ctx.artifacts)
+        env.maps[0].update(outputs)
+        await self._complete(key, outputs, started, ctx.artifacts, await self.browser.checkpoint(step, key))
+        if uses_browser(step):
+            await self._send_frame(step, key)
+        self._stepped()
+        return StepStatus.COMPLETED
+
+    async def _failure_screenshot(self, ctx: StepContext) -> None:
+        page = self.browser.current(ctx.tab)
+        if page is None:
+            return
+        path = ctx.artifact("failure.png")
+        try:
+            mask = await ctx.secret_locators(page)
+            await page.screenshot(path=path, timeout=5000, mask=mask, mask_color=MASK_COLOR)
+        except Exception:  # a screenshot is a courtesy; the step's own error is what matters
+            ctx.artifacts.pop()
+
+    async def _send_frame(self, step: Step, key: str) -> None:
+        frames = self.runner.frames
+        page = self.browser.current(step.tab)
+        if frames is None or page is None or not frames.watching(self.run_id):
+            return
+        with contextlib.suppress(Exception):  # a frame for the live view is never worth failing a step for
+            mask = self.secret_locators(step.tab, page)
+            jpeg = await page.screenshot(type="jpeg", quality=60, timeout=2000, mask=mask, mask_color=MASK_COLOR)
+            await frames.frame(self.run_id, key, jpeg)
