@@ -9,8 +9,11 @@ from typing import Any, Protocol
 from ..control import Waiting
 from ..document import LoadedSop
 from ..masking import MASK, Masker
+from ..restart import INTERRUPTED
 from ..states import RunStatus
 from ..store import data_dir
+
+__all__ = ["INTERRUPTED", "LOST", "FrameSink", "RunFailed", "RunOutcome", "RunPaused"]
 
 
 class RunFailed(Exception):
@@ -25,7 +28,6 @@ class RunPaused(Exception):
         self.waiting = waiting
 
 
-INTERRUPTED = "interrupted during a non-idempotent step"
 # what a checkpoint (each tab's URL, cookies, local storage) cannot bring back when a browser is rebuilt
 LOST = (
     "what the pages held in memory (script state, e.g. items of a single-page app)",
