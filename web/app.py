@@ -71,8 +71,9 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         load_examples(store, config)
         browser = BrowserHost(headed=config.headed)
         feed = LiveFeed(sio, store, tokens)
-        own = [config.base_url, *([options.public_origin] if options.public_origin else [])]
-        runner = Runner(store, browser, [feed], frames=feed, policy=NetworkPolicy.for_server(own))
+        own = dict.fromkeys([config.base_url, config.local_url, options.public_origin])  # in order, once each
+        policy = NetworkPolicy.for_server(own, base_url=config.local_url)
+        runner = Runner(store, browser, [feed], frames=feed, policy=policy)
         pool = WorkerPool(store, runner, config.concurrency)
         db = AsyncStore(store)
         controls = Controls(db, pool)
