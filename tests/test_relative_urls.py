@@ -17,8 +17,8 @@ from sop_engine.document import load_sop, resolve_inputs
 from sop_engine.policy import NetworkPolicy, NoServer, PolicyError, server_relative
 from sop_engine.runner import Runner
 from sop_engine.states import RunStatus
-from sop_engine.static_site import serve_folder
-from tests.conftest import ROOT, SITES
+from tests.conftest import ROOT
+from tests.demo_site import serve_demo
 
 SERVER = "http://127.0.0.1:8000"
 
@@ -26,10 +26,8 @@ SERVER = "http://127.0.0.1:8000"
 @pytest.fixture(scope="module")
 def demo_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server with the fixture pages under /demo/, as `sop-engine serve` has them; its base URL."""
-    root = tmp_path_factory.mktemp("demo-root")
-    (root / "demo").symlink_to(SITES, target_is_directory=True)
-    with serve_folder(root) as url:
-        yield url.rstrip("/")
+    with serve_demo(tmp_path_factory.mktemp("demo-root")) as base:
+        yield base
 
 
 @pytest.mark.parametrize(
