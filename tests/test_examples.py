@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 
-from sop_engine.document import load_sop
+from sop_engine.document import load_sop, resolve_inputs
+from sop_engine.policy import NetworkPolicy
+from sop_engine.runner import Runner
 from sop_engine.states import RunStatus
 from tests.conftest import DEMO_PREFIX, ROOT, SOPS
+from tests.demo_site import serve_demo
 
 README_SOPS = [
     block
@@ -49,9 +53,20 @@ async def test_readme_example_runs(text: str, run_sop, store):
         assert len(outcome.outputs["texts"]) == 9
 
 
+@pytest.fixture(scope="module")
+def demo_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serve_demo(tmp_path_factory.mktemp("demo-root")) as base:
+        yield base
+
+
 @pytest.mark.parametrize("name", FIXTURE_SOPS)
-async def test_fixture_sop_runs(name: str, run_sop):
-    text = (SOPS / name).read_text().replace(DEMO_PREFIX, "$SITE/")
-    outcome = await run_sop(text, INPUTS.get(name, {}), base_dir=SOPS)
+async def test_fixture_sop_runs(name: str, demo_base: str, store, browser_host, recorder):
+    """As the server runs them: their demo URLs are relative (`/demo/todo.html`), resolved against its address."""
+    text = (SOPS / name).read_text()
+    assert "://" not in text  # no address, no port: stored once whatever port the server is on
+    loaded = load_sop(text, base_dir=SOPS)
+    resolved = resolve_inputs(loaded.sop, INPUTS.get(name, {}))
+    runner = Runner(store, browser_host, [recorder], policy=NetworkPolicy.for_cli(base_url=demo_base))
+    outcome = await runner.execute((await runner.create_run(loaded, resolved)).id, loaded, resolved)
     assert outcome.status == RunStatus.COMPLETED, outcome.error
     assert all(value is not None for value in outcome.outputs.values())

@@ -186,25 +186,61 @@ def test_no_first_token_when_there_is_one(store: Store, monkeypatch: pytest.Monk
     assert not token_file().exists()
 
 
+class Serving:
+    """`sop-engine serve` in a process with no token in its environment: what it printed before it served."""
+
+    def __init__(self, data: Path, *args: str) -> None:
+        from tests.conftest import free_port
+
+        self.url = f"http://127.0.0.1:{free_port()}"
+        env = {**os.environ, "SOP_DATA_DIR": str(data), "NO_COLOR": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+        for name in ("SOP_DATABASE_URL", "SOP_API_TOKEN", "SOP_API_TOKENS"):
+            env.pop(name, None)
+        port = self.url.rsplit(":", 1)[1]
+        command = [sys.executable, "-m", "web", "serve", "--port", port, *args]
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        while not lines or ("sign in" not in lines[-1] and "More tokens" not in lines[-1]):
+            assert self.process.stdout is not None
+            lines.append(self.process.stdout.readline())
+            assert lines[-1], f"serve ended: {lines}"
+        self.banner = "".join(lines)
+
+    def ready(self) -> Serving:
+        """Waits until the server answers (its banner comes before it listens)."""
+        import httpx
+
+        from tests.conftest import wait_for
+
+        def answers() -> bool:
+            try:
+                return httpx.get(f"{self.url}/login", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return self.process.poll() is not None  # ended: the status check below says so
+
+        wait_for(answers, timeout=30)
+        assert self.process.poll() is None, "serve ended"
+        return self
+
+    def status(self, token: str) -> int:
+        import httpx
+
+        return httpx.get(f"{self.url}/api/sops", headers={"Authorization": f"Bearer {token}"}, timeout=15).status_code
+
+    def __enter__(self) -> Serving:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
 def serve_banner(data: Path) -> str:
     """What `sop-engine serve` prints before it serves; the server is stopped once it has."""
-    from tests.conftest import free_port
-
-    env = {**os.environ, "SOP_DATA_DIR": str(data), "NO_COLOR": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
-    for name in ("SOP_DATABASE_URL", "SOP_API_TOKEN", "SOP_API_TOKENS"):
-        env.pop(name, None)
-    command = [sys.executable, "-m", "web", "serve", "--port", str(free_port())]
-    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as server:
-        try:
-            assert server.stdout is not None
-            lines: list[str] = []
-            while not lines or ("sign in" not in lines[-1] and "More tokens" not in lines[-1]):
-                lines.append(server.stdout.readline())
-                assert lines[-1], f"serve ended: {lines}"
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
-    return "".join(lines)
+    with Serving(data) as server:
+        return server.banner
 
 
 def test_serve_prints_a_token_only_when_it_made_one(tmp_path: Path):
@@ -215,3 +251,47 @@ def test_serve_prints_a_token_only_when_it_made_one(tmp_path: Path):
     second = serve_banner(data)
     assert made not in second and "?token=" not in second
     assert "sign in with a token" in second and str(data / "token") in second
+
+
+def test_the_first_token_works_after_a_restart(tmp_path: Path):
+    data = tmp_path / "data"
+    with Serving(data).ready() as first:
+        made = (data / "token").read_text().strip()
+        assert f"{first.url}/login?token={made}" in first.banner
+        assert first.status(made) == 200
+    with Serving(data).ready() as second:
+        assert "?token=" not in second.banner and made not in second.banner
+        assert second.status(made) == 200  # the open page's cookie and the printed link still sign in
+    assert (data / "token").read_text().strip() == made
+    assert stat.S_IMODE((data / "token").stat().st_mode) == 0o600
+
+
+def test_new_token_replaces_the_kept_one(tmp_path: Path):
+    data = tmp_path / "data"
+    with Serving(data).ready():
+        old = (data / "token").read_text().strip()
+    with Serving(data, "--new-token").ready() as renewed:
+        new = (data / "token").read_text().strip()
+        assert new != old
+        assert f"{renewed.url}/login?token={new}" in renewed.banner and old not in renewed.banner
+        assert "a new admin token" in renewed.banner
+        assert renewed.status(old) == 401
+        assert renewed.status(new) == 200
+    assert stat.S_IMODE((data / "token").stat().st_mode) == 0o600
+    assert not [p.name for p in data.iterdir() if p.name.startswith(".token")]  # no file left on the way
+    with Serving(data).ready() as later:
+        assert "?token=" not in later.banner
+        assert later.status(new) == 200 and later.status(old) == 401
+
+
+def test_renew_keeps_other_tokens_and_works_without_a_kept_one(store: Store, data_dir: Path):
+    store.add_token("alice", "admin", hash_token("alice-tok"))
+    first = Tokens().startup(store, renew=True)  # no file yet: nothing to revoke
+    assert first is not None and token_file().read_text().strip() == first
+    second = Tokens().startup(store, renew=True)
+    assert second is not None and token_file().read_text().strip() == second
+    tokens = Tokens(store)
+    assert tokens.user(second) == User("admin-2", Role.ADMIN)
+    assert tokens.user(first) is None  # type: ignore[arg-type]
+    assert tokens.user("alice-tok") == User("alice", Role.ADMIN)  # only the kept one is revoked
+    assert stat.S_IMODE(token_file().stat().st_mode) == 0o600

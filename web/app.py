@@ -33,23 +33,18 @@ from .state import ServerState
 from .workers import WorkerPool
 
 log = logging.getLogger("sop_engine.web")
-DEMO_PREFIX = "http://127.0.0.1:8765/"
 
 
 def load_examples(store: Store, config: ServerConfig) -> None:
-    """The example SOPs, their demo URLs pointed at this server's /demo/ pages."""
+    """The example SOPs, as written: their demo URLs are relative (`/demo/todo.html`), so a start on another
+    port stores no new version."""
     if config.examples is None or not config.examples.is_dir():
         return
     for path in sorted(config.examples.glob("*.yaml")):
         try:
-            loaded = load_sop_file(path)
+            store.save_document(load_sop_file(path))
         except DocumentError as exc:
             log.warning("example %s is not valid: %s", path, exc)
-            continue
-        text = loaded.source.replace(DEMO_PREFIX, f"{config.base_url}/demo/")
-        from sop_engine.document import load_sop
-
-        store.save_document(load_sop(text, base_dir=loaded.base_dir))
 
 
 def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None) -> ASGIApp:
@@ -71,8 +66,9 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         load_examples(store, config)
         browser = BrowserHost(headed=config.headed)
         feed = LiveFeed(sio, store, tokens)
-        own = [config.base_url, *([options.public_origin] if options.public_origin else [])]
-        runner = Runner(store, browser, [feed], frames=feed, policy=NetworkPolicy.for_server(own))
+        own = dict.fromkeys([config.base_url, config.local_url, options.public_origin])  # in order, once each
+        policy = NetworkPolicy.for_server(own, base_url=config.local_url)
+        runner = Runner(store, browser, [feed], frames=feed, policy=policy)
         pool = WorkerPool(store, runner, config.concurrency)
         db = AsyncStore(store)
         controls = Controls(db, pool)

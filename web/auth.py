@@ -1,7 +1,8 @@
 """Who a token belongs to, and what they may do. Tokens are named, with a role: in the database (only their
 SHA-256 kept; `sop-engine token add`), in SOP_API_TOKENS / SOP_API_TOKEN, and, at the first start with none
-at all, one admin token made then and kept in <data_dir>/token. API clients send `Authorization: Bearer
-<token>`; the page keeps it in a cookie."""
+at all, one admin token made then and kept in <data_dir>/token for later starts (`serve --new-token` puts a
+new one there and revokes the old). API clients send `Authorization: Bearer <token>`; the page keeps it in a
+cookie."""
 
 from __future__ import annotations
 
@@ -119,12 +120,16 @@ class Tokens:
             self._store = store
             self._verdicts.clear()
 
-    def startup(self, store: Store) -> str | None:
+    def startup(self, store: Store, renew: bool = False) -> str | None:
         """Attaches the store. At the first start with no valid token at all (none in the environment, none
         in the database) makes an admin token, keeps its hash in the database and the token in
         <data_dir>/token (mode 0600), and returns it. Else None: a restart goes on with the token in that
-        file while it is valid, so the URL with a token is printed only when one was just made."""
+        file while it is valid, so the URL with a token is printed only when one was just made.
+        `renew` (`serve --new-token`): a new admin token in any case, kept the same way in place of the one
+        in that file, which is revoked; returned."""
         self.attach(store)
+        if renew:
+            return self._renew(store)
         if self._named or any(t.revoked_at is None for t in store.tokens()):
             return None
         path = token_file()
@@ -132,16 +137,30 @@ class Tokens:
         path.unlink(missing_ok=True)  # its token is no longer valid
         token = new_token()
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            _keep(path, token)
         except FileExistsError:
             return None  # another process is making it at this moment
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token + "\n")
         try:
             store.add_token(self._free_name(store), Role.ADMIN.value, hash_token(token), created_by="first start")
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+        return token
+
+    def _renew(self, store: Store) -> str:
+        """The new token is valid before the file names it, and the old one revoked after: whatever fails
+        on the way, the file holds a token that works."""
+        path = token_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        old = path.read_text().strip() if path.is_file() else None
+        token = new_token()
+        store.add_token(self._free_name(store), Role.ADMIN.value, hash_token(token), created_by="serve --new-token")
+        kept = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        _keep(kept, token)
+        os.replace(kept, path)
+        replaced = store.token_by_hash(hash_token(old)) if old else None
+        if replaced is not None:
+            store.revoke_token(replaced.name)
         return token
 
     @staticmethod
@@ -181,6 +200,13 @@ class Tokens:
             self._store.token_used(row.token_hash, at)
         except OperationalError as exc:  # the database is busy: the time of last use can wait
             log.debug("last use of token %s not recorded: %s", row.name, exc)
+
+
+def _keep(path: Path, token: str) -> None:
+    """Writes the token to a new file only its owner can read; FileExistsError when there is one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
 
 
 def token_of(conn: HTTPConnection) -> str | None:

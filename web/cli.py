@@ -27,6 +27,10 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     concurrency: Annotated[int, typer.Option(help="Runs executed at once.")] = 4,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
+    new_token: Annotated[
+        bool,
+        typer.Option("--new-token", help="Make a new admin token in place of the one in the data folder (revoked)."),
+    ] = False,
 ) -> None:
     """Start the server: JSON API, live web page, Socket.IO feed, and the worker pool."""
     import uvicorn
@@ -38,11 +42,12 @@ def serve(
     config = ServerConfig(host=host, port=port, concurrency=concurrency, headed=headed)
     tokens = Tokens()
     with _store() as store:
-        created = tokens.startup(store)  # the app's lifespan attaches its own store
+        created = tokens.startup(store, renew=new_token)  # the app's lifespan attaches its own store
     application = create_app(config, tokens)
     if created:
         out.print(f"SOP engine at [bold]{config.base_url}/login?token={created}[/]", markup=True)
-        out.print(f"[dim]a first admin token, kept in {token_file()}: open that URL; API clients send it as[/]")
+        which = "a new admin token (the one it replaces is revoked)" if new_token else "a first admin token"
+        out.print(f"[dim]{which}, kept in {token_file()}: open that URL; API clients send it as[/]")
         out.print("[dim]Authorization: Bearer <token>. More tokens: sop-engine token add NAME --role ROLE[/]")
     else:
         out.print(f"SOP engine at [bold]{config.base_url}[/]", markup=True)

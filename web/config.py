@@ -34,4 +34,16 @@ class ServerConfig:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{_bracketed(self.host)}:{self.port}"
+
+    @property
+    def local_url(self) -> str:
+        """Where this machine reaches the server: its runs resolve relative URLs (`/demo/todo.html`) here, so
+        they work on any port, behind any proxy (the egress proxy refuses a TLS tunnel to the server's own
+        public origin: it cannot see the path)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://{_bracketed(host)}:{self.port}"
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

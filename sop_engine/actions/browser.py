@@ -17,7 +17,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 from ..durations import format_duration
 from ..errors import BROWSER_GONE, ErrorKind, StepError
 from ..expressions import evaluate_condition
-from ..policy import PolicyError, clean
+from ..policy import NetworkPolicy, PolicyError, clean
 from ..policy.guard import BrowserGuard, guard_of
 from ..policy.proxy import DENIED_HEADER
 from ..steps import (
@@ -96,9 +96,9 @@ def _safe_url(page: Page) -> str | None:
 
 
 async def navigate(step: Navigate, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-    url = str(f["url"])
-    what = f"navigate to {url if url == clean(url) else repr(url)}"
     policy = ctx.policy
+    url = policy.absolute(str(f["url"]), "navigate")
+    what = f"navigate to {url if url == clean(url) else repr(url)}"
     try:
         await policy.check_request(url)
     except PolicyError as exc:
@@ -229,6 +229,7 @@ async def wait(step: Wait, f: dict[str, Any], ctx: ActionContext) -> dict[str, A
     if step.duration is not None:
         await asyncio.sleep(step.duration)
         return {}
+    pattern = _url_pattern(str(f["url"]), ctx.policy, "wait for url") if f["url"] else None
     page = await ctx.page()
     selector = f["selector"]
     async with translated(
@@ -240,16 +241,17 @@ async def wait(step: Wait, f: dict[str, Any], ctx: ActionContext) -> dict[str, A
     ):
         if selector:
             await page.locator(selector).first.wait_for(state=step.state, timeout=_ms(ctx.timeout))
-        elif f["url"]:
-            await page.wait_for_url(_url_pattern(str(f["url"])), timeout=_ms(ctx.timeout))
+        elif pattern is not None:
+            await page.wait_for_url(pattern, timeout=_ms(ctx.timeout))
         else:
             await page.wait_for_load_state(step.load_state, timeout=_ms(ctx.timeout))  # type: ignore[arg-type]
     return {"url": page.url}
 
 
-def _url_pattern(url: str) -> str | re.Pattern[str]:
-    """`re:` starts a regular expression; `*` and `**` are globs; anything else matches exactly."""
-    return re.compile(url[3:]) if url.startswith("re:") else url
+def _url_pattern(url: str, policy: NetworkPolicy, doing: str) -> str | re.Pattern[str]:
+    """`re:` starts a regular expression; `*` and `**` are globs; anything else matches exactly. A pattern
+    relative to the server (`/demo/*`) is on the server's address."""
+    return re.compile(url[3:]) if url.startswith("re:") else policy.absolute(url, doing)
 
 
 _EXTRACT_JS = """(els, a) => {
@@ -307,12 +309,13 @@ async def assert_(step: Assert, f: dict[str, Any], ctx: ActionContext) -> dict[s
         if not evaluate_condition(step.that, ctx.variables):
             raise StepError(ErrorKind.ASSERTION, f"expected {step.that} to hold", expected=step.that, found=False)
         return {"ok": True}
+    pattern = _url_pattern(str(f["url"]), ctx.policy, "assert url") if f["url"] is not None else None
     page = await ctx.page()
     guard = guard_of(page)
     ms = _ms(ctx.timeout)
     try:
-        if f["url"] is not None:
-            await expect(page).to_have_url(_url_pattern(str(f["url"])), timeout=ms)
+        if pattern is not None:
+            await expect(page).to_have_url(pattern, timeout=ms)
             await _settle(guard, page)
             return {"ok": True}
         locator = page.locator(f["selector"])

@@ -14,10 +14,10 @@ from .context import ActionContext
 
 
 async def request(step: Http, fields: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-    url = str(fields["url"])
     policy = ctx.policy
+    url = policy.absolute(str(fields["url"]), step.method)
     try:
-        response = await _send(step, fields, ctx, policy)
+        response = await _send(step, url, fields, ctx, policy)
     except httpx.TimeoutException:
         raise StepError(ErrorKind.TIMEOUT, f"{step.method} {url} got no answer in time", url=url) from None
     except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
@@ -41,11 +41,13 @@ async def request(step: Http, fields: dict[str, Any], ctx: ActionContext) -> dic
     return {"status": response.status_code, "json": body_json, "text": response.text, "headers": dict(response.headers)}
 
 
-async def _send(step: Http, fields: dict[str, Any], ctx: ActionContext, policy: NetworkPolicy) -> httpx.Response:
+async def _send(
+    step: Http, url: str, fields: dict[str, Any], ctx: ActionContext, policy: NetworkPolicy
+) -> httpx.Response:
     client = ctx.http_client()
     request = client.build_request(
         step.method,
-        str(fields["url"]),
+        url,
         headers=fields["headers"] or None,
         params=fields["params"] or None,
         json=fields["json_body"],
@@ -59,13 +61,13 @@ async def _send(step: Http, fields: dict[str, Any], ctx: ActionContext, policy: 
             response = await client.send(request, follow_redirects=False)
         except PolicyError as exc:
             via = f" (redirected to {request.url})" if len(hops) > 1 else ""
-            raise PolicyError(f"{step.method} {fields['url']}{via}: {exc.message}", url=str(request.url)) from None
+            raise PolicyError(f"{step.method} {url}{via}: {exc.message}", url=str(request.url)) from None
         if response.next_request is None:
             return response
         await response.aclose()
         request = response.next_request
         hops.append(str(request.url))
-    raise StepError(ErrorKind.HTTP, f"{step.method} {fields['url']}: more than {client.max_redirects} redirects")
+    raise StepError(ErrorKind.HTTP, f"{step.method} {url}: more than {client.max_redirects} redirects")
 
 
 EXECUTORS = {"http": request}

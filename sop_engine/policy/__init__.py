@@ -1,13 +1,14 @@
 """Where an SOP may go: the URLs a step may navigate to, the hosts and addresses it may reach."""
 
-from .network import NetworkPolicy, OwnOrigin, PolicyError
+from .network import NetworkPolicy, NoServer, OwnOrigin, PolicyError
 from .rules import DEFAULT_DENY, Rule, parse_rule
-from .urls import BadUrl, Target, clean, parse_target
+from .urls import BadUrl, Target, clean, parse_target, server_relative
 
 __all__ = [
     "DEFAULT_DENY",
     "BadUrl",
     "NetworkPolicy",
+    "NoServer",
     "OwnOrigin",
     "PolicyError",
     "Rule",
@@ -15,4 +16,5 @@ __all__ = [
     "clean",
     "parse_rule",
     "parse_target",
+    "server_relative",
 ]

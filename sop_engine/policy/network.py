@@ -13,7 +13,7 @@ from .. import settings
 from ..errors import ErrorKind, StepError
 from .own import OwnOrigin
 from .rules import DEFAULT_DENY, RuleList, canonical, parse_rules
-from .urls import Address, BadUrl, Target, parse_host, parse_target, scheme_of, server_path
+from .urls import Address, BadUrl, Target, clean, parse_host, parse_target, scheme_of, server_path, server_relative
 
 if TYPE_CHECKING:
     import httpx
@@ -30,33 +30,52 @@ class PolicyError(StepError):
         super().__init__(ErrorKind.POLICY, message, url=url)
 
 
+class NoServer(StepError):
+    """A URL relative to the server (`/demo/todo.html`) where no server runs the SOP: never retried."""
+
+    def __init__(self, url: str, doing: str = "") -> None:
+        super().__init__(
+            ErrorKind.ACTION,
+            f"{doing}{': ' if doing else ''}{url!r} is a relative URL, which needs the server: a run in "
+            "`sop-engine serve` resolves it against the server's own address; here write the full URL (http://...)",
+        )
+
+
 @dataclass(frozen=True)
 class NetworkPolicy:
     """`local_files`: file: URLs and any scheme may be navigated to, uploads come from anywhere (the command
     line on a person's own machine). `deny`: no host or address on any list is reached. `allow`: every list
-    must admit the host (the server's SOP_EGRESS_ALLOW, then the SOP's own). `own`: the server's origins."""
+    must admit the host (the server's SOP_EGRESS_ALLOW, then the SOP's own), but for the server's own origins,
+    whose own rule admits only `open_paths`. `own`: the server's origins. `base_url`: where the server that runs
+    the SOP is reached; a URL relative to it (`/demo/todo.html`) is resolved there (`absolute`)."""
 
     local_files: bool = True
     deny: tuple[RuleList, ...] = ()
     allow: tuple[RuleList, ...] = ()
     own: tuple[OwnOrigin, ...] = ()
     open_paths: tuple[str, ...] = OPEN_PATHS
+    base_url: str | None = None
     _own_addresses: dict[str, list[Address]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def for_server(cls, own_origins: Iterable[str | None] = ()) -> NetworkPolicy:
+    def for_server(cls, own_origins: Iterable[str | None] = (), base_url: str | None = None) -> NetworkPolicy:
         """http, https and about:blank only; the default deny list, SOP_EGRESS_DENY and SOP_EGRESS_ALLOW; and
-        the server's own origins (its base URL, its public origin) closed but for `open_paths`."""
+        the server's own origins (its base URL, its public origin) closed but for `open_paths`. `base_url`:
+        where relative URLs go, one of the own origins."""
         own = tuple(OwnOrigin.parse(o) for o in own_origins if o)
-        return cls(local_files=False, deny=(_defaults(), *_configured_deny()), allow=_configured_allow(), own=own)
+        deny = (_defaults(), *_configured_deny())
+        base = base_url.rstrip("/") if base_url else None
+        return cls(local_files=False, deny=deny, allow=_configured_allow(), own=own, base_url=base)
 
     @classmethod
-    def for_cli(cls, strict: bool = False) -> NetworkPolicy:
+    def for_cli(cls, strict: bool = False, base_url: str | None = None) -> NetworkPolicy:
         """Everything, as on the person's own machine (SOP_EGRESS_DENY and SOP_EGRESS_ALLOW still hold when
-        set); `strict`: as the server, without its own origins."""
+        set); `strict`: as the server, without its own origins. `base_url`: where relative URLs go (none: they
+        fail their step)."""
         if strict:
-            return cls.for_server()
-        return cls(local_files=True, deny=_configured_deny(), allow=_configured_allow())
+            return cls.for_server(base_url=base_url)
+        base = base_url.rstrip("/") if base_url else None
+        return cls(local_files=True, deny=_configured_deny(), allow=_configured_allow(), base_url=base)
 
     def narrowed(self, sop: Any) -> NetworkPolicy:
         """With the SOP's own `egress: {allow: [...], deny: [...]}`: it adds rules, so it can only narrow."""
@@ -81,6 +100,15 @@ class NetworkPolicy:
     def unrestricted(self) -> bool:
         return self.local_files and not self.filters_egress
 
+    def absolute(self, url: str, doing: str = "") -> str:
+        """`url`, or when it is relative to the server (one slash, then a path: `/demo/todo.html`) the same path
+        on `base_url`. NoServer when there is no base (the command line); `doing` starts its message."""
+        if not server_relative(url):
+            return url
+        if self.base_url is None:
+            raise NoServer(url, doing)
+        return self.base_url + clean(url)
+
     # pure checks -----------------------------------------------------------------------------
 
     def check_url(self, url: str) -> Target:
@@ -104,7 +132,8 @@ class NetworkPolicy:
     def check_host(
         self, host: str, addresses: list[Address], port: int | None, path: str | None, resolved: bool = True
     ) -> None:
-        """`path` None: not known (a tunnel), the own-origin rule is left to who sees the path."""
+        """`path` None: not known (a tunnel), the own-origin rule is left to who sees the path. The allow lists
+        are for the world outside: the server's own origin has its own rule (only `open_paths`)."""
         for rules in self.deny:
             rule = rules.match(host, [])
             if rule is not None:
@@ -113,20 +142,15 @@ class NetworkPolicy:
                 rule = rules.match(None, [address])
                 if rule is not None:
                     raise PolicyError(f"egress policy: {host} ({address}) is denied by {rule.text} ({rules.source})")
-        if resolved:
+        own = self._own_origin(host, addresses, port)
+        if resolved and own is None:
             for rules in self.allow:
                 if not rules.admits(host, addresses):
                     shown = ", ".join(map(str, addresses)) or "no address"
                     raise PolicyError(
                         f"egress policy: {host} ({shown}) is denied by {rules.source}, which does not list it"
                     )
-        if path is not None:
-            self._check_own(host, addresses, port, path)
-
-    def _check_own(self, host: str, addresses: list[Address], port: int | None, path: str) -> None:
-        for own in self.own:
-            if port != own.port or not own.owns(host, addresses, self._own_addresses.get(own.host, [])):
-                continue
+        if path is not None and own is not None:
             routed = server_path(path)
             if not any(routed.startswith(p) or routed == p.rstrip("/") for p in self.open_paths):
                 shown = f"{host} ({addresses[0]})" if addresses else host
@@ -134,6 +158,12 @@ class NetworkPolicy:
                     f"egress policy: {shown} is denied by the server's own origin {own.host}:{own.port}, where SOPs "
                     f"may open only {', '.join(self.open_paths)} (not {routed})"
                 )
+
+    def _own_origin(self, host: str, addresses: list[Address], port: int | None) -> OwnOrigin | None:
+        for own in self.own:
+            if port == own.port and own.owns(host, addresses, self._own_addresses.get(own.host, [])):
+                return own
+        return None
 
     def frame_refusal(self, url: str) -> PolicyError | None:
         """Where a frame of the page landed, when the policy does not allow it there (the browser loads some

@@ -50,6 +50,13 @@ def scheme_of(raw: str) -> str | None:
     return match.group()[:-1].lower() if match else None
 
 
+def server_relative(raw: str) -> bool:
+    """`/demo/todo.html`: a path on the server that runs the SOP. Not `//host/x` nor `/\\host/x`, which a browser
+    reads as another host."""
+    url = clean(raw)
+    return url.startswith("/") and url[1:2] not in ("/", "\\")
+
+
 def parse_target(raw: str) -> Target:
     url = clean(raw)
     match = _SCHEME.match(url)
