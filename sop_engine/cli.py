@@ -30,6 +30,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+BASE_URL_HELP = "Where URLs that start with / go, e.g. http://127.0.0.1:8765 for /demo/todo.html (`sop-engine demo`)."
 FORCE_HELP = "With --resume: take runs over from a process that holds them and looks alive (hung)."
 STRICT_HELP = "The server's network policy: only http(s) pages, no file: URLs, no link-local or metadata addresses."
 _MARKS = {"completed": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]↷[/]", "blocked": "[magenta]⊘[/]"}
@@ -132,7 +133,12 @@ Loader = Callable[[], "tuple[LoadedSop, dict[str, Any]]"]
 
 
 async def _execute(
-    load: Loader, headed: bool, progress: bool, resume: str | None = None, strict: bool = False
+    load: Loader,
+    headed: bool,
+    progress: bool,
+    resume: str | None = None,
+    strict: bool = False,
+    base_url: str | None = None,
 ) -> tuple[Store, RunOutcome, LoadedSop]:
     """Chromium starts first; the document is read and checked, and the database opened, while it does
     (in threads): a run starts sooner. An invalid document ends it all with exit code 2."""
@@ -145,7 +151,7 @@ async def _execute(
             out.print(f"[bold]{_escape(loaded.sop.name or loaded.sop.id)}[/]")
         store, runner_class = await asyncio.to_thread(_open_store)
         await launching
-        runner = _runner(runner_class, store, browser, sinks, strict)
+        runner = _runner(runner_class, store, browser, sinks, strict, base_url)
         if resume is None:
             created = await runner.create_run(loaded, inputs, claimed_by=worker_name(), created_by=local_user())
             run_id = created.id
@@ -170,12 +176,19 @@ def local_user() -> str:
         return "local"
 
 
-def _runner(runner_class: type[Runner], store: Store, browser: BrowserHost, sinks: list[Any], strict: bool) -> Runner:
+def _runner(
+    runner_class: type[Runner],
+    store: Store,
+    browser: BrowserHost,
+    sinks: list[Any],
+    strict: bool,
+    base_url: str | None = None,
+) -> Runner:
     """A Runner with the command line's network policy: everything is allowed, as on the person's own machine;
-    with --strict, what the server allows."""
+    with --strict, what the server allows. `base_url`: where relative URLs (`/demo/todo.html`) go."""
     from .policy import NetworkPolicy
 
-    return runner_class(store, browser, sinks, policy=NetworkPolicy.for_cli(strict))
+    return runner_class(store, browser, sinks, policy=NetworkPolicy.for_cli(strict, base_url=base_url))
 
 
 def _open_store() -> tuple[Store, type[Runner]]:
@@ -230,10 +243,18 @@ def _from_file(file: Path, pairs: list[str], inputs_json: Path | None) -> Loader
 
 
 def run_document(
-    load: Loader, *, headed: bool = False, as_json: bool = False, resume: str | None = None, strict: bool = False
+    load: Loader,
+    *,
+    headed: bool = False,
+    as_json: bool = False,
+    resume: str | None = None,
+    strict: bool = False,
+    base_url: str | None = None,
 ) -> int:
     try:
-        store, outcome, _ = asyncio.run(_execute(load, headed, progress=not as_json, resume=resume, strict=strict))
+        store, outcome, _ = asyncio.run(
+            _execute(load, headed, progress=not as_json, resume=resume, strict=strict, base_url=base_url)
+        )
     except BrowserNotFound as exc:
         err.print(f"[red]{exc}[/]")
         return EXIT_FAILED
@@ -277,16 +298,31 @@ def run(
     resume: Annotated[str | None, typer.Option("--resume", help="Go on with a stored run (by id).")] = None,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
+    base_url: Annotated[str | None, typer.Option("--base-url", help=BASE_URL_HELP)] = None,
 ) -> None:
     """Run an SOP headless, start to finish: exit code 0 completed, 1 failed or paused, 2 invalid (or
     refused: a resumed run that another live process holds)."""
+    options = {"headed": headed, "as_json": as_json, "strict": strict, "base_url": _base_url(base_url)}
     if resume is not None:
         target = _resume_target(resume, force)  # checked, and claimed, before anything starts
-        raise typer.Exit(run_document(lambda: target, headed=headed, as_json=as_json, resume=resume, strict=strict))
+        raise typer.Exit(run_document(lambda: target, resume=resume, **options))  # type: ignore[arg-type]
     if file is None:
         err.print("[red]give an SOP file, or --resume RUN_ID[/]")
         raise typer.Exit(EXIT_INVALID)
-    raise typer.Exit(run_document(_from_file(file, input, inputs_json), headed=headed, as_json=as_json, strict=strict))
+    raise typer.Exit(run_document(_from_file(file, input, inputs_json), **options))  # type: ignore[arg-type]
+
+
+def _base_url(value: str | None) -> str | None:
+    """An http(s) URL with a host, or exit 2."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        err.print(f"[red]--base-url must be an http(s) URL with a host, like http://127.0.0.1:8765 (not {value!r})[/]")
+        raise typer.Exit(EXIT_INVALID)
+    return value.rstrip("/")
 
 
 @app.command()
@@ -294,23 +330,29 @@ def demo(
     sites: Annotated[Path, typer.Option(help="Folder of fixture pages to serve.")] = Path("fixtures/sites"),
     sop: Annotated[Path, typer.Option(help="The SOP to run.")] = Path("fixtures/sops/todo-add.yaml"),
     port: Annotated[int, typer.Option(help="Loopback port for the pages.")] = 8765,
+    serve: Annotated[bool, typer.Option("--serve", help="Only serve the pages, until Ctrl-C.")] = False,
 ) -> None:
-    """Serve the fixture pages on 127.0.0.1 and run the demo SOP against them."""
-    from .document import load_sop
+    """Serve the fixture pages on 127.0.0.1 under /demo/, as the server has them, and run the demo SOP against
+    them (its URLs, like /demo/todo.html, go there); with --serve, only serve them."""
+    import threading
+
     from .static_site import serve_folder
 
-    loaded = _load(sop)  # an invalid document is refused before the pages are served
-    pages = serve_folder(sites, port=port)
+    loaded = None if serve else _load(sop)  # an invalid document is refused before the pages are served
+    pages = serve_folder(sites, port=port, prefix="/demo/")
     try:
-        url = pages.__enter__()
+        url = pages.__enter__().rstrip("/")
     except OSError as exc:
         err.print(f"[red]cannot serve the pages on 127.0.0.1:{port}: {exc.strerror or exc}; pick another --port[/]")
         raise typer.Exit(EXIT_INVALID) from None
     try:
-        out.print(f"[dim]fixture pages at {url}[/]")
-        # the example SOPs point at the pages' usual address: point them at this one
-        demo_doc = load_sop(loaded.source.replace("http://127.0.0.1:8765/", url), base_dir=loaded.base_dir)
-        raise typer.Exit(run_document(lambda: (demo_doc, _resolved(demo_doc))))
+        out.print(f"[dim]fixture pages at {url}/demo/[/]")
+        if loaded is None:
+            out.print(f"[dim]run SOPs against them with --base-url {url}; Ctrl-C stops[/]")
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+            raise typer.Exit(EXIT_OK)
+        raise typer.Exit(run_document(lambda: (loaded, _resolved(loaded)), base_url=url))
     finally:
         pages.__exit__(None, None, None)
 
@@ -441,6 +483,7 @@ async def _run_batch(
     headed: bool,
     strict: bool = False,
     force: bool = False,
+    base_url: str | None = None,
 ) -> tuple[Any, str]:
     from .batch import Batches, default_concurrency
     from .runner import Runner
@@ -448,7 +491,7 @@ async def _run_batch(
 
     store = Store()
     async with BrowserHost(headed=headed) as browser:
-        batches = Batches(_runner(Runner, store, browser, [], strict))
+        batches = Batches(_runner(Runner, store, browser, [], strict, base_url))
         if resume or retry_failed:
             batch_id = resume or retry_failed
             if store.batch(batch_id) is None:  # type: ignore[arg-type]
@@ -496,6 +539,7 @@ def batch(
     resume: Annotated[str | None, typer.Option("--resume", help="Go on with a batch's rows not done yet.")] = None,
     retry_failed: Annotated[str | None, typer.Option("--retry-failed", help="Run a batch's failed rows again.")] = None,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    base_url: Annotated[str | None, typer.Option("--base-url", help=BASE_URL_HELP)] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
 ) -> None:
@@ -512,7 +556,18 @@ def batch(
     try:
         batches, batch_id = asyncio.run(
             _run_batch(
-                file, data, input, _mapping(map_), concurrency, resume, retry_failed, not as_json, headed, strict, force
+                file,
+                data,
+                input,
+                _mapping(map_),
+                concurrency,
+                resume,
+                retry_failed,
+                not as_json,
+                headed,
+                strict,
+                force,
+                _base_url(base_url),
             )
         )
     except BrowserNotFound as exc:

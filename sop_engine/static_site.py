@@ -13,10 +13,16 @@ from typing import Any
 
 class _QuietHandler(SimpleHTTPRequestHandler):
     def __init__(
-        self, *args: Any, redirects: Mapping[str, str] | None = None, seen: list[str] | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        redirects: Mapping[str, str] | None = None,
+        seen: list[str] | None = None,
+        prefix: str = "/",
+        **kwargs: Any,
     ) -> None:
         self.redirects = redirects or {}
         self.seen = seen
+        self.prefix = prefix
         super().__init__(*args, **kwargs)
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -31,6 +37,10 @@ class _QuietHandler(SimpleHTTPRequestHandler):
             self.seen.append(self.path)
         target = self.redirects.get(self.path.split("?")[0])
         if target is None:
+            if not self.path.startswith(self.prefix):
+                self.send_error(404)
+                return None
+            self.path = "/" + self.path[len(self.prefix) :]
             return super().send_head()
         self.send_response(302)
         self.send_header("Location", target)
@@ -47,10 +57,12 @@ def serve_folder(
     *,
     redirects: Mapping[str, str] | None = None,
     seen: list[str] | None = None,
+    prefix: str = "/",
 ) -> Iterator[str]:
     """Serves `folder` until the block ends; yields its base URL (ending in '/'). `redirects`: paths answered
-    with a 302 to another URL; `seen`: gets the path of every request."""
-    handler = partial(_QuietHandler, directory=str(folder), redirects=redirects, seen=seen)
+    with a 302 to another URL; `seen`: gets the path of every request; `prefix`: the path the folder is
+    served under (`/demo/`, as the server has the fixture pages), anything else is 404."""
+    handler = partial(_QuietHandler, directory=str(folder), redirects=redirects, seen=seen, prefix=prefix)
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="static-site", daemon=True)

@@ -20,7 +20,6 @@ from sop_engine.store import Store
 ROOT = Path(__file__).resolve().parent.parent
 SITES = ROOT / "fixtures" / "sites"
 SOPS = ROOT / "fixtures" / "sops"
-DEMO_PREFIX = "http://127.0.0.1:8765/"
 
 
 def _files(folder: Path) -> dict[str, tuple[int, int]]:
@@ -102,8 +101,8 @@ def run_sop(store: Store, browser_host: BrowserHost, recorder: Recorder, site: s
 
 
 def fixture_sop(name: str, site: str) -> str:
-    """A fixture SOP's text, its demo URLs pointed at the test's site server."""
-    return (SOPS / name).read_text().replace(DEMO_PREFIX, site)
+    """A fixture SOP's text, its relative demo URLs (`/demo/todo.html`) pointed at the test's site server."""
+    return (SOPS / name).read_text().replace('"/demo/', f'"{site}')
 
 
 # the server, as a real process on a loopback port -------------------------------------------

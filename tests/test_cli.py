@@ -165,11 +165,6 @@ def test_validate_reports_every_problem_at_once(tmp_path: Path):
     assert "step 'type' uses 'itme', which it does not declare in its inputs" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the example SOPs' URLs are relative (/demo/todo.html): `demo` (sop_engine/cli.py) still rewrites "
-    'http://127.0.0.1:8765/ to its pages, where it must now rewrite "/demo/ (or give its run a base_url)',
-)
 def test_demo_serves_the_pages_on_the_port_it_is_given(tmp_path: Path):
     import socket
 
@@ -181,7 +176,7 @@ def test_demo_serves_the_pages_on_the_port_it_is_given(tmp_path: Path):
         port = taken.getsockname()[1]
     result = cli("demo", "--port", str(port), cwd=ROOT_DIR, data=tmp_path / "data")  # never the repository's
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"fixture pages at http://127.0.0.1:{port}/" in result.stdout and '"left": 3' in result.stdout
+    assert f"fixture pages at http://127.0.0.1:{port}/demo/" in result.stdout and '"left": 3' in result.stdout
 
 
 def test_strict_refuses_the_file_urls_a_plain_run_opens(tmp_path: Path):

@@ -11,7 +11,7 @@ from sop_engine.document import load_sop, resolve_inputs
 from sop_engine.policy import NetworkPolicy
 from sop_engine.runner import Runner
 from sop_engine.states import RunStatus
-from tests.conftest import DEMO_PREFIX, ROOT, SOPS
+from tests.conftest import ROOT, SOPS
 from tests.demo_site import serve_demo
 
 README_SOPS = [
@@ -29,8 +29,8 @@ def test_readme_has_examples():
 
 @pytest.mark.parametrize("text", README_SOPS, ids=[re.search(r"^id: (.+)$", t, re.M).group(1) for t in README_SOPS])
 async def test_readme_example_runs(text: str, run_sop, store):
-    load_sop(text)  # valid as printed, with the demo URL
-    outcome = await run_sop(text.replace(DEMO_PREFIX, "$SITE/"))
+    load_sop(text)  # valid as printed, with the relative demo URL
+    outcome = await run_sop(text.replace('"/demo/', '"$SITE/'))
     if "action: input" in text:  # a person answers it in the server; headless it says so
         assert outcome.status == RunStatus.FAILED
         assert "this step needs a person; run it in the server" in outcome.error
