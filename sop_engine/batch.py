@@ -181,8 +181,10 @@ class Batches:
     # results ---------------------------------------------------------------------------------
 
     def results(self, batch_id: str) -> list[dict[str, Any]]:
-        """One line per row, in row order: row number, status, outputs, error, run id."""
+        """One line per row, in row order: row number, status, outputs, error, run id, and `restored`: how
+        many times the row's browser was rebuilt from a checkpoint (what it held in memory was lost)."""
         lines = []
+        rebuilt = self.store.restorations_in_batch(batch_id)
         for item, run in self.store.batch_items(batch_id):
             if run is None:
                 lines.append(
@@ -192,6 +194,7 @@ class Batches:
                         "outputs": None,
                         "error": item.invalid,
                         "run_id": None,
+                        "restored": 0,
                     }
                 )
             else:
@@ -202,6 +205,7 @@ class Batches:
                         "outputs": run.outputs,
                         "error": run.error,
                         "run_id": run.id,
+                        "restored": rebuilt.get(run.id, 0),
                     }
                 )
         return lines

@@ -605,6 +605,12 @@ def _print_batch_summary(summary: dict[str, Any], lines: list[dict[str, Any]], o
     for line in lines:
         if line["status"] != "completed":
             out.print(f"  row {line['row']}: [red]{line['status']}[/] {_escape(line['error'] or '')}")
+    rebuilt = [str(line["row"]) for line in lines if line.get("restored")]
+    if rebuilt:
+        out.print(
+            f"[yellow]warning: rows {', '.join(rebuilt)} had their browser rebuilt from a checkpoint: what their "
+            "pages held in memory was lost (see `restored` in each run; resume_from answers it)[/]"
+        )
     if out_file is not None:
         out.print(f"results in {out_file}")
     out.print(

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -137,12 +136,15 @@ def test_killed_batch_resumes_with_every_row_completed_exactly_once(workdir: Pat
         batch_id = store.batches()[0].id
         counts = store.batch_counts(batch_id)
         assert counts.get("completed", 0) < 60, "the batch finished before it could be killed"
-        time.sleep(0.2)
+        in_flight = {run.id for run in store.runs_with_status("running", batch_id)}
         result = batch_cli("--resume", batch_id, "--out", "results.jsonl", cwd=workdir)
         assert result.returncode == 0, result.stdout + result.stderr
         lines = [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()]
         assert [line["row"] for line in lines] == list(range(1, 61))
         assert all(line["status"] == "completed" for line in lines)
+        rebuilt = [line for line in lines if line["restored"]]  # rows in flight past a browser step
+        assert {line["run_id"] for line in rebuilt} <= in_flight
+        assert ("had their browser rebuilt from a checkpoint" in " ".join(result.stdout.split())) == bool(rebuilt)
         for item, run in store.batch_items(batch_id):
             assert item.attempts == 1 and run is not None and run.status == "completed"
             assert run.outputs == {

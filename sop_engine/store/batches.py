@@ -71,6 +71,17 @@ class Batches(Database):
             query = query.order_by(BatchItemRow.row_number).offset(offset)
             return list(s.exec(query.limit(limit) if limit else query).all())
 
+    def restorations_in_batch(self, batch_id: str) -> dict[str, int]:
+        """Run id -> how many run.restored events it has, for the batch's runs that have any."""
+        with self.reading() as s:
+            query = (
+                select(RunEventRow.run_id, func.count())
+                .join(BatchItemRow, BatchItemRow.run_id == RunEventRow.run_id)  # type: ignore[arg-type]
+                .where(BatchItemRow.batch_id == batch_id, RunEventRow.type == "run.restored")
+                .group_by(RunEventRow.run_id)
+            )
+            return dict(s.exec(query).all())
+
     def batch_counts(self, batch_id: str) -> dict[str, int]:
         with self.reading() as s:
             counts = dict(
