@@ -311,8 +311,10 @@ const SOP = (() => {
       document.getElementById("log").append(logLine(event));
       if (event.seq <= base) return;  // the snapshot has it already
       applyEvent(event);
-      draw();
       const d = event.data || {};
+      showRun();
+      for (const key of event.type === "steps.added" ? d.keys || [] : [d.key ?? d.target]) if (steps.has(key)) showStep(steps.get(key));
+      showProgress();
       if (["run.updated", "steps.added", "control"].includes(event.type) || (event.type === "step.updated" && d.status)) refreshSoon();
     }
 
