@@ -138,7 +138,6 @@ const SOP = (() => {
 
   const STEP_ENDED = new Set(["completed", "failed", "skipped", "blocked", "cancelled"]);
   const RUN_ENDED = new Set(["completed", "failed", "cancelled"]);
-  const RUN_CONTROLS = ["pause", "resume", "step", "cancel"];
   const STEP_CONTROLS = {
     skip: { text: "skip", title: "skip this step" },
     retry: { text: "retry", title: "run this failed step again" },
