@@ -256,6 +256,9 @@ const SOP = (() => {
           if (d.status === "running" && !run.started_at) run.started_at = event.at;
           if (RUN_ENDED.has(d.status)) run.finished_at = event.at;
           break;
+        case "run.restored":
+          if (!(run.restored || []).some((r) => r.at === d.at && r.before === d.before)) run.restored = [...(run.restored || []), d];
+          break;
         case "control":
           if (d.control === "breakpoint") {
             const points = new Set(run.breakpoints || []);
@@ -314,7 +317,7 @@ const SOP = (() => {
       showRun();
       for (const key of event.type === "steps.added" ? d.keys || [] : [d.key ?? d.target]) if (steps.has(key)) showStep(steps.get(key));
       showProgress();
-      if (["run.updated", "steps.added", "control"].includes(event.type) || (event.type === "step.updated" && d.status)) refreshSoon();
+      if (["run.updated", "run.restored", "steps.added", "control"].includes(event.type) || (event.type === "step.updated" && d.status)) refreshSoon();
     }
 
     let catching = null;
@@ -348,6 +351,8 @@ const SOP = (() => {
             `${d.duration_ms !== undefined ? ` in ${seconds(d.duration_ms)}` : ""}${why ? ` (${why})` : ""}`;
         case "step.retried":
           return `${d.key}: attempt ${d.attempt} failed (${d.error ? d.error.message : ""}); retrying in ${seconds(1000 * (d.wait_s || 0))}`;
+        case "run.restored":
+          return `the browser was rebuilt before ${d.before}, ${d.checkpoint_after ? `from the checkpoint after ${d.checkpoint_after}` : "with no checkpoint"}`;
         case "log": return `${d.key}: ${d.message}`;
         case "control":
           return `${d.who}: ${d.control}${d.target ? ` ${d.target}` : ""}${d.control === "breakpoint" ? (d.on ? " on" : " off") : ""}`;

@@ -10,6 +10,8 @@ from playwright.async_api import Page, WebSocketRoute, expect
 
 from tests.conftest import ALICE, ServerProcess, post_sop, sign_in, start_run, wait_run
 
+expect.set_options(timeout=15000)  # a state the page reaches: on a busy machine a run may take seconds
+
 
 @pytest.fixture
 async def context(browser_host):
@@ -309,5 +311,53 @@ async def test_a_server_restarted_with_other_tokens_shows_the_sign_in_banner(con
         await expect(page.locator("#offline")).to_be_hidden()
         await page.locator("#sign-in-again").click()
         await page.wait_for_url(f"{first.url}/login?next=%2Fruns%2F{run_id}")
+    finally:
+        await asyncio.to_thread(second.stop)
+
+
+# a browser rebuilt from a checkpoint -------------------------------------------------------------
+
+REBUILT = """
+sop: 1
+id: SOP_ID
+steps:
+  - {id: open, action: navigate, url: "SITE/demo/table.html"}
+  - {id: read, action: extract, selector: h1, outputs: {title: text}}
+"""
+
+
+async def test_a_browser_rebuilt_from_a_checkpoint_is_shown_with_what_was_lost(context, tmp_path: Path):
+    data = tmp_path / "data"
+    first = await asyncio.to_thread(ServerProcess(data).start)
+    try:
+        with first.client() as api:
+            run_id = start_run(api, post_sop(api, REBUILT.replace("SITE", first.url)), breakpoints=["read"])
+            await asyncio.to_thread(wait_run, api, run_id, "paused")
+    finally:
+        await asyncio.to_thread(first.stop)  # the run stays paused, its browser gone with the process
+    second = ServerProcess(data)
+    second.port, second.url = first.port, first.url  # the checkpoint's page is on this address
+    await asyncio.to_thread(second.start)
+    try:
+        page = await context.new_page()
+        page.set_default_timeout(30000)
+        await sign_in(page, second.url)
+        await open_run(page, second.url, run_id)
+        await expect(page.locator("#restored")).to_be_hidden()
+        await page.click('tr[data-key="read"] [data-step-action="breakpoint"]')  # off: it paused there already
+        await expect(page.locator('tr[data-key="read"] [data-step-action="breakpoint"]')).to_have_attribute(
+            "aria-pressed", "false"
+        )
+        await page.click('[data-run-action="resume"]')
+        await expect(page.locator("#run-status")).to_have_text("completed")
+        for opened in ("live", "reloaded"):
+            warning = page.locator("#restored")
+            await expect(warning).to_be_visible()
+            await expect(warning).to_contain_text("rebuilt from the checkpoint after step open before step read")
+            await expect(warning).to_contain_text("form fields filled and not submitted")
+            await expect(page.locator("#log")).to_contain_text("the browser was rebuilt before read")
+            if opened == "live":
+                await page.reload()
+                await expect(page.locator("body")).to_have_attribute("data-ready", "true")
     finally:
         await asyncio.to_thread(second.stop)
