@@ -471,8 +471,10 @@ const SOP = (() => {
         button.hidden = !allowed; button.disabled = !allowed;
       }
       showRestored(run.restored);
-      const waiting = JSON.stringify(run.waiting || null);
-      if (waiting !== waitingDrawn) { waitingDrawn = waiting; showWaiting(run.waiting); }
+      // who may control the run may answer it: a paused run lists at least cancel for them
+      const mayAnswer = (run.controls || []).length > 0;
+      const waiting = JSON.stringify([run.waiting || null, mayAnswer]);
+      if (waiting !== waitingDrawn) { waitingDrawn = waiting; showWaiting(run.waiting, mayAnswer); }
       document.getElementById("inputs").textContent = run.inputs && Object.keys(run.inputs).length ? json(run.inputs) : "none";
       const outputs = run.outputs && Object.keys(run.outputs).length ? json(run.outputs) : null;
       document.getElementById("outputs").textContent = outputs || (RUN_ENDED.has(run.status) ? "none" : "none yet");
@@ -548,13 +550,18 @@ const SOP = (() => {
       return form;
     }
 
-    function showWaiting(waiting) {
+    function showWaiting(waiting, mayAnswer) {
       const box = document.getElementById("waiting");
       box.replaceChildren();
       if (!waiting) return;
       box.append(el("p", { class: `waiting ${waiting.kind}`, text: waiting.reason }));
-      if (waiting.kind === "approval") box.append(approvalForm(waiting));
-      else if (waiting.form) box.append(inputForm(waiting));
+      const form = waiting.kind === "approval" ? approvalForm(waiting) : waiting.form ? inputForm(waiting) : null;
+      if (!form) return;
+      if (!mayAnswer) {
+        for (const field of form.querySelectorAll("input, button")) field.disabled = true;
+        form.append(el("p", { class: "muted", text: "Only the run's creator or an admin may answer." }));
+      }
+      box.append(form);
     }
 
     // controls -------------------------------------------------------------------------------

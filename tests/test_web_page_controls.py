@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.conftest import post_sop, sign_in, start_run, wait_run
+from tests.conftest import VIC, post_sop, sign_in, start_run, wait_run
 
 expect.set_options(timeout=15000)  # a state the page reaches: on a busy machine a run may take seconds
 
@@ -99,3 +99,24 @@ async def test_the_buttons_follow_the_run_after_each_control(page: Page, server,
     await expect(page.locator("#run-status")).to_have_text("completed")
     await asyncio.to_thread(wait_run, api, run_id, "completed")
     await expect_the_controls_of(page, api.get(f"/api/runs/{run_id}").json())
+
+
+async def test_a_viewer_sees_no_controls_and_cannot_answer(browser_host, server, api):
+    run_id = start_run(api, post_sop(api, APPROVAL))
+    await asyncio.to_thread(wait_run, api, run_id, "paused")
+    context = await browser_host.new_context()
+    try:
+        page = await context.new_page()
+        await sign_in(page, server.url, VIC)
+        await page.goto(f"{server.url}/runs/{run_id}")
+        with server.client(VIC) as viewer:
+            seen = viewer.get(f"/api/runs/{run_id}").json()
+        assert seen["controls"] == [] and all(s["controls"] == [] for s in seen["steps"])
+        await expect_the_controls_of(page, seen)
+        form = page.locator("#human-form")
+        await expect(form).to_contain_text("Only the run's creator or an admin may answer.")
+        await expect(form.get_by_role("button", name="Approve")).to_be_disabled()
+        await expect(form.get_by_role("button", name="Reject")).to_be_disabled()
+    finally:
+        await context.close()
+    assert api.post(f"/api/runs/{run_id}/cancel").status_code == 200
