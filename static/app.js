@@ -20,7 +20,12 @@ const SOP = (() => {
     if (body instanceof FormData) options.body = body;
     else if (typeof body === "string") { options.body = body; options.headers["Content-Type"] = "application/yaml"; }
     else if (body !== undefined) { options.body = JSON.stringify(body); options.headers["Content-Type"] = "application/json"; }
-    const response = await fetch(path, options);
+    let response;
+    try {
+      response = await fetch(path, options);
+    } catch (_) {  // no answer at all: the server is down or the network is gone
+      return { ok: false, status: 0, data: { error: "the server cannot be reached" } };
+    }
     if (response.status === 401) signedOut();
     let data = null;
     try { data = await response.json(); } catch (_) { data = null; }
@@ -231,6 +236,7 @@ const SOP = (() => {
 
     // the state: a snapshot of the run with its steps, then the events after it ----------------
 
+    // a change makes the controls listed for what was before stale: none are shown until the run is read again
     function applyEvent(event) {
       const d = event.data || {};
       const step = d.key !== undefined ? steps.get(d.key) : undefined;
@@ -242,6 +248,7 @@ const SOP = (() => {
           break;
         case "step.updated":
           if (!step) break;
+          if ("status" in d && d.status !== step.status) step.controls = [];
           for (const name of ["status", "inputs", "outputs", "error", "reason", "duration_ms"]) if (name in d) step[name] = d[name];
           if (d.attempt !== undefined) step.attempts = d.attempt;
           if (d.status === "running") Object.assign(step, { started_at: event.at, finished_at: null, error: d.error ?? null, reason: null });
@@ -252,6 +259,10 @@ const SOP = (() => {
           if (step) step.attempts = d.attempt + 1;
           break;
         case "run.created": case "run.updated":
+          if ("status" in d && d.status !== run.status) {
+            run.controls = [];
+            for (const each of steps.values()) each.controls = [];
+          }
           for (const name of ["status", "outputs", "error", "waiting"]) if (name in d) run[name] = d[name];
           if (d.status === "running" && !run.started_at) run.started_at = event.at;
           if (RUN_ENDED.has(d.status)) run.finished_at = event.at;
@@ -260,6 +271,8 @@ const SOP = (() => {
           if (!(run.restored || []).some((r) => r.at === d.at && r.before === d.before)) run.restored = [...(run.restored || []), d];
           break;
         case "control":
+          if (d.control !== "breakpoint") run.controls = [];
+          if (d.control !== "breakpoint" && steps.has(d.target)) steps.get(d.target).controls = [];
           if (d.control === "breakpoint") {
             const points = new Set(run.breakpoints || []);
             if (d.on) points.add(d.target); else points.delete(d.target);
@@ -289,7 +302,7 @@ const SOP = (() => {
           readAgain = false;
           const reply = await api("GET", `/api/runs/${runId}`);
           if (reply.ok) takeSnapshot(reply.data);
-          else if (reply.status !== 401) say(`cannot read the run: ${problem(reply)}`, true);
+          else if (reply.status !== 401 && reply.status !== 0) say(`cannot read the run: ${problem(reply)}`, true);
         } while (readAgain);
       })();
       try { await reading; } finally { reading = null; }
@@ -312,11 +325,14 @@ const SOP = (() => {
       logged = event.seq;
       document.getElementById("log").append(logLine(event));
       if (event.seq <= base) return;  // the snapshot has it already
+      const status = run.status;
       applyEvent(event);
       const d = event.data || {};
-      showRun();
-      for (const key of event.type === "steps.added" ? d.keys || [] : [d.key ?? d.target]) if (steps.has(key)) showStep(steps.get(key));
-      showProgress();
+      if (run.status !== status) { draw(); } else {  // the run's status changes what each step allows
+        showRun();
+        for (const key of event.type === "steps.added" ? d.keys || [] : [d.key ?? d.target]) if (steps.has(key)) showStep(steps.get(key));
+        showProgress();
+      }
       if (["run.updated", "run.restored", "steps.added", "control"].includes(event.type) || (event.type === "step.updated" && d.status)) refreshSoon();
     }
 
