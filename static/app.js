@@ -158,66 +158,7 @@ const SOP = (() => {
   function artifactUrl(path) { return path.startsWith("/api/") ? path : `/api/artifacts/${path}`; }
   function problem(reply) { return (reply.data && reply.data.error) || `refused (${reply.status})`; }
 
-  // how far a run got: the step instances that ended, of those it has and those its loops and branches will
-  // still make (a loop's rounds are known from the document, or from the value it goes over)
-
-  function bodySize(shapes, ids) {
-    let size = 0;
-    for (const id of ids || []) {
-      const shape = shapes[id];
-      size += 1;
-      if (shape && shape.action === "loop" && Number.isInteger(shape.count)) size += shape.count * bodySize(shapes, shape.body);
-      else if (shape && shape.action === "if") size += Math.max(bodySize(shapes, shape.then), bodySize(shapes, shape.else));
-    }
-    return size;
-  }
-
-  function loopRounds(loop, shape, run) {
-    if (Number.isInteger(shape.count)) return shape.count;
-    const name = shape.over || shape.times;
-    if (!name) return null;  // while, until, for_each_element, or a template that computes: known when it ends
-    const value = (loop.inputs || run.inputs || {})[name];
-    if (shape.over) {
-      if (Array.isArray(value)) return value.length;
-      return value && typeof value === "object" ? Object.keys(value).length : null;
-    }
-    const times = typeof value === "string" && /^\s*\d+\s*$/.test(value) ? Number(value) : value;
-    return Number.isInteger(times) && times >= 0 ? times : null;
-  }
-
-  function progressOf(steps, shapes, run) {
-    const kids = new Map();
-    for (const step of steps.values()) {
-      const parent = step.parent ?? null;
-      if (!kids.has(parent)) kids.set(parent, []);
-      kids.get(parent).push(step);
-    }
-    const under = (key) => (kids.get(key) || []).reduce((n, kid) => n + 1 + under(kid.key), 0);
-    const ended = RUN_ENDED.has(run.status);
-    let done = 0, total = 0, open = false;
-    for (const step of steps.values()) {
-      total += 1;
-      if (STEP_ENDED.has(step.status)) { done += 1; continue; }
-      const shape = shapes[step.step_id || stepIdOf(step.key)];
-      if (ended || !shape) continue;  // an ended run makes no more steps
-      const inside = kids.get(step.key) || [];
-      if (shape.action === "if" && !inside.length) total += Math.max(bodySize(shapes, shape.then), bodySize(shapes, shape.else));
-      if (shape.action !== "loop") continue;
-      const rounds = loopRounds(step, shape, run);
-      if (rounds === null) { open = true; continue; }
-      const sizes = new Map();  // round -> instances in it
-      for (const kid of inside) {
-        const round = kid.key.slice(step.key.length).match(/^\[(\d+)\]\./);
-        if (round) sizes.set(round[1], (sizes.get(round[1]) || 0) + 1 + under(kid.key));
-      }
-      const each = sizes.size ? Math.max(...sizes.values()) : bodySize(shapes, shape.body);
-      total += Math.max(0, rounds - sizes.size) * each;
-    }
-    return { done, total, open };
-  }
-
   function runPage(runId) {
-    const shapes = JSON.parse(document.getElementById("step-shapes").textContent || "{}");
     const tbody = document.querySelector("#steps tbody");
     const message = document.getElementById("message");
     const rows = new Map();  // key -> tr
@@ -228,8 +169,7 @@ const SOP = (() => {
     const events = [];  // every event of the run, in order, from the API and then live
     const early = new Map();  // events that came before one missing in between
     let logged = 0;  // the last event in `events`
-    let shown = { done: 0, fraction: 0 };  // the bar never goes back for a loop's new round, only for a reset
-    let eta = null;
+    let progress = { seq: -1, completed: 0, total: 0, eta_s: null };  // the API's, counted by the server
     let waitingDrawn;
 
     function say(text, bad) { message.textContent = text; message.className = bad ? "error" : ""; }
@@ -287,6 +227,7 @@ const SOP = (() => {
       const { steps: list, ...rest } = data;
       run = rest;
       base = data.seq;
+      if (data.progress && data.seq >= progress.seq) progress = { ...data.progress, seq: data.seq, eta_s: progress.eta_s };
       steps = new Map(list.map((step) => [step.key, step]));
       let first = events.length;
       while (first > 0 && events[first - 1].seq > base) first -= 1;
@@ -369,6 +310,7 @@ const SOP = (() => {
           return `${d.key}: attempt ${d.attempt} failed (${d.error ? d.error.message : ""}); retrying in ${seconds(1000 * (d.wait_s || 0))}`;
         case "run.restored":
           return `the browser was rebuilt before ${d.before}, ${d.checkpoint_after ? `from the checkpoint after ${d.checkpoint_after}` : "with no checkpoint"}`;
+        case "loop.sized": return `${d.key}: ${d.iterations} rounds of ${d.per_iteration} steps`;
         case "log": return `${d.key}: ${d.message}`;
         case "control":
           return `${d.who}: ${d.control}${d.target ? ` ${d.target}` : ""}${d.control === "breakpoint" ? (d.on ? " on" : " off") : ""}`;
@@ -497,16 +439,14 @@ const SOP = (() => {
       document.getElementById("run-error").textContent = run.error || "";
     }
 
-    function showProgress() {
-      const { done, total, open } = progressOf(steps, shapes, run);
-      let fraction = total ? done / total : 0;
-      if (done >= shown.done) fraction = Math.max(fraction, shown.fraction);  // fewer done: a reset, shown as it is
-      shown = { done, fraction };
-      const percent = Math.round(100 * fraction);
-      document.getElementById("progress-bar").style.width = `${100 * fraction}%`;
+    function showProgress() {  // step instances ended, of those there are and those sized loops will still make
+      const { completed, total } = progress;
+      const percent = total ? Math.round(100 * completed / total) : 0;
+      document.getElementById("progress-bar").style.width = `${total ? 100 * completed / total : 0}%`;
       document.getElementById("progress").setAttribute("aria-valuenow", String(percent));
+      const eta = progress.eta_s;
       const left = eta !== null && eta !== undefined && !RUN_ENDED.has(run.status) ? `, about ${Math.ceil(eta)} s left` : "";
-      document.getElementById("progress-text").textContent = `${done} of ${open ? "at least " : ""}${total} steps${left}`;
+      document.getElementById("progress-text").textContent = `${completed} of ${total} steps${left}`;
     }
 
     function draw() {
@@ -614,7 +554,11 @@ const SOP = (() => {
       socket.emit("subscribe", { run_id: runId, since: logged });
     });
     for (const name of ["run.updated", "step.updated", "log"]) socket.on(name, ingest);
-    socket.on("progress", (p) => { if (p.run_id === runId) { eta = p.eta_s; showProgress(); } });
+    socket.on("progress", (p) => {
+      if (p.run_id !== runId || p.seq < progress.seq) return;  // a snapshot read after it counts already
+      progress = p;
+      showProgress();
+    });
     socket.on("frame", (f) => {
       if (f.run_id !== runId) return;
       const img = document.getElementById("frame");

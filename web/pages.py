@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from sop_engine import settings
-from sop_engine.document import LoadedSop
-from sop_engine.steps import If, Loop
 
 from .api import document_json
 from .auth import COOKIE
@@ -44,37 +40,11 @@ async def runs_page(request: Request) -> Response:
     return _page(request, "runs.html")
 
 
-_ONE_NAME = re.compile(r"\s*\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*")
-
-
-def step_shapes(loaded: LoadedSop) -> dict[str, dict[str, object]]:
-    """What the run page needs to foresee the step instances a run will make, by step id: the steps inside
-    each loop and `if`, and how many times a loop goes round when the document says so (a number, a list)
-    or names the one value that says it (`for_each: "{{ items }}"`, read off the loop's recorded inputs)."""
-    shapes: dict[str, dict[str, object]] = {}
-    for step in loaded.sop.walk():
-        if isinstance(step, Loop):
-            shape: dict[str, object] = {"action": "loop", "body": [s.id for s in step.steps]}
-            over = step.for_each if step.for_each is not None else step.repeat
-            if isinstance(over, list):
-                shape["count"] = len(over)
-            elif isinstance(over, int) or step.repeat is not None and str(over).strip().isdigit():
-                shape["count"] = int(str(over).strip())
-            elif isinstance(over, str) and (one := _ONE_NAME.fullmatch(over)):
-                shape["over" if step.for_each is not None else "times"] = one.group(1)
-            shapes[step.id] = shape
-        elif isinstance(step, If):
-            shapes[step.id] = {"action": "if", "then": [s.id for s in step.then], "else": [s.id for s in step.else_]}
-    return shapes
-
-
 async def run_page(request: Request) -> Response:
-    state = state_of(request)
-    run = await state.db.run(request.path_params["run_id"])
+    run = await state_of(request).db.run(request.path_params["run_id"])
     if run is None:
         return _page(request, "missing.html", what=f"run {request.path_params['run_id']}")
-    loaded = await off_loop(state.pool.document, run.document_id)
-    return _page(request, "run.html", run_id=run.id, sop_id=run.sop_id, shapes=step_shapes(loaded))
+    return _page(request, "run.html", run_id=run.id, sop_id=run.sop_id)
 
 
 async def batches_page(request: Request) -> Response:
