@@ -2,7 +2,6 @@
 "use strict";
 
 const SOP = (() => {
-  const TERMINAL = new Set(["completed", "failed", "skipped", "blocked"]);
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -21,7 +20,13 @@ const SOP = (() => {
     if (body instanceof FormData) options.body = body;
     else if (typeof body === "string") { options.body = body; options.headers["Content-Type"] = "application/yaml"; }
     else if (body !== undefined) { options.body = JSON.stringify(body); options.headers["Content-Type"] = "application/json"; }
-    const response = await fetch(path, options);
+    let response;
+    try {
+      response = await fetch(path, options);
+    } catch (_) {  // no answer at all: the server is down or the network is gone
+      return { ok: false, status: 0, data: { error: "the server cannot be reached" } };
+    }
+    if (response.status === 401) signedOut();
     let data = null;
     try { data = await response.json(); } catch (_) { data = null; }
     return { ok: response.ok, status: response.status, data };
@@ -83,10 +88,24 @@ const SOP = (() => {
 
   // the feed -------------------------------------------------------------------------------
 
+  function banner(id, on) { document.getElementById(id).hidden = !on; }
+
+  function signedOut() {  // the token of this browser is refused: the page says so, and where to sign in again
+    document.getElementById("sign-in-again").setAttribute("href", `/login?next=${encodeURIComponent(location.pathname)}`);
+    banner("offline", false);
+    banner("signed-out", true);
+  }
+
   function connect(onConnect) {
     const socket = io({ transports: ["websocket", "polling"] });
-    socket.on("connect", onConnect);
-    socket.on("connect_error", (err) => console.warn("live feed:", err.message));
+    socket.on("connect", () => { banner("offline", false); onConnect(); });
+    socket.on("disconnect", (reason) => { if (reason !== "io client disconnect") banner("offline", true); });
+    socket.on("connect_error", (err) => {
+      if (socket.active) { banner("offline", true); return; }  // the client tries again by itself
+      if (/unauthori[sz]ed/i.test(err.message)) { signedOut(); return; }  // refused: it does not try again
+      banner("offline", true);
+      setTimeout(() => socket.connect(), 2000);  // refused for now (the database is unavailable): try again
+    });
     return socket;
   }
 
@@ -122,157 +141,397 @@ const SOP = (() => {
 
   // one run --------------------------------------------------------------------------------
 
+  const STEP_ENDED = new Set(["completed", "failed", "skipped", "blocked", "cancelled"]);
+  const RUN_ENDED = new Set(["completed", "failed", "cancelled"]);
+  const STEP_CONTROLS = {
+    skip: { text: "skip", title: "skip this step" },
+    retry: { text: "retry", title: "run this failed step again" },
+    rerun: { text: "rerun", title: "run this step and what needs it again" },
+    breakpoint: { text: "●", title: "pause before this step" },
+  };
+  const EVENT_PAGE = 1000;  // events read per request when catching up
+  const PICTURE = /\.(png|jpe?g|gif|webp)$/i;
+
+  function stepIdOf(key) { return key.split(".").pop().replace(/\[\d+\]$/, ""); }
+  function moment(iso) { return iso ? new Date(iso).toLocaleString() : ""; }
+  function json(value) { return JSON.stringify(value, null, 2); }
+  function artifactUrl(path) { return path.startsWith("/api/") ? path : `/api/artifacts/${path}`; }
+  function problem(reply) { return (reply.data && reply.data.error) || `refused (${reply.status})`; }
+
   function runPage(runId) {
     const tbody = document.querySelector("#steps tbody");
-    const statusBadge = document.getElementById("run-status");
     const message = document.getElementById("message");
-    const rows = new Map();
-    let seq = -1;
-    let loading = null;
+    const rows = new Map();  // key -> tr
+    const drawn = new Map();  // key -> what its row shows, as JSON
+    let steps = new Map();  // key -> the step as known now: the last snapshot and every event after it
+    let run = { status: "", inputs: {}, controls: [], breakpoints: [] };
+    let base = -1;  // the sequence number of the snapshot
+    const events = [];  // every event of the run, in order, from the API and then live
+    const early = new Map();  // events that came before one missing in between
+    let logged = 0;  // the last event in `events`
+    let progress = { seq: -1, completed: 0, total: 0, eta_s: null };  // the API's, counted by the server
+    let waitingDrawn;
 
     function say(text, bad) { message.textContent = text; message.className = bad ? "error" : ""; }
 
-    async function control(path) {
-      const reply = await api("POST", path);
-      say(reply.ok ? "" : (reply.data && reply.data.error) || `refused (${reply.status})`, !reply.ok);
-      return reply;
+    // the state: a snapshot of the run with its steps, then the events after it ----------------
+
+    // a change makes the controls listed for what was before stale: none are shown until the run is read again
+    function applyEvent(event) {
+      const d = event.data || {};
+      const step = d.key !== undefined ? steps.get(d.key) : undefined;
+      switch (event.type) {
+        case "steps.added":
+          for (const key of d.keys || []) {
+            if (!steps.has(key)) steps.set(key, { key, step_id: stepIdOf(key), parent: d.parent ?? null, status: "pending", attempts: 0, artifacts: [], controls: [] });
+          }
+          break;
+        case "step.updated":
+          if (!step) break;
+          if ("status" in d && d.status !== step.status) step.controls = [];
+          for (const name of ["status", "inputs", "outputs", "error", "reason", "duration_ms"]) if (name in d) step[name] = d[name];
+          if (d.attempt !== undefined) step.attempts = d.attempt;
+          if (d.status === "running") Object.assign(step, { started_at: event.at, finished_at: null, error: d.error ?? null, reason: null });
+          if (STEP_ENDED.has(d.status)) step.finished_at = event.at;
+          if (d.artifacts && (d.artifacts.length || d.status === "failed")) step.artifacts = d.artifacts.map(artifactUrl);
+          break;
+        case "step.retried":
+          if (step) step.attempts = d.attempt + 1;
+          break;
+        case "run.created": case "run.updated":
+          if ("status" in d && d.status !== run.status) {
+            run.controls = [];
+            for (const each of steps.values()) each.controls = [];
+          }
+          for (const name of ["status", "outputs", "error", "waiting"]) if (name in d) run[name] = d[name];
+          if (d.status === "running" && !run.started_at) run.started_at = event.at;
+          if (RUN_ENDED.has(d.status)) run.finished_at = event.at;
+          break;
+        case "run.restored":
+          if (!(run.restored || []).some((r) => r.at === d.at && r.before === d.before)) run.restored = [...(run.restored || []), d];
+          break;
+        case "control":
+          if (d.control !== "breakpoint") run.controls = [];
+          if (d.control !== "breakpoint" && steps.has(d.target)) steps.get(d.target).controls = [];
+          if (d.control === "breakpoint") {
+            const points = new Set(run.breakpoints || []);
+            if (d.on) points.add(d.target); else points.delete(d.target);
+            run.breakpoints = [...points];
+          }
+          break;
+        default: break;
+      }
     }
 
-    function depth(key) { return (key.match(/\]\./g) || []).length; }
+    function takeSnapshot(data) {
+      const { steps: list, ...rest } = data;
+      run = rest;
+      base = data.seq;
+      if (data.progress && data.seq >= progress.seq) progress = { ...data.progress, seq: data.seq, eta_s: progress.eta_s };
+      steps = new Map(list.map((step) => [step.key, step]));
+      let first = events.length;
+      while (first > 0 && events[first - 1].seq > base) first -= 1;
+      for (const event of events.slice(first)) applyEvent(event);
+      draw();
+    }
 
-    function stepRow(step) {
-      const buttons = el("td", { class: "step-actions" },
-        el("button", { "data-step-action": "skip", title: "skip this step", text: "skip" }),
-        el("button", { "data-step-action": "retry", title: "run this failed step again", text: "retry" }),
-        el("button", { "data-step-action": "rerun", title: "run this step and what needs it again", text: "rerun" }),
-        el("button", { "data-step-action": "breakpoint", title: "pause before this step", text: "●" }));
-      const row = el("tr", { "data-key": step.key, class: `depth-${depth(step.key)}` },
-        el("td", { class: "key" }, el("code", { text: step.key }), el("div", { class: "detail" })),
-        el("td", {}, el("span", { class: "badge" })), el("td", { class: "attempts" }), el("td", { class: "time" }), buttons);
-      buttons.addEventListener("click", async (event) => {
-        const action = event.target.dataset.stepAction;
-        if (!action) return;
-        const path = `/api/runs/${runId}/steps/${encodeURIComponent(step.key)}/${action}`;
-        if (action === "breakpoint") {
-          const on = !row.classList.contains("breakpoint");
-          const reply = await api("POST", path, { on });
-          if (reply.ok) row.classList.toggle("breakpoint", on); else say(reply.data.error, true);
-        } else await control(path);
-      });
-      return row;
+    let reading = null, readAgain = false, readTimer = null;
+    async function refresh() {  // the run and its steps, read again: what the API says now, controls included
+      if (reading) { readAgain = true; return reading; }
+      reading = (async () => {
+        do {
+          readAgain = false;
+          const reply = await api("GET", `/api/runs/${runId}`);
+          if (reply.ok) takeSnapshot(reply.data);
+          else if (reply.status !== 401 && reply.status !== 0) say(`cannot read the run: ${problem(reply)}`, true);
+        } while (readAgain);
+      })();
+      try { await reading; } finally { reading = null; }
+    }
+    function refreshSoon() {  // many events in a burst make one read
+      if (readTimer === null) readTimer = setTimeout(() => { readTimer = null; refresh(); }, 150);
+    }
+
+    function ingest(event) {
+      if (event.run_id !== runId || event.seq <= logged) return;  // shown already
+      if (event.seq > logged + 1) { early.set(event.seq, event); catchUp(); return; }
+      accept(event);
+      while (early.has(logged + 1)) { const next = early.get(logged + 1); early.delete(logged + 1); accept(next); }
+      for (const seq of early.keys()) if (seq <= logged) early.delete(seq);
+      document.body.dataset.seq = logged;
+    }
+
+    function accept(event) {
+      events.push(event);
+      logged = event.seq;
+      document.getElementById("log").append(logLine(event));
+      if (event.seq <= base) return;  // the snapshot has it already
+      const status = run.status;
+      applyEvent(event);
+      const d = event.data || {};
+      if (run.status !== status) { draw(); } else {  // the run's status changes what each step allows
+        showRun();
+        for (const key of event.type === "steps.added" ? d.keys || [] : [d.key ?? d.target]) if (steps.has(key)) showStep(steps.get(key));
+        showProgress();
+      }
+      if (["run.updated", "run.restored", "steps.added", "control"].includes(event.type) || (event.type === "step.updated" && d.status)) refreshSoon();
+    }
+
+    let catching = null;
+    function catchUp() {  // the events after the last one shown, from the API, a page at a time
+      if (catching) return catching;
+      catching = (async () => {
+        try {
+          for (;;) {
+            const reply = await api("GET", `/api/runs/${runId}/events?since=${logged}&limit=${EVENT_PAGE}`);
+            if (!reply.ok) return;
+            for (const event of reply.data.events) ingest(event);
+            if (reply.data.events.length < EVENT_PAGE) return;
+          }
+        } finally { catching = null; }
+      })();
+      return catching;
+    }
+
+    // drawing --------------------------------------------------------------------------------
+
+    function describe(event) {
+      const d = event.data || {};
+      const why = d.error ? (d.error.message || String(d.error)) : d.reason;
+      switch (event.type) {
+        case "run.created": return `run created${d.batch_id ? `, row ${d.row} of batch ${d.batch_id.slice(0, 8)}` : ""}: ${d.status || "queued"}`;
+        case "run.updated":
+          return `run ${d.status || "updated"}${d.waiting ? `: ${d.waiting.reason}` : why ? `: ${why}` : ""}`;
+        case "steps.added": return `${d.parent ? `${d.parent}: ` : ""}steps added: ${(d.keys || []).join(", ")}`;
+        case "step.updated":
+          return `${d.key}: ${d.status}${d.status === "running" && d.attempt > 1 ? ` (attempt ${d.attempt})` : ""}` +
+            `${d.duration_ms !== undefined ? ` in ${seconds(d.duration_ms)}` : ""}${why ? ` (${why})` : ""}`;
+        case "step.retried":
+          return `${d.key}: attempt ${d.attempt} failed (${d.error ? d.error.message : ""}); retrying in ${seconds(1000 * (d.wait_s || 0))}`;
+        case "run.restored":
+          return `the browser was rebuilt before ${d.before}, ${d.checkpoint_after ? `from the checkpoint after ${d.checkpoint_after}` : "with no checkpoint"}`;
+        case "loop.sized": return `${d.key}: ${d.iterations} rounds of ${d.per_iteration} steps`;
+        case "log": return `${d.key}: ${d.message}`;
+        case "control":
+          return `${d.who}: ${d.control}${d.target ? ` ${d.target}` : ""}${d.control === "breakpoint" ? (d.on ? " on" : " off") : ""}`;
+        default: return event.type;
+      }
+    }
+
+    function logLine(event) {
+      const d = event.data || {};
+      const kind = event.type === "log" ? d.level : event.type === "control" ? "control" : event.type === "step.retried" ? "retry"
+        : d.status === "failed" ? "error" : "";
+      return el("li", { "data-seq": event.seq, "data-type": event.type, class: kind || "" },
+        el("time", { datetime: event.at, title: moment(event.at), text: event.at ? new Date(event.at).toLocaleTimeString() : "" }),
+        " ", describe(event));
+    }
+
+    function isUnder(key, ancestor) {
+      for (let step = steps.get(key); step && step.parent; step = steps.get(step.parent)) if (step.parent === ancestor) return true;
+      return false;
+    }
+
+    function depthOf(step) {
+      let depth = 0;
+      for (let at = step; at && at.parent; at = steps.get(at.parent)) depth += 1;
+      return depth;
     }
 
     function place(step) {
-      const row = stepRow(step);
+      const row = stepRow(step.key);
       rows.set(step.key, row);
       const parent = step.parent ? rows.get(step.parent) : null;
       if (!parent) { tbody.append(row); return row; }
-      // after the parent's last descendant, so iterations stay grouped under their loop
-      let after = parent;
-      while (after.nextElementSibling && after.nextElementSibling.dataset.key.startsWith(step.parent)
-             && after.nextElementSibling.dataset.key !== step.parent) after = after.nextElementSibling;
+      let after = parent;  // after the parent's last descendant, so iterations stay grouped under their loop
+      while (after.nextElementSibling && isUnder(after.nextElementSibling.dataset.key, step.parent)) after = after.nextElementSibling;
       after.after(row);
       return row;
     }
 
-    function showStep(data) {
-      const row = rows.get(data.key);
-      if (!row) return false;
-      if (data.status) {
-        const badge = row.querySelector(".badge");
-        badge.textContent = data.status; badge.className = `badge ${data.status}`;
-        row.dataset.status = data.status;
+    function stepRow(key) {
+      const actions = el("td", { class: "step-actions" });
+      actions.addEventListener("click", (event) => {
+        const button = event.target.closest("button[data-step-action]");
+        if (button) stepControl(key, button.dataset.stepAction);
+      });
+      return el("tr", { "data-key": key },
+        el("td", { class: "key" }, el("code", { text: key }), el("div", { class: "detail" }), el("div", { class: "shots" }),
+          el("details", { class: "more" }, el("summary", { text: "details" }), el("dl", { class: "facts" }))),
+        el("td", {}, el("span", { class: "badge" })), el("td", { class: "attempts" }), el("td", { class: "time" }), actions);
+    }
+
+    function facts(step) {
+      const found = [];
+      const add = (name, value) => { if (value !== null && value !== undefined && value !== "") found.push(el("dt", { text: name }), el("dd", {}, value)); };
+      add("action", step.action);
+      add("attempts", step.attempts ? String(step.attempts) : "");
+      add("started", moment(step.started_at));
+      add("finished", moment(step.finished_at));
+      add("took", seconds(step.duration_ms));
+      if (step.inputs && Object.keys(step.inputs).length) add("inputs", el("pre", { class: "inputs", text: json(step.inputs) }));
+      if (step.outputs && Object.keys(step.outputs).length) add("outputs", el("pre", { class: "outputs", text: json(step.outputs) }));
+      if (step.error) add("error", el("pre", { class: "error-detail", text: json(step.error) }));
+      add("reason", step.reason);
+      return found;
+    }
+
+    function showStep(step) {
+      const breakpoint = (run.breakpoints || []).includes(step.key);
+      const now = JSON.stringify([step, breakpoint]);
+      if (drawn.get(step.key) === now) return;
+      drawn.set(step.key, now);
+      const row = rows.get(step.key) || place(step);
+      row.dataset.status = step.status;
+      row.classList.toggle("breakpoint", breakpoint);
+      row.querySelector("td.key").style.paddingLeft = `${0.5 + 1.6 * depthOf(step)}em`;
+      const badge = row.querySelector(".badge");
+      badge.textContent = step.status; badge.className = `badge ${step.status}`;
+      row.querySelector(".attempts").textContent = step.attempts ? String(step.attempts) : "";
+      row.querySelector(".time").textContent = seconds(step.duration_ms);
+      const why = step.error ? el("div", { class: "error", text: step.error.message || String(step.error) })
+        : step.reason ? el("div", { class: "reason", text: step.reason }) : null;
+      row.querySelector(".detail").replaceChildren(...(why ? [why] : []));
+      row.querySelector(".shots").replaceChildren(...(step.artifacts || []).map((path) => {
+        const name = decodeURIComponent(path.split("/").pop());
+        return PICTURE.test(path)
+          ? el("a", { href: path, target: "_blank", rel: "noopener" }, el("img", { class: "screenshot", src: path, alt: `${name}, taken by ${step.key}` }))
+          : el("a", { class: "file", href: path, download: name, text: name });
+      }));
+      row.querySelector(".facts").replaceChildren(...facts(step));
+      const controls = step.controls || [];
+      row.querySelector(".step-actions").replaceChildren(...Object.keys(STEP_CONTROLS).filter((name) => controls.includes(name)).map((name) => {
+        const spec = STEP_CONTROLS[name];
+        const title = name === "breakpoint" && breakpoint ? "do not pause before this step" : spec.title;
+        return el("button", { "data-step-action": name, title, "aria-pressed": name === "breakpoint" ? String(breakpoint) : null, text: spec.text });
+      }));
+    }
+
+    function showRestored(restored) {
+      const box = document.getElementById("restored");
+      box.hidden = !(restored && restored.length);
+      box.replaceChildren(...(restored || []).map((r) => el("p", {},
+        `The browser was rebuilt ${r.checkpoint_after ? `from the checkpoint after step ${r.checkpoint_after}` : "from scratch (no checkpoint)"}` +
+        ` before step ${r.before}${r.at ? `, at ${moment(r.at)}` : ""}. ` +
+        (r.lost && r.lost.length ? `Lost: ${r.lost.join("; ")}.` : "Nothing was lost."))));
+    }
+
+    function showRun() {
+      const badge = document.getElementById("run-status");
+      badge.textContent = run.status || "…"; badge.className = `badge ${run.status || ""}`;
+      document.body.dataset.status = run.status || "";
+      const times = [run.created_at && `queued ${moment(run.created_at)}`, run.created_by && `by ${run.created_by}`,
+        run.started_at && `started ${moment(run.started_at)}`, run.finished_at && `ended ${moment(run.finished_at)}`];
+      document.getElementById("run-times").textContent = times.filter(Boolean).join(", ");
+      const controls = run.controls || [];
+      for (const button of document.querySelectorAll("[data-run-action]")) {
+        const allowed = controls.includes(button.dataset.runAction);
+        button.hidden = !allowed; button.disabled = !allowed;
       }
-      const attempts = data.attempts ?? data.attempt;
-      if (attempts) row.querySelector(".attempts").textContent = attempts;
-      if (data.duration_ms !== undefined) row.querySelector(".time").textContent = seconds(data.duration_ms);
-      const detail = row.querySelector(".detail");
-      if (data.status === "running" || data.status === "pending") detail.replaceChildren();
-      if (data.error) detail.replaceChildren(el("div", { class: "error", text: data.error.message || String(data.error) }));
-      if (data.reason && TERMINAL.has(data.status)) detail.replaceChildren(el("div", { class: "reason", text: data.reason }));
-      const shots = (data.artifacts || []).map((p) => p.startsWith("/api/") ? p : `/api/artifacts/${p}`);
-      const failure = shots.find((p) => p.endsWith("failure.png"));
-      if (failure) detail.append(el("img", { class: "screenshot", src: failure, alt: `the page when ${data.key} failed` }));
-      return true;
+      showRestored(run.restored);
+      // who may control the run may answer it: a paused run lists at least cancel for them
+      const mayAnswer = (run.controls || []).length > 0;
+      const waiting = JSON.stringify([run.waiting || null, mayAnswer]);
+      if (waiting !== waitingDrawn) { waitingDrawn = waiting; showWaiting(run.waiting, mayAnswer); }
+      document.getElementById("inputs").textContent = run.inputs && Object.keys(run.inputs).length ? json(run.inputs) : "none";
+      const outputs = run.outputs && Object.keys(run.outputs).length ? json(run.outputs) : null;
+      document.getElementById("outputs").textContent = outputs || (RUN_ENDED.has(run.status) ? "none" : "none yet");
+      document.getElementById("run-error").textContent = run.error || "";
     }
 
-    function showRun(run) {
-      if (run.status) { statusBadge.textContent = run.status; statusBadge.className = `badge ${run.status}`; }
-      if (run.outputs !== undefined && run.outputs !== null) document.getElementById("outputs").textContent = JSON.stringify(run.outputs, null, 2);
-      if (run.error !== undefined) document.getElementById("run-error").textContent = run.error || "";
-      if (run.waiting !== undefined) showWaiting(run.waiting);
-      for (const key of run.breakpoints || []) { const row = rows.get(key); if (row) row.classList.add("breakpoint"); }
+    function showProgress() {  // step instances ended, of those there are and those sized loops will still make
+      const { completed, total } = progress;
+      const percent = total ? Math.round(100 * completed / total) : 0;
+      document.getElementById("progress-bar").style.width = `${total ? 100 * completed / total : 0}%`;
+      document.getElementById("progress").setAttribute("aria-valuenow", String(percent));
+      const eta = progress.eta_s;
+      const left = eta !== null && eta !== undefined && !RUN_ENDED.has(run.status) ? `, about ${Math.ceil(eta)} s left` : "";
+      document.getElementById("progress-text").textContent = `${completed} of ${total} steps${left}`;
     }
 
-    function showWaiting(waiting) {
-      const box = document.getElementById("waiting");
-      box.replaceChildren();
-      if (!waiting) return;
-      box.append(el("p", { class: `waiting ${waiting.kind}`, text: waiting.reason }));
-      if (!waiting.form) return;
-      const form = el("form", { id: "human-form" });
+    function draw() {
+      showRun();
+      for (const step of steps.values()) showStep(step);
+      showProgress();
+    }
+
+    // a person's answer -----------------------------------------------------------------------
+
+    async function answer(form, waiting, values) {
+      const error = form.querySelector(".form-error");
+      const buttons = form.querySelectorAll("button");
+      error.textContent = "";
+      for (const button of buttons) button.disabled = true;
+      const reply = await api("POST", `/api/runs/${runId}/steps/${encodeURIComponent(waiting.key)}/submit`, { values });
+      for (const button of buttons) button.disabled = false;
+      if (!reply.ok) { error.textContent = problem(reply); return; }
+      form.dataset.sent = "true";
+      await refresh();
+    }
+
+    function approvalForm(waiting) {
+      const reason = el("input", { name: "comment", type: "text", autocomplete: "off", maxlength: "2000" });
+      const form = el("form", { id: "human-form", "data-kind": "approval" });
+      if (waiting.form && waiting.form.message) form.append(el("p", { text: waiting.form.message }));
+      form.append(el("label", {}, "Reason (when you reject; optional) ", reason),
+        el("p", { class: "answers" },
+          el("button", { type: "button", class: "approve", "data-answer": "approve", text: "Approve" }), " ",
+          el("button", { type: "button", class: "reject", "data-answer": "reject", text: "Reject" })),
+        el("p", { class: "form-error error", role: "alert" }));
+      form.addEventListener("submit", (event) => event.preventDefault());  // Enter in the reason decides nothing
+      form.addEventListener("click", (event) => {
+        const choice = event.target.dataset && event.target.dataset.answer;
+        if (!choice) return;
+        const values = { approved: choice === "approve" };
+        if (reason.value.trim()) values.comment = reason.value.trim();
+        answer(form, waiting, values);
+      });
+      return form;
+    }
+
+    function inputForm(waiting) {
+      const form = el("form", { id: "human-form", "data-kind": "input" });
       if (waiting.form.message) form.append(el("p", { text: waiting.form.message }));
       for (const [name, spec] of Object.entries(waiting.form.fields || {})) {
         const type = spec.type === "boolean" ? "checkbox" : spec.secret ? "password" : spec.type === "string" ? "text" : "number";
         form.append(el("label", {}, `${spec.label || name} `, el("input", { name, type, "data-type": spec.type, autocomplete: "off" })));
       }
-      form.append(el("button", { type: "submit", text: waiting.kind === "approval" ? "Send" : "Submit" }));
-      form.addEventListener("submit", async (event) => {
+      form.append(el("button", { type: "submit", text: "Submit" }), el("p", { class: "form-error error", role: "alert" }));
+      form.addEventListener("submit", (event) => {
         event.preventDefault();
         const values = {};
         for (const field of form.querySelectorAll("[data-type]")) { const v = readInput(field); if (v !== undefined) values[field.name] = v; }
-        const reply = await api("POST", `/api/runs/${runId}/steps/${encodeURIComponent(waiting.key)}/submit`, { values });
-        if (!reply.ok) say(reply.data.error, true);
+        answer(form, waiting, values);
       });
+      return form;
+    }
+
+    function showWaiting(waiting, mayAnswer) {
+      const box = document.getElementById("waiting");
+      box.replaceChildren();
+      if (!waiting) return;
+      box.append(el("p", { class: `waiting ${waiting.kind}`, text: waiting.reason }));
+      const form = waiting.kind === "approval" ? approvalForm(waiting) : waiting.form ? inputForm(waiting) : null;
+      if (!form) return;
+      if (!mayAnswer) {
+        for (const field of form.querySelectorAll("input, button")) field.disabled = true;
+        form.append(el("p", { class: "muted", text: "Only the run's creator or an admin may answer." }));
+      }
       box.append(form);
     }
 
-    function log(text, cls) {
-      document.getElementById("log").append(el("li", { class: cls || "", text }));
+    // controls -------------------------------------------------------------------------------
+
+    async function control(path, body) {
+      const reply = await api("POST", path, body);
+      say(reply.ok ? "" : problem(reply), !reply.ok);
+      await refresh();
     }
 
-    async function load() {
-      if (loading) return loading;
-      loading = (async () => {
-        const reply = await api("GET", `/api/runs/${runId}`);
-        if (!reply.ok) { say("cannot load the run", true); return; }
-        const run = reply.data;
-        tbody.replaceChildren(); rows.clear();
-        for (const step of run.steps) { place(step); showStep(step); }
-        showRun(run);
-        // what is done already, also when the run ended before this page subscribed (live events go on from here)
-        const ended = run.steps.filter((s) => ["completed", "failed", "skipped", "blocked"].includes(s.status)).length;
-        showProgress(ended, run.steps.length, null);
-        seq = run.seq;
-        document.body.dataset.seq = seq;
-      })();
-      try { await loading; } finally { loading = null; }
-    }
-
-    function apply(event) {
-      const data = event.data;
-      switch (event.type) {
-        case "steps.added":
-          for (const key of data.keys) if (!rows.has(key)) { place({ key, parent: data.parent }); showStep({ key, status: "pending" }); }
-          break;
-        case "step.updated": showStep(data); break;
-        case "step.retried":
-          showStep({ key: data.key, attempts: data.attempt + 1 });
-          log(`${data.key}: attempt ${data.attempt} failed (${data.error ? data.error.message : ""}); retrying`, "retry");
-          break;
-        case "log": log(`${data.key}: ${data.message}`, data.level); break;
-        case "control": log(`${data.who}: ${data.control}${data.target ? " " + data.target : ""}`, "control"); break;
-        default: showRun(data);
-      }
-    }
-
-    async function receive(event) {
-      if (event.run_id !== runId || seq < 0) return;
-      if (event.seq <= seq) return;  // already applied
-      if (event.seq > seq + 1) { await load(); return; }  // a gap: fetch the whole run again
-      apply(event);
-      seq = event.seq;
-      document.body.dataset.seq = seq;
+    function stepControl(key, action) {
+      const path = `/api/runs/${runId}/steps/${encodeURIComponent(key)}/${action}`;
+      if (action === "breakpoint") control(path, { on: !(run.breakpoints || []).includes(key) });
+      else control(path);
     }
 
     document.querySelector(".toolbar").addEventListener("click", (event) => {
@@ -280,17 +539,26 @@ const SOP = (() => {
       if (action) control(`/api/runs/${runId}/${action}`);
     });
 
+    // the story so far, then live ----------------------------------------------------------------
+
+    const ready = (async () => {
+      await refresh();
+      await catchUp();
+      document.body.dataset.ready = "true";
+    })();
+    let connected = false;
     const socket = connect(async () => {
-      await load();
-      socket.emit("subscribe", { run_id: runId, since: seq });
+      if (connected) await refresh(); else await ready;  // after a lost connection: what changed meanwhile
+      connected = true;
+      await catchUp();
+      socket.emit("subscribe", { run_id: runId, since: logged });
     });
-    for (const name of ["run.updated", "step.updated", "log"]) socket.on(name, receive);
-    function showProgress(completed, total, etaSeconds) {
-      document.getElementById("progress-bar").style.width = `${total ? (100 * completed / total) : 0}%`;
-      const eta = etaSeconds === null || etaSeconds === undefined ? "" : `, about ${Math.ceil(etaSeconds)} s left`;
-      document.getElementById("progress-text").textContent = `${completed} of ${total} steps${eta}`;
-    }
-    socket.on("progress", (p) => { if (p.run_id === runId) showProgress(p.completed, p.total, p.eta_s); });
+    for (const name of ["run.updated", "step.updated", "log"]) socket.on(name, ingest);
+    socket.on("progress", (p) => {
+      if (p.run_id !== runId || p.seq < progress.seq) return;  // a snapshot read after it counts already
+      progress = p;
+      showProgress();
+    });
     socket.on("frame", (f) => {
       if (f.run_id !== runId) return;
       const img = document.getElementById("frame");

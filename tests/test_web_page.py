@@ -3,25 +3,65 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from playwright.async_api import Page, expect
 
 from tests.conftest import post_sop, sign_in, wait_for
 
-SLOW = """
+expect.set_options(timeout=15000)  # a state the page reaches: on a busy machine a run may take seconds
+
+HELD = """
 sop: 1
 id: SOP_ID
-name: Slow steps
 inputs:
   secret_word: {type: string, secret: true, default: "zebra-crossing-42"}
 outputs: [said]
 steps:
-  - {id: one, action: sleep, duration: 400ms}
-  - {id: two, action: sleep, duration: 400ms}
-  - {id: three, action: sleep, duration: 400ms}
+  - {id: one, action: http, url: "HOLD_URL", timeout: 60s}
+  - {id: two, action: log, message: two}
+  - {id: three, action: log, message: three}
   - {id: four, action: set, inputs: [secret_word], values: {said: "{{ secret_word }}"}}
 """
+
+
+class Hold:
+    """A loopback URL whose answer waits until the test lets it go: a step that lasts as long as the test needs."""
+
+    def __init__(self) -> None:
+        released = self.released = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                released.wait(60)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hold"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hold():
+    held = Hold()
+    yield held
+    held.close()
 
 
 @pytest.fixture
@@ -61,33 +101,41 @@ async def test_example_sops_are_listed_and_a_run_completes_live(page: Page, serv
     await expect(page.locator("#progress-text")).to_contain_text("9 of 9 steps")
 
 
-async def test_pause_step_resume_and_skip_buttons(page: Page, server, api):
-    sop_id = post_sop(api, SLOW)
+async def test_pause_step_resume_and_skip_buttons(page: Page, server, api, hold):
+    sop_id = post_sop(api, HELD.replace("HOLD_URL", hold.url))
     await start_from_sop_page(page, server, sop_id)
     await expect(badge(page, "one")).to_have_text("running")
-    await page.click('[data-run-action="pause"]')
+    await page.click('[data-run-action="pause"]')  # shown once the page has read the run as running
+    await expect(page.locator("#log")).to_contain_text("admin: pause")
+    hold.release()
     await expect(page.locator("#run-status")).to_have_text("paused")
+    await expect(page.locator("#waiting")).to_contain_text("paused before two")
     await expect(badge(page, "one")).to_have_text("completed")
     await expect(badge(page, "two")).to_have_text("pending")
+    await expect(page.locator('[data-run-action="pause"]')).to_be_hidden()
     await page.click('tr[data-key="three"] [data-step-action="skip"]')
+    await expect(page.locator("#log")).to_contain_text("admin: skip three")
     await page.click('[data-run-action="step"]')
     await expect(badge(page, "two")).to_have_text("completed")
     await expect(page.locator("#run-status")).to_have_text("paused")
+    await expect(page.locator("#waiting")).to_contain_text("paused before four")
     await page.click('[data-run-action="resume"]')
     await expect(page.locator("#run-status")).to_have_text("completed")
     await expect(badge(page, "three")).to_have_text("skipped")
-    await page.click('[data-run-action="pause"]')
-    await expect(page.locator("#message")).to_contain_text("only a running run can be paused")
+    await expect(page.locator("[data-run-action]:not([hidden])")).to_have_count(0)  # a completed run has none
     assert "zebra-crossing-42" not in await page.content()
-    await expect(page.locator("#log")).to_contain_text("admin: skip three")
 
 
-async def test_cancel_button(page: Page, server, api):
-    await start_from_sop_page(page, server, post_sop(api, SLOW))
+async def test_cancel_button(page: Page, server, api, hold):
+    await start_from_sop_page(page, server, post_sop(api, HELD.replace("HOLD_URL", hold.url)))
     await expect(badge(page, "one")).to_have_text("running")
     await page.click('[data-run-action="cancel"]')
     await expect(page.locator("#run-status")).to_have_text("cancelled")
+    await expect(badge(page, "one")).to_have_text("cancelled")  # stopped in flight: not a failure to retry
     await expect(badge(page, "four")).to_have_text("pending")
+    await expect(page.locator("[data-step-action]")).to_have_count(0)
+    await expect(page.locator("[data-run-action]:not([hidden])")).to_have_count(0)
+    await expect(page.locator("#progress-text")).to_have_text("1 of 4 steps")  # and no time left
 
 
 async def test_failed_step_shows_its_screenshot_and_can_be_skipped(page: Page, server, api):
