@@ -12,6 +12,8 @@ controls allowed now), by the server's controls (which refuse the others with 40
 | retry      | a failed step of a run that ended or waits on it     | runs it again, and what it blocked          |
 | rerun      | a completed step of a completed, failed or paused run| runs it and what depends on it again        |
 | breakpoint | a pending step of a run still going                  | pauses before it (on or off)                |
+| submit     | the step a paused run waits on for a form (input,    | answers it; the run goes on                 |
+|            | approval)                                            |                                             |
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .states import RUN_TERMINAL, RunStatus, StepStatus
 from .steps import Step
 
 RUN_CONTROLS = ("pause", "resume", "step", "cancel")
-STEP_CONTROLS = ("skip", "retry", "rerun", "breakpoint")
+STEP_CONTROLS = ("skip", "retry", "rerun", "breakpoint", "submit")
 DECISIONS = ("failed", "input", "approval")  # waits that only a step's control or a form can answer
 PERSON = "skipped by "  # how the reason of a step a person skipped begins
 
@@ -68,6 +70,8 @@ def step_controls(step_status: str, key: str, run_status: str, waiting: Mapping[
         found.append("rerun")
     if step == StepStatus.PENDING and run not in RUN_TERMINAL:
         found.append("breakpoint")
+    if waiting and waiting.get("kind") in ("input", "approval") and waiting.get("key") == key:
+        found.append("submit")
     return found
 
 
@@ -86,6 +90,7 @@ def why_not(control: str, step_status: str | None, key: str | None, run_status: 
         "retry": "a failed step of a run that ended or waits on it",
         "rerun": "a completed step of a completed, failed or paused run",
         "breakpoint": "a pending step of a run still going",
+        "submit": "the step a paused run waits on for a form",
     }
     return f"step {key} is {step_status} in a {run_status} run; {control} needs {allowed[control]}"
 

@@ -262,6 +262,8 @@ def test_human_input_and_approval(api, server):
     run = wait_run(api, run_id, "paused")
     assert run["waiting"]["kind"] == "input" and run["waiting"]["key"] == "ask"
     assert set(run["waiting"]["form"]["fields"]) == {"code", "count"}
+    assert run["controls"] == ["cancel"]  # only the form answers it
+    assert next(s for s in run["steps"] if s["key"] == "ask")["controls"] == ["submit"]
     bad = api.post(f"/api/runs/{run_id}/steps/ask/submit", json={"values": {"code": "x", "count": "many"}})
     assert (bad.status_code, bad.json()["error"]) == (422, "'count' must be integer")
     assert api.post(f"/api/runs/{run_id}/resume").status_code == 409

@@ -226,5 +226,3 @@ class Controls:
 
     async def _rows(self, run_id: str) -> list[StepRow]:
         return [StepRow(r.key, r.parent_key, r.status) for r in await self.store.steps(run_id)]
-
-
