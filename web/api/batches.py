@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -166,7 +167,8 @@ async def batch_cancel(request: Request) -> Response:
     await off_loop(state.batches.cancel, batch.id)
     for status in ("running", "paused"):
         for run in await state.db.runs_with_status(status, batch.id):
-            await state.pool.cancel(run.id)
+            with contextlib.suppress(Refused):  # it ended meanwhile
+                await state.controls.cancel(run.id, name_of(request))  # here, or in the process that holds it
     return Json(await off_loop(state.batches.summary, batch.id))
 
 
