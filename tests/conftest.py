@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +266,53 @@ async def sign_in(page: Any, base_url: str, token: str = TOKEN) -> None:
     """Opens the sign-in URL the server prints; the page takes the token out of the URL and posts it."""
     async with page.expect_navigation(url=f"{base_url}/"):
         await page.goto(f"{base_url}/login?token={token}")
+
+
+# a step held until the test lets it go ---------------------------------------------------------
+
+
+class Gate:
+    """A loopback endpoint whose first call hangs until the test opens the gate (or the caller dies); later
+    calls answer at once. `called` is set when the first call arrives."""
+
+    def __init__(self) -> None:
+        self.called = threading.Event()
+        self.open = threading.Event()
+        self.calls = 0
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                gate.calls += 1
+                if gate.calls == 1:
+                    gate.called.set()
+                    gate.open.wait(120)
+                body = b'{"ok": true}'
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:  # the caller was killed meanwhile
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/wait"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.open.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    made = Gate()
+    yield made
+    made.close()

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,54 +19,7 @@ import pytest
 from sop_engine.document import load_sop
 from sop_engine.states import ClaimLost, TransitionError
 from sop_engine.store import RunHeld, Store
-from tests.conftest import SOPS, ServerProcess, post_sop, start_run, wait_for, wait_run
-
-
-class Gate:
-    """A loopback endpoint whose first call hangs until the test opens the gate (or the caller dies); later
-    calls answer at once. `called` is set when the first call arrives."""
-
-    def __init__(self) -> None:
-        self.called = threading.Event()
-        self.open = threading.Event()
-        self.calls = 0
-        gate = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                gate.calls += 1
-                if gate.calls == 1:
-                    gate.called.set()
-                    gate.open.wait(120)
-                body = b'{"ok": true}'
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:  # the caller was killed meanwhile
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/wait"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.open.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def gate() -> Iterator[Gate]:
-    made = Gate()
-    yield made
-    made.close()
+from tests.conftest import SOPS, Gate, ServerProcess, post_sop, start_run, wait_for, wait_run
 
 
 def cli(data: Path, *args: str, cwd: Path | None = None) -> list[str]:

@@ -59,10 +59,12 @@ def switch():
     endpoint.server.shutdown()
 
 
-def test_pause_stops_after_the_step_in_flight_and_resume_goes_on(api):
-    run_id = start_run(api, post_sop(api, STEPS))
-    wait_for(lambda: status_of(api.get(f"/api/runs/{run_id}").json()).get("one") == "running")
+def test_pause_stops_after_the_step_in_flight_and_resume_goes_on(api, gate):
+    held = STEPS.replace("{id: one, action: sleep, duration: 150ms}", f'{{id: one, action: http, url: "{gate.url}"}}')
+    run_id = start_run(api, post_sop(api, held))
+    assert gate.called.wait(60)  # step one is in flight until the gate opens
     assert api.post(f"/api/runs/{run_id}/pause").status_code == 200
+    gate.open.set()
     run = wait_run(api, run_id, "paused")
     assert run["waiting"]["kind"] == "pause" and run["waiting"]["key"] == "two"
     assert status_of(run) == {"one": "completed", "two": "pending", "three": "pending", "four": "pending"}

@@ -130,14 +130,18 @@ class Controls:
         run = await self._run(run_id)
         if run.status in RUN_TERMINAL:
             raise Refused(f"the run is {run.status} already")
-        await self._audit(run_id, who, "cancel")
-        if not await self.pool.cancel(run_id):  # not executed here: the gate ends its steps in flight too
+        if await self.pool.cancel(run_id):  # executed here: its runner records the cancel, unless it ended first
+            ended = await self._run(run_id)
+            if ended.status != RunStatus.CANCELLED:
+                raise Refused(f"the run was {ended.status} before the cancel reached it")
+        else:  # through the gate, which ends its steps in flight too (in another process, at its next write)
             await self.pool.record(
                 run_id,
                 "run.updated",
                 {"status": "cancelled", "error": f"cancelled by {who}"},
                 run={"status": "cancelled", "error": f"cancelled by {who}", "worker": None, "finished_at": utcnow()},
             )
+        await self._audit(run_id, who, "cancel")
 
     # step controls ---------------------------------------------------------------------------
 

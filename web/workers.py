@@ -137,8 +137,11 @@ class WorkerPool:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
                 continue
-            await self.runner.tell(claim.event)
-            await self._execute(claim.run, live)
+            try:
+                await self.runner.tell(claim.event)
+                await self._execute(claim.run, live)
+            except Exception:  # a worker outlives any run: it goes on with the next one
+                log.exception("worker %d: run %s ended with an error", number, claim.run.id)
 
     def _register(self, run: Any) -> LiveRun:
         live = self.live[run.id] = LiveRun(run.id, RunControl(breakpoints=set(run.breakpoints or [])))
@@ -158,7 +161,8 @@ class WorkerPool:
             await self._release(run.id, exc)
         except Exception:
             log.exception("run %s crashed its worker", run.id)
-            with contextlib.suppress(*STORE_DOWN):  # when even this fails, recovery finds the run later
+            # when even this fails (the database is down, or the run ended meanwhile), recovery finds it later
+            with contextlib.suppress(*STORE_DOWN, TransitionError):
                 await self.record(
                     run.id,
                     "run.updated",
@@ -186,12 +190,13 @@ class WorkerPool:
             return
         run = await asyncio.to_thread(self.store.run, run_id)
         if run is not None and run.status not in RUN_TERMINAL:
-            await self.record(
-                run_id,
-                "run.updated",
-                {"status": "cancelled", "error": "cancelled"},
-                run={"status": "cancelled", "error": "cancelled", "worker": None},
-            )
+            with contextlib.suppress(TransitionError):  # it ended meanwhile: the gate keeps what it became
+                await self.record(
+                    run_id,
+                    "run.updated",
+                    {"status": "cancelled", "error": "cancelled"},
+                    run={"status": "cancelled", "error": "cancelled", "worker": None},
+                )
 
     async def cancel(self, run_id: str, hand_back: bool = False) -> bool:
         """Stops a live run promptly: the step in flight is interrupted and the browser context closed.

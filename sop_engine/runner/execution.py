@@ -25,7 +25,7 @@ from ..graph import Graph, sibling_lists
 from ..liveness import HEARTBEAT
 from ..masking import Masker
 from ..policy import PolicyError
-from ..states import ClaimLost, RunStatus, StepStatus
+from ..states import ClaimLost, RunStatus, StepStatus, TransitionError
 from ..store import Store, data_dir
 from ..tables import CheckpointRow, RunRow, StepRunRow
 from ..text import clean
@@ -225,7 +225,10 @@ class Execution(Flow, Leaf, People, Restart):
             status, error = RunStatus.FAILED, f"the run did not finish within {format_duration(self.sop.timeout or 0)}"
         except asyncio.CancelledError:
             await self.close()
-            await self._interrupted()
+            try:
+                await self._interrupted()
+            except TransitionError as exc:  # the run ended, or moved on elsewhere, as it was being stopped
+                log.warning("run %s: %s", self.run_id, exc)
             raise
         except StoreUnavailable:  # nothing more can be recorded: the run stays as last committed
             raise
