@@ -2,7 +2,6 @@ import hypothesis
 import hypothesis.strategies
 import pytest
 
-from sop_engine import expressions
 from sop_engine.expressions import (
     ExpressionError,
     evaluate_condition,
@@ -10,6 +9,7 @@ from sop_engine.expressions import (
     names_in,
     names_in_condition,
     render,
+    rendering,
     to_json_value,
 )
 from sop_engine.steps import Probe
@@ -321,7 +321,7 @@ NESTED_LOOP = "{% for i in range(30000) %}{% for j in range(30000) %}{% endfor %
 
 
 def test_a_loop_that_runs_too_long_is_stopped(monkeypatch):
-    monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.05)
+    monkeypatch.setattr(rendering, "TEMPLATE_MAX_SECONDS", 0.05)
     with pytest.raises(ExpressionError) as caught:
         render(NESTED_LOOP, {})
     assert str(caught.value) == f"template {NESTED_LOOP!r} failed: template took longer than 0.05 s"
@@ -330,7 +330,7 @@ def test_a_loop_that_runs_too_long_is_stopped(monkeypatch):
 def test_loops_in_several_threads_are_stopped_each_in_its_own(monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.05)
+    monkeypatch.setattr(rendering, "TEMPLATE_MAX_SECONDS", 0.05)
 
     def attempt(template: str) -> str:
         try:
@@ -346,7 +346,7 @@ def test_loops_in_several_threads_are_stopped_each_in_its_own(monkeypatch):
 def test_no_stop_is_left_pending_after_a_render_ends_near_its_deadline(monkeypatch):
     # renders that end just before, at and just after the deadline; none may leave the watchdog's exception
     # behind, where it would be raised in whatever the thread runs next
-    monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.001)
+    monkeypatch.setattr(rendering, "TEMPLATE_MAX_SECONDS", 0.001)
     template = "{% for i in range(300) %}{{ i }}{% endfor %}"
     for _ in range(300):
         try:
@@ -363,7 +363,7 @@ def test_renders_in_many_threads_near_their_deadlines_leave_nothing_behind(monke
     # an exception raised inside Python-level lock code would leave the lock held: the next render would hang
     import threading
 
-    monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.0003)
+    monkeypatch.setattr(rendering, "TEMPLATE_MAX_SECONDS", 0.0003)
     failures: list[str] = []
 
     def work(k: int) -> None:
@@ -388,7 +388,7 @@ def test_renders_in_many_threads_near_their_deadlines_leave_nothing_behind(monke
 
 
 def test_a_template_of_many_operations_without_a_loop_is_stopped_too(monkeypatch):
-    monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.05)
+    monkeypatch.setattr(rendering, "TEMPLATE_MAX_SECONDS", 0.05)
     template = "{% set b = range(100000)|list %}" + "{{ -1 in b }}" * 500
     with pytest.raises(ExpressionError, match="template took longer than 0.05 s$"):
         render(template, {})
@@ -398,7 +398,7 @@ def test_a_template_of_many_operations_without_a_loop_is_stopped_too(monkeypatch
 
 
 def test_a_template_that_only_reads_names_is_not_watched(monkeypatch):
-    monkeypatch.setattr(expressions, "TEMPLATE_MAX_SECONDS", 0.0)
+    monkeypatch.setattr(rendering, "TEMPLATE_MAX_SECONDS", 0.0)
     assert render("n={{ n }}, {{ user.name }} {{ items[0] }}", {"n": 1, "user": {"name": "a"}, "items": [2]}) == (
         "n=1, a 2"
     )
@@ -488,12 +488,12 @@ TOKENS = [
 @hypothesis.given(hypothesis.strategies.lists(hypothesis.strategies.sampled_from(TOKENS), max_size=14))
 def test_any_template_renders_or_fails_with_an_expression_error(tokens):
     template = "".join(tokens)
-    original = expressions.TEMPLATE_MAX_SECONDS
-    expressions.TEMPLATE_MAX_SECONDS = 0.05
+    original = rendering.TEMPLATE_MAX_SECONDS
+    rendering.TEMPLATE_MAX_SECONDS = 0.05
     try:
         render(template, {"x": 3})
         names_in(template)
     except ExpressionError:
         pass
     finally:
-        expressions.TEMPLATE_MAX_SECONDS = original
+        rendering.TEMPLATE_MAX_SECONDS = original

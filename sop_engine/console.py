@@ -1,0 +1,164 @@
+"""What the command line shows: its two consoles and exit codes, a line as each step ends, a run's ending,
+a batch's progress bar and its summary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from .events import Event
+from .states import RunStatus
+
+if TYPE_CHECKING:
+    from .runner import RunOutcome
+    from .store import Store
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+_MARKS = {"completed": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]↷[/]", "blocked": "[magenta]⊘[/]"}
+
+
+def escape(text: str) -> str:
+    return text.replace("[", r"\[")
+
+
+class ConsoleProgress:
+    """Prints a line as each step ends, and every retry and log line."""
+
+    async def emit(self, event: Event) -> None:
+        data = event.data
+        if event.type == "step.updated" and data.get("status") in _MARKS:
+            status = data["status"]
+            detail = ""
+            if "duration_ms" in data:
+                detail = f"[dim]{data['duration_ms']:.0f} ms[/]"
+            if data.get("error"):
+                detail = f"[red]{escape(data['error'].get('message', ''))}[/]"
+            if data.get("reason"):
+                detail = f"[dim]{escape(data['reason'])}[/]"
+            out.print(f"  {_MARKS[status]} {escape(data['key'])}  {detail}")
+        elif event.type == "step.retried":
+            out.print(
+                f"  [yellow]↻[/] {escape(data['key'])} attempt {data['attempt']} failed, retrying in "
+                f"{data['wait_s']}s: {escape(data['error'].get('message', ''))}"
+            )
+        elif event.type == "log":
+            out.print(f"  [cyan]log[/] {escape(data['key'])}: {escape(data['message'])}")
+
+
+def run_summary(store: Store, outcome: RunOutcome) -> dict[str, Any]:
+    rows = store.steps(outcome.run_id)
+    far = rows[0].finished_at if rows else None  # only for sorting never-started steps last
+    started = sorted(rows, key=lambda r: (r.started_at is None, r.started_at or far, r.id))
+    steps = []
+    for row in started:
+        duration = row.duration_ms
+        steps.append(
+            {
+                "key": row.key,
+                "status": row.status,
+                "attempts": row.attempts,
+                "duration_ms": duration,
+                "error": row.error.get("message") if row.error else None,
+            }
+        )
+    return {
+        "run_id": outcome.run_id,
+        "status": outcome.status.value,
+        "outputs": outcome.outputs,
+        "error": outcome.error,
+        "steps": steps,
+        "restored": store.restorations(outcome.run_id),
+    }
+
+
+def print_outcome(outcome: RunOutcome, summary: dict[str, Any]) -> None:
+    colour = "green" if outcome.status == RunStatus.COMPLETED else "red"
+    out.print(f"[{colour}]{outcome.status.value}[/] run {outcome.run_id}")
+    if outcome.status == RunStatus.PAUSED:
+        out.print("[yellow]a person must decide (in the server: retry or skip the step)[/]")
+    if outcome.error:
+        out.print(f"[red]{escape(outcome.error)}[/]")
+    for restored in summary["restored"]:
+        after = restored["checkpoint_after"] or "the start"
+        out.print(
+            f"[yellow]warning: the browser was rebuilt from a checkpoint (taken after {escape(after)}) before "
+            f"{escape(restored['before'])}; lost: {escape('; '.join(restored['lost']))}. An SOP answers this "
+            "with resume_from on the step that needs the lost page state (see the README).[/]"
+        )
+    if outcome.outputs:
+        out.print_json(json.dumps(outcome.outputs, default=str))
+
+
+async def show_batch_progress(batches: Any, batch_id: str, total: int, done: asyncio.Event) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]rows[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("rows", total=total, counts="")
+        while True:
+            summary = await batches.current_summary(batch_id)
+            c = summary["counts"]
+            ended = c["completed"] + c["failed"] + c["cancelled"] + c["invalid"]
+            eta = f", ETA {summary['eta_s']:.0f}s" if summary["eta_s"] else ""
+            bar.update(
+                task,
+                completed=ended,
+                counts=(
+                    f"[green]{c['completed']} completed[/] [red]{c['failed']} failed[/] {c['running']} running "
+                    f"{c['queued']} queued"
+                    + (f" [yellow]{c['invalid']} invalid[/]" if c["invalid"] else "")
+                    + f"  {summary['rate_per_s']:.2f} rows/s{eta}"
+                ),
+            )
+            if done.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.3)
+
+
+def print_batch_summary(summary: dict[str, Any], lines: list[dict[str, Any]], out_file: Path | None) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"batch {summary['id']}")
+    for column in ("rows", "completed", "failed", "invalid", "cancelled", "rows/s"):
+        table.add_column(column, justify="right")
+    c = summary["counts"]
+    table.add_row(
+        str(summary["rows"]),
+        str(c["completed"]),
+        str(c["failed"]),
+        str(c["invalid"]),
+        str(c["cancelled"]),
+        f"{summary['rate_per_s']:.2f}",
+    )
+    out.print(table)
+    for line in lines:
+        if line["status"] != "completed":
+            out.print(f"  row {line['row']}: [red]{line['status']}[/] {escape(line['error'] or '')}")
+    rebuilt = [str(line["row"]) for line in lines if line.get("restored")]
+    if rebuilt:
+        out.print(
+            f"[yellow]warning: rows {', '.join(rebuilt)} had their browser rebuilt from a checkpoint: what their "
+            "pages held in memory was lost (see `restored` in each run; resume_from answers it)[/]"
+        )
+    if out_file is not None:
+        out.print(f"results in {out_file}")
+    out.print(
+        f"[dim]resume: sop-engine batch --resume {summary['id']}   "
+        f"retry the failed rows: sop-engine batch --retry-failed {summary['id']}[/]"
+    )
