@@ -10,7 +10,8 @@ controls allowed now), by the server's controls (which refuse the others with 40
 | skip       | a pending or blocked step of a run still going, or a | marks it `skipped` (outputs read as none);  |
 |            | failed step of a run that ended or waits on it       | the run goes on from there, never runs it   |
 | retry      | a failed step of a run that ended or waits on it     | runs it again, and what it blocked          |
-| rerun      | a completed step of a completed, failed or paused run| runs it and what depends on it again        |
+| rerun      | a completed step of a completed or failed run, or of | runs it and what depends on it again        |
+|            | a paused run that waits for no decision or form      |                                             |
 | breakpoint | a pending step of a run still going                  | pauses before it (on or off)                |
 | submit     | the step a paused run waits on for a form (input,    | answers it; the run goes on                 |
 |            | approval)                                            |                                             |
@@ -66,7 +67,8 @@ def step_controls(step_status: str, key: str, run_status: str, waiting: Mapping[
         found += ["skip", "retry"]
     elif step in (StepStatus.PENDING, StepStatus.BLOCKED) and run not in RUN_TERMINAL:
         found.append("skip")
-    if step == StepStatus.COMPLETED and (ended or run == RunStatus.PAUSED):
+    deciding = bool(waiting) and waiting.get("kind") in DECISIONS  # type: ignore[union-attr]
+    if step == StepStatus.COMPLETED and (ended or (run == RunStatus.PAUSED and not deciding)):
         found.append("rerun")
     if step == StepStatus.PENDING and run not in RUN_TERMINAL:
         found.append("breakpoint")
@@ -88,7 +90,7 @@ def why_not(control: str, step_status: str | None, key: str | None, run_status: 
     allowed = {
         "skip": "a pending or blocked step of a run still going, or a failed one of a run that ended or waits on it",
         "retry": "a failed step of a run that ended or waits on it",
-        "rerun": "a completed step of a completed, failed or paused run",
+        "rerun": "a completed step of a completed or failed run, or of a paused run that waits for no decision",
         "breakpoint": "a pending step of a run still going",
         "submit": "the step a paused run waits on for a form",
     }

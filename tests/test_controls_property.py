@@ -49,11 +49,14 @@ def table_step_controls(step: str, key: str, run: str, waiting: dict[str, Any] |
     # nothing move out of `cancelled`, so its steps can be neither retried nor rerun.
     ended = run in ("completed", "failed")
     waits_on_it = (waiting or {}).get("kind") == "failed" and (waiting or {}).get("key") == key
+    deciding = (waiting or {}).get("kind") in ("failed", "input", "approval")
+    form = (waiting or {}).get("kind") in ("input", "approval") and (waiting or {}).get("key") == key
     allowed = {
         "skip": (step in ("pending", "blocked") and going) or (step == "failed" and (ended or waits_on_it)),
         "retry": step == "failed" and (ended or waits_on_it),
-        "rerun": step == "completed" and run in ("completed", "failed", "paused"),
+        "rerun": step == "completed" and (ended or (run == "paused" and not deciding)),
         "breakpoint": step == "pending" and going,
+        "submit": form,
     }
     return [c for c, ok in allowed.items() if ok]
 

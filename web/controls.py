@@ -205,6 +205,9 @@ class Controls:
             raise Refused(f"the run is {run.status}; breakpoints are for runs still to go")
         if step_id(key) not in {s.id for s in loaded.sop.walk()}:
             raise NotFound(f"the SOP has no step {key}")
+        row = next((r for r in await self.store.steps(run_id) if r.key == key), None)
+        if row is not None:  # a step instance: only a pending one (a step id names every instance, to come too)
+            self._check("breakpoint", run, self.pool.live.get(run_id), row)
         points = set(run.breakpoints or [])
         points = points | {key} if on else points - {key}
         live = self.pool.live.get(run_id)

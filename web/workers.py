@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from sop_engine.control import RunControl
 from sop_engine.document import LoadedSop, load_sop
+from sop_engine.events import utcnow
 from sop_engine.liveness import STALE, orphaned, worker_name
 from sop_engine.runner import Runner, StoreUnavailable
 from sop_engine.states import RUN_TERMINAL, TransitionError
@@ -57,6 +58,7 @@ class WorkerPool:
 
     async def stop(self) -> None:
         """Runs in flight go back to the queue (paused ones stay paused), to go on after a restart."""
+        skips = {run_id: set(live.control.skips) for run_id, live in self.live.items()}
         for live in list(self.live.values()):
             live.control.stopping = True
             if live.task is not None:
@@ -65,6 +67,8 @@ class WorkerPool:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        for run_id, keys in skips.items():
+            await self._keep_skips(run_id, keys)
 
     def wake(self) -> None:
         """A run was queued: a free worker takes it now rather than at its next poll."""
@@ -209,7 +213,22 @@ class WorkerPool:
         live.task.cancel()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(live.done.wait(), 15)
+        if hand_back:
+            await self._keep_skips(run_id, live.control.skips)
         return True
+
+    async def _keep_skips(self, run_id: str, keys: set[str]) -> None:
+        """Steps a person skipped in a live run that it had not reached when it let go of the run: recorded
+        now, so that the next execution finds them skipped (the runner skips them itself when it is live)."""
+        reason = "skipped by a person"
+        for key in sorted(keys):
+            with contextlib.suppress(TransitionError, *STORE_DOWN):  # reached meanwhile, or the database is gone
+                await self.record(
+                    run_id,
+                    "step.updated",
+                    {"key": key, "status": "skipped", "reason": reason},
+                    step=(key, {"status": "skipped", "reason": reason, "finished_at": utcnow()}),
+                )
 
 
 def _first(exc: BaseException) -> str:

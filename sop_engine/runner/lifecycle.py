@@ -61,11 +61,10 @@ class Runner:
         # one call (one transaction) per try: a retried call never repeats one that went through
         creator = extra.get("created_by")  # a new version of the document records who stored it, as the run does
         document = await call_store(self.store.save_document, loaded, creator, what="storing a document")
-        run = await call_store(
-            lambda: self.store.create_run(document, shown, status.value, priority, **extra), what="storing a run"
+        run, event = await call_store(
+            lambda: self.store.create_run_announced(document, shown, status.value, priority, **extra),
+            what="storing a run",
         )
-        data = {"status": status.value, "sop_id": run.sop_id, "inputs": shown}
-        event = await call_store(self.store.record, run.id, "run.created", data, what=f"a write of run {run.id}")
         for sink in self.sinks:
             await sink.emit(event)
         return run

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, func
 from sqlmodel import select
 
-from ..events import utcnow
+from ..events import Event, utcnow
 from ..progress import progress, sized_loops
 from ..tables import (
     AuditRow,
@@ -39,6 +39,30 @@ class Runs(Database):
         with self.session() as s, s.begin():
             s.add(run)
         return run
+
+    def create_run_announced(
+        self, document: SopDocumentRow, inputs: dict[str, Any], status: str, priority: int = 1, **extra: Any
+    ) -> tuple[RunRow, Event]:
+        """A new run with its run.created event (seq 1), in one transaction: no worker can claim it before
+        its creation is recorded."""
+        run = RunRow(
+            id=uuid.uuid4().hex,
+            document_id=document.id,
+            sop_id=document.sop_id,  # type: ignore[arg-type]
+            sop_version=document.version,
+            status=status,
+            priority=priority,
+            inputs=inputs,
+            created_at=utcnow(),
+            last_seq=1,
+            **extra,
+        )
+        event = Event(run.id, 1, "run.created", {"status": status, "sop_id": run.sop_id, "inputs": inputs})
+        with self.session() as s, s.begin():
+            s.add(run)
+            s.flush()
+            s.add(RunEventRow(run_id=run.id, seq=1, type=event.type, data=event.data, at=event.at))
+        return run, event
 
     def run(self, run_id: str) -> RunRow | None:
         with self.reading() as s:
