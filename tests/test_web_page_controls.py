@@ -120,3 +120,24 @@ async def test_a_viewer_sees_no_controls_and_cannot_answer(browser_host, server,
     finally:
         await context.close()
     assert api.post(f"/api/runs/{run_id}/cancel").status_code == 200
+
+
+async def test_skip_on_a_failed_step_in_the_page_never_runs_it_again(page: Page, server, api):
+    """The reproduction of the issue: signup-batch with plan=enterprise fails at `plan`; skip, pressed on the
+    page, marks it skipped and the run completes, `plan` not run again."""
+    from tests.conftest import SOPS
+
+    text = (SOPS / "signup-batch.yaml").read_text().replace("id: signup-batch", "id: SOP_ID")
+    inputs = {"name": "Zed", "plan": "enterprise", "form_url": f"{server.url}/demo/form.html"}
+    run_id = start_run(api, post_sop(api, text), inputs)
+    failed = await asyncio.to_thread(wait_run, api, run_id, "failed", 60)
+    await page.goto(f"{server.url}/runs/{run_id}")
+    await expect(page.locator("#run-status")).to_have_text("failed")
+    await page.locator('tr[data-key="plan"] [data-step-action]', has_text="skip").click()
+    await expect(page.locator("#run-status")).to_have_text("completed", timeout=60000)
+    await expect(page.locator('tr[data-key="plan"]')).to_contain_text("skipped")
+    run = api.get(f"/api/runs/{run_id}").json()
+    plan = next(s for s in run["steps"] if s["key"] == "plan")
+    before = next(s for s in failed["steps"] if s["key"] == "plan")
+    assert plan["status"] == "skipped" and plan["attempts"] == before["attempts"]
+    assert run["outputs"]["submitted_name"] == "Zed"
