@@ -278,9 +278,8 @@ def test_skip_on_a_failed_step_marks_it_skipped_and_never_runs_it(server: Server
     plan = next(s for s in failed["steps"] if s["key"] == "plan")
     assert plan["status"] == "failed" and set(plan["controls"]) == {"skip", "retry"}
     assert api.post(f"/api/runs/{run_id}/steps/plan/skip").status_code == 200
-    run = wait_run(api, run_id, {"completed", "failed"}, timeout=60)
+    run = wait_run(api, run_id, "completed", timeout=90)  # if it ends otherwise: its error and steps
     steps = {s["key"]: s for s in run["steps"]}
-    assert run["status"] == "completed", run["error"]
     assert steps["plan"]["status"] == "skipped" and steps["plan"]["attempts"] == plan["attempts"]
     assert steps["plan"]["reason"].startswith("skipped by ")
     assert steps["name"]["status"] == "completed"  # refilled: send resumes from name
