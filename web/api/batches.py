@@ -138,10 +138,11 @@ async def get_batch(request: Request) -> Response:
     limit = query_int(request, "limit", 100, low=1, high=1000)
     offset = query_int(request, "offset", 0)
     status = query_text(request, "status")
+    # the summary first: rows read after it are as new at least, so a batch said done shows its rows done
+    summary = await off_loop(state.batches.summary, batch.id)
     lines = await off_loop(state.batches.results, batch.id)
     if status:
         lines = [line for line in lines if line["status"] == status]
-    summary = await off_loop(state.batches.summary, batch.id)
     page = lines[offset : offset + limit]
     return Json({**summary, "total": len(lines), "limit": limit, "offset": offset, "rows_page": page})
 
