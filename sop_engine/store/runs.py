@@ -25,17 +25,8 @@ class Runs(Database):
     def create_run(
         self, document: SopDocumentRow, inputs: dict[str, Any], status: str, priority: int = 1, **extra: Any
     ) -> RunRow:
-        run = RunRow(
-            id=uuid.uuid4().hex,
-            document_id=document.id,
-            sop_id=document.sop_id,  # type: ignore[arg-type]
-            sop_version=document.version,
-            status=status,
-            priority=priority,
-            inputs=inputs,
-            created_at=utcnow(),
-            **extra,
-        )
+        """A new run, without its run.created event (create_run_announced writes both)."""
+        run = _new_run(document, inputs, status, priority, **extra)
         with self.session() as s, s.begin():
             s.add(run)
         return run
@@ -45,18 +36,7 @@ class Runs(Database):
     ) -> tuple[RunRow, Event]:
         """A new run with its run.created event (seq 1), in one transaction: no worker can claim it before
         its creation is recorded."""
-        run = RunRow(
-            id=uuid.uuid4().hex,
-            document_id=document.id,
-            sop_id=document.sop_id,  # type: ignore[arg-type]
-            sop_version=document.version,
-            status=status,
-            priority=priority,
-            inputs=inputs,
-            created_at=utcnow(),
-            last_seq=1,
-            **extra,
-        )
+        run = _new_run(document, inputs, status, priority, last_seq=1, **extra)
         event = Event(run.id, 1, "run.created", {"status": status, "sop_id": run.sop_id, "inputs": inputs})
         with self.session() as s, s.begin():
             s.add(run)
@@ -167,3 +147,17 @@ class Runs(Database):
             if batch_id is not None:
                 query = query.where(RunRow.batch_id == batch_id)
             return list(s.exec(query))
+
+
+def _new_run(document: SopDocumentRow, inputs: dict[str, Any], status: str, priority: int, **extra: Any) -> RunRow:
+    return RunRow(
+        id=uuid.uuid4().hex,
+        document_id=document.id,
+        sop_id=document.sop_id,  # type: ignore[arg-type]
+        sop_version=document.version,
+        status=status,
+        priority=priority,
+        inputs=inputs,
+        created_at=utcnow(),
+        **extra,
+    )
