@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 import tenacity
 from playwright.async_api import Locator, Page
+from pydantic import ValidationError
 
 from .actions import EXECUTORS
 from .control import Waiting
@@ -89,6 +90,27 @@ def render_fields(value: Any, variables: dict[str, Any]) -> Any:
         return render(value, variables)
     except ExpressionError as exc:
         raise StepError(ErrorKind.TEMPLATE, str(exc)) from None
+
+
+def checked_fields(step: Step, template: dict[str, Any], fields: dict[str, Any]) -> tuple[Step, dict[str, Any]]:
+    """The step with its rendered fields, and those fields, each checked against its type: a template that gave
+    what its field does not take fails the step with a TEMPLATE error naming the field and what it gave."""
+    try:
+        rendered = step.rendered(fields)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            written = template.get(str(err["loc"][0])) if err["loc"] else None
+            gave = f" (the template {_short(written)} gave {_short(err['input'])})" if written != err["input"] else ""
+            problems.append(f"field '{field}'{gave}: {err['msg'].removeprefix('Value error, ')}")
+        raise StepError(ErrorKind.TEMPLATE, f"{step.action}: " + "; ".join(problems)) from None
+    return rendered, {name: getattr(rendered, name) for name in fields}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def not_json(value: Any) -> str | None:

@@ -17,7 +17,7 @@ from .expressions import OutOfTime, within_deadline
 from .limits import LimitError, ParseError, check_value, load_json, load_yaml
 from .policy.rules import parse_rule
 from .problems import Problem
-from .steps import NAME_PATTERN, STEP_MODELS, ErrorPolicy, RetrySpec, Step
+from .steps import NAME_PATTERN, STEP_MODELS, ErrorPolicy, RetrySpec, Step, as_written
 from .text import clean, has_unencodable
 
 InputType = Literal["string", "integer", "number", "boolean", "list", "dict"]
@@ -146,9 +146,31 @@ def _parse_step(raw: Any, path: str, problems: list[Problem]) -> Step | None:
     for name, children in (("steps", "steps"), ("then", "then"), ("else_", "else")):
         raw_children = getattr(step, name, None)
         if isinstance(raw_children, list):
+            raw_children = [_inherit(step, c) for c in raw_children]
             parsed = [_parse_step(c, f"{path}.{children}[{i}]", problems) for i, c in enumerate(raw_children)]
             setattr(step, name, [p for p in parsed if p is not None])
     return step
+
+
+def _inherit(container: Step, raw: Any) -> Any:
+    """A step in a loop or a branch acts on its container's tab, and inside its container's frame, unless it
+    names its own (a step naming another tab leaves the frame behind)."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)  # an alias may put one mapping under two containers
+    if "tab" not in raw:
+        raw["tab"] = container.tab
+    frame = getattr(container, "frame", None)
+    model = STEP_MODELS.get(raw.get("action")) if isinstance(raw.get("action"), str) else None
+    if (
+        frame is not None
+        and "frame" not in raw
+        and raw["tab"] == container.tab
+        and model
+        and "frame" in model.model_fields
+    ):
+        raw["frame"] = as_written(frame)
+    return raw
 
 
 def parse_text(text: str) -> Any:

@@ -6,7 +6,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .durations import Duration, parse_duration
+from .durations import Duration
+from .field_types import Tpl, rendered_context
+from .locators import FrameSpec, LocatorSpec, Target
 
 STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -28,8 +30,8 @@ class RetrySpec(Strict):
 class Probe(Strict):
     """A condition read off the page: a selector that exists, or one that is missing."""
 
-    exists: str | None = None
-    missing: str | None = None
+    exists: Target | None = None
+    missing: Target | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> Probe:
@@ -38,7 +40,7 @@ class Probe(Strict):
         return self
 
     @property
-    def selector(self) -> str:
+    def target(self) -> Target:
         return self.exists if self.exists is not None else self.missing  # type: ignore[return-value]
 
 
@@ -57,10 +59,12 @@ Condition = Annotated[str | bool | Probe, BeforeValidator(_as_condition)]
 
 
 class Step(Strict):
-    """Fields every step has. Subclasses add the action's own fields."""
+    """Fields every step has. Subclasses add the action's own fields, each of which may be a template (rendered
+    with the step's inputs, then checked against the field's type, when the step runs) unless it is named in
+    `shape_fields`: those give the document its shape and are read as written."""
 
     browser: ClassVar[bool] = False  # acts on a browser tab
-    own_fields: ClassVar[tuple[str, ...]] = ()  # templated fields the action reads
+    shape_fields: ClassVar[tuple[str, ...]] = ()
 
     id: str = Field(pattern=STEP_ID_PATTERN)
     action: str
@@ -95,12 +99,36 @@ class Step(Strict):
                 raise ValueError(f"{name!r} is not a variable name")
         return value
 
+    @classmethod
+    def template_fields(cls) -> tuple[str, ...]:
+        """The action's own fields that are rendered before it runs: all but the shape fields."""
+        found = cls.__dict__.get("_template_fields")
+        if found is None:
+            found = tuple(n for n in cls.model_fields if n not in Step.model_fields and n not in cls.shape_fields)
+            cls._template_fields = found  # type: ignore[attr-defined]
+        return found
+
     def templated(self) -> dict[str, Any]:
-        """The action's own fields that are rendered with the step's inputs before it runs."""
-        return {name: getattr(self, name) for name in self.own_fields}
+        """The action's own fields as written (a locator as a mapping), to be rendered with the step's inputs."""
+        return {name: as_written(getattr(self, name)) for name in self.template_fields()}
+
+    def rendered(self, fields: dict[str, Any]) -> Step:
+        """This step with its rendered fields, each checked against its type (a ValidationError says which is
+        wrong): what a template gave must be what the field takes, not another template."""
+        data = {name: getattr(self, name) for name in self.model_fields_set}
+        data.update(fields)
+        return type(self).model_validate(data, context=rendered_context())
 
     def children(self) -> list[list[Step]]:
         return []
+
+
+def as_written(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_none=True)
+    if isinstance(value, list):
+        return [as_written(v) for v in value]
+    return value
 
 
 # browser actions ---------------------------------------------------------------------------
@@ -110,45 +138,64 @@ class BrowserStep(Step):
     browser: ClassVar[bool] = True
 
 
-class SelectorStep(BrowserStep):
-    own_fields: ClassVar[tuple[str, ...]] = ("selector",)
-    selector: str
+class FrameStep(BrowserStep):
+    """A step that acts in a page or inside one of its frames: `frame:` names the <iframe> (a list: a chain)."""
+
+    frame: FrameSpec | None = None
+
+
+class TargetStep(FrameStep):
+    """A step that acts on an element, named by `selector` or by `locator` (one or the other, never both)."""
+
+    needs_target: ClassVar[bool] = True
+    selector: str | None = None
+    locator: LocatorSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TargetStep:
+        if self.selector is not None and self.locator is not None:
+            raise ValueError("give 'selector' or 'locator', not both")
+        if self.needs_target and self.selector is None and self.locator is None:
+            raise ValueError(f"{self.action} needs 'selector' or 'locator'")
+        return self
+
+    @property
+    def target(self) -> Target | None:
+        return self.locator if self.locator is not None else self.selector
+
+
+class OptionalTarget(TargetStep):
+    needs_target: ClassVar[bool] = False
 
 
 class Navigate(BrowserStep):
-    own_fields: ClassVar[tuple[str, ...]] = ("url",)
     action: Literal["navigate"]
     url: str
-    wait_until: Literal["load", "domcontentloaded", "networkidle", "commit"] = "load"
+    wait_until: Tpl[Literal["load", "domcontentloaded", "networkidle", "commit"]] = "load"
 
 
-class Click(SelectorStep):
+class Click(TargetStep):
     action: Literal["click", "dblclick", "hover"]
-    button: Literal["left", "right", "middle"] = "left"
+    button: Tpl[Literal["left", "right", "middle"]] = "left"
 
 
-class Fill(SelectorStep):
-    own_fields: ClassVar[tuple[str, ...]] = ("selector", "value")
+class Fill(TargetStep):
     action: Literal["fill"]
     value: str | int | float
 
 
-class TypeText(SelectorStep):
-    own_fields: ClassVar[tuple[str, ...]] = ("selector", "value")
+class TypeText(TargetStep):
     action: Literal["type"]
     value: str | int | float
-    delay: Duration = 0.0  # between key presses
+    delay: Tpl[Duration] = 0.0  # between key presses
 
 
-class Press(BrowserStep):
-    own_fields: ClassVar[tuple[str, ...]] = ("selector", "key")
+class Press(OptionalTarget):
     action: Literal["press"]
-    selector: str | None = None  # the focused element when left out
-    key: str
+    key: str  # on the focused element when there is no selector or locator
 
 
-class Select(SelectorStep):
-    own_fields: ClassVar[tuple[str, ...]] = ("selector", "value", "label")
+class Select(TargetStep):
     action: Literal["select"]
     value: str | list[str] | None = None
     label: str | list[str] | None = None
@@ -160,64 +207,62 @@ class Select(SelectorStep):
         return self
 
 
-class Check(SelectorStep):
+class Check(TargetStep):
     action: Literal["check", "uncheck"]
 
 
-class Upload(SelectorStep):
-    own_fields: ClassVar[tuple[str, ...]] = ("selector", "files")
+class Upload(TargetStep):
     action: Literal["upload"]
     files: str | list[str]
 
 
-class Wait(BrowserStep):
-    own_fields: ClassVar[tuple[str, ...]] = ("selector", "url")
+class Wait(OptionalTarget):
     action: Literal["wait"]
-    selector: str | None = None
-    state: Literal["attached", "detached", "visible", "hidden"] = "visible"
+    state: Tpl[Literal["attached", "detached", "visible", "hidden"]] = "visible"
     url: str | None = None
-    load_state: Literal["load", "domcontentloaded", "networkidle"] | None = None
-    duration: Duration | None = None
+    load_state: Tpl[Literal["load", "domcontentloaded", "networkidle"]] | None = None
+    duration: Tpl[Duration] | None = None
 
     @model_validator(mode="after")
-    def _one_target(self) -> Wait:
-        given = [f for f in ("selector", "url", "load_state", "duration") if getattr(self, f) is not None]
+    def _one_wait(self) -> Wait:
+        given = [f for f in ("target", "url", "load_state", "duration") if getattr(self, f) is not None]
         if len(given) != 1:
-            raise ValueError("wait takes exactly one of 'selector', 'url', 'load_state' or 'duration'")
+            raise ValueError("wait takes exactly one of 'selector' (or 'locator'), 'url', 'load_state' or 'duration'")
         return self
 
 
-class Extract(SelectorStep):
+class Extract(TargetStep):
     action: Literal["extract"]
     attribute: str | None = None  # for the `attr` and `attrs` results
-    optional: bool = False  # read what is there now instead of waiting for a first match
+    optional: Tpl[bool] = False  # read what is there now instead of waiting for a first match
 
 
-class Assert(BrowserStep):
-    own_fields: ClassVar[tuple[str, ...]] = ("selector", "text", "contains", "value", "url")
+class Assert(OptionalTarget):
+    shape_fields: ClassVar[tuple[str, ...]] = ("that",)  # a condition, read as one
     action: Literal["assert"]
-    selector: str | None = None
     text: str | None = None
     contains: str | None = None
-    count: int | None = None
-    visible: bool | None = None
+    count: Tpl[Annotated[int, Field(ge=0)]] | None = None
+    visible: Tpl[bool] | None = None
     value: str | None = None
     that: str | None = None
     url: str | None = None
 
     @model_validator(mode="after")
     def _one_check(self) -> Assert:
-        on_selector = [f for f in ("text", "contains", "count", "visible", "value") if getattr(self, f) is not None]
+        on_element = [f for f in ("text", "contains", "count", "visible", "value") if getattr(self, f) is not None]
         if self.that is not None:
-            if self.selector or self.url or on_selector:
+            if self.target is not None or self.url or on_element:
                 raise ValueError("'that' stands alone: no selector, url or element check beside it")
         elif self.url is not None:
-            if self.selector or on_selector:
+            if self.target is not None or on_element:
                 raise ValueError("'url' stands alone: no selector or element check beside it")
-        elif self.selector is None:
-            raise ValueError("assert needs 'selector' (with text, contains, count, visible or value), 'url', or 'that'")
-        elif len(on_selector) != 1:
-            raise ValueError("assert on a selector takes exactly one of text, contains, count, visible, value")
+        elif self.target is None:
+            raise ValueError(
+                "assert needs 'selector' or 'locator' (with text, contains, count, visible or value), 'url', or 'that'"
+            )
+        elif len(on_element) != 1:
+            raise ValueError("assert on an element takes exactly one of text, contains, count, visible, value")
         return self
 
     @property
@@ -225,30 +270,25 @@ class Assert(BrowserStep):
         return self.that is not None
 
 
-class Screenshot(BrowserStep):
-    own_fields: ClassVar[tuple[str, ...]] = ("selector", "file")
+class Screenshot(OptionalTarget):
     action: Literal["screenshot"]
-    selector: str | None = None
-    full_page: bool = False
+    full_page: Tpl[bool] = False
     file: str | None = None  # name inside the run's artifact folder
 
 
-class Scroll(BrowserStep):
-    own_fields: ClassVar[tuple[str, ...]] = ("selector",)
+class Scroll(OptionalTarget):
     action: Literal["scroll"]
-    selector: str | None = None  # scroll this element into view
-    to: Literal["top", "bottom"] | None = None
-    by: int | None = None  # pixels down (negative: up)
+    to: Tpl[Literal["top", "bottom"]] | None = None
+    by: Tpl[int] | None = None  # pixels down (negative: up)
 
     @model_validator(mode="after")
-    def _one_target(self) -> Scroll:
-        if sum(v is not None for v in (self.selector, self.to, self.by)) != 1:
-            raise ValueError("scroll takes exactly one of 'selector', 'to' or 'by'")
+    def _one_scroll(self) -> Scroll:
+        if sum(v is not None for v in (self.target, self.to, self.by)) != 1:
+            raise ValueError("scroll takes exactly one of 'selector' (or 'locator'), 'to' or 'by'")
         return self
 
 
-class Evaluate(BrowserStep):
-    own_fields: ClassVar[tuple[str, ...]] = ("script", "arg")
+class Evaluate(FrameStep):
     action: Literal["evaluate"]
     script: str
     arg: Any = None
@@ -258,7 +298,6 @@ class Evaluate(BrowserStep):
 
 
 class Set(Step):
-    own_fields: ClassVar[tuple[str, ...]] = ("values",)
     action: Literal["set"]
     values: dict[str, Any]
 
@@ -270,34 +309,25 @@ class Set(Step):
 
 
 class Http(Step):
-    own_fields: ClassVar[tuple[str, ...]] = ("url", "headers", "params", "json_body", "body")
     action: Literal["http"]
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
+    method: Tpl[Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]] = "GET"
     url: str
     headers: dict[str, str] = {}
     params: dict[str, Any] = {}
     json_body: Any = Field(None, alias="json")
     body: str | None = None
-    expect_status: int | list[int] | None = None
+    expect_status: Tpl[int | list[int]] | None = None
 
 
 class Log(Step):
-    own_fields: ClassVar[tuple[str, ...]] = ("message",)
     action: Literal["log"]
     message: str
-    level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-def _duration_or_template(value: Any) -> Any:
-    if isinstance(value, str) and "{{" in value:
-        return value  # rendered, then read as a duration, when the step runs
-    return parse_duration(value)
+    level: Tpl[Literal["debug", "info", "warning", "error"]] = "info"
 
 
 class Sleep(Step):
-    own_fields: ClassVar[tuple[str, ...]] = ("duration",)
     action: Literal["sleep"]
-    duration: Annotated[float | str, BeforeValidator(_duration_or_template)]
+    duration: Tpl[Duration]
 
 
 # steps that wait for a person -------------------------------------------------------------
@@ -313,7 +343,7 @@ class FormField(Strict):
 class Input(Step):
     """Waits for a person to fill a form; the values become the step's outputs."""
 
-    own_fields: ClassVar[tuple[str, ...]] = ("message",)
+    shape_fields: ClassVar[tuple[str, ...]] = ("fields",)
     action: Literal["input"]
     message: str | None = None
     fields: dict[str, FormField] = Field(min_length=1)
@@ -328,7 +358,6 @@ class Input(Step):
 class Approval(Step):
     """Waits for a person to approve (outputs `approved: true`, `comment`) or reject (the step fails)."""
 
-    own_fields: ClassVar[tuple[str, ...]] = ("message",)
     action: Literal["approval"]
     message: str
 
@@ -346,11 +375,12 @@ HUMAN_ACTIONS = frozenset({"input", "approval"})
 
 
 class Loop(Step):
-    own_fields: ClassVar[tuple[str, ...]] = ("for_each", "repeat", "for_each_element")
     action: Literal["loop"]
     for_each: str | list[Any] | None = None
     repeat: int | str | None = None
-    for_each_element: str | None = None
+    for_each_element: Target | None = None
+    optional: bool = False  # for_each_element: no match is 0 iterations at once, instead of waiting, then failing
+    frame: FrameSpec | None = None  # where for_each_element looks; the body acts there too
     while_: Condition | None = Field(None, alias="while")
     until: Condition | None = None
     as_: str = Field("item", alias="as", pattern=NAME_PATTERN)
@@ -371,6 +401,10 @@ class Loop(Step):
     def uses_page(self) -> bool:
         return self.for_each_element is not None or isinstance(self.while_ or self.until, Probe)
 
+    @classmethod
+    def template_fields(cls) -> tuple[str, ...]:
+        return ("for_each", "repeat", "for_each_element", "frame")
+
     def children(self) -> list[list[Step]]:
         return [self.steps]
 
@@ -380,6 +414,11 @@ class If(Step):
     condition: Condition
     then: list[Any] = Field(min_length=1)
     else_: list[Any] = Field([], alias="else")
+    frame: FrameSpec | None = None  # where a page probe looks; the branches act there too
+
+    @classmethod
+    def template_fields(cls) -> tuple[str, ...]:
+        return ()
 
     def children(self) -> list[list[Step]]:
         return [self.then, self.else_]

@@ -150,12 +150,12 @@ NOT_A_DURATION = "is not a duration (write 500ms, 2s, 1m, or a number of seconds
         (
             "{id: a, action: wait}",
             "step 'a' (steps[0])",
-            "wait takes exactly one of 'selector', 'url', 'load_state' or 'duration'",
+            "wait takes exactly one of 'selector' (or 'locator'), 'url', 'load_state' or 'duration'",
         ),
         (
             "{id: a, action: assert, selector: b}",
             "step 'a' (steps[0])",
-            "assert on a selector takes exactly one of text, contains, count, visible, value",
+            "assert on an element takes exactly one of text, contains, count, visible, value",
         ),
         (
             "{id: a, action: assert, that: 'x', url: u}",
@@ -208,8 +208,9 @@ def test_step_fields():
     text = _one_step("{id: a, action: extract, selector: s, outputs: [count], when: {missing: x}}")
     step = load_sop(text).sop.steps[0]
     assert step.outputs == {"count": "count"}
-    assert step.when == Probe(missing="x") and step.when.selector == "x"
-    assert step.templated() == {"selector": "s"}
+    assert step.when == Probe(missing="x") and step.when.target == "x"
+    # every field of the action may be a template: all of them are rendered
+    assert step.templated() == {"selector": "s", "locator": None, "frame": None, "attribute": None, "optional": False}
 
 
 def test_resolve_inputs_fills_in_defaults():

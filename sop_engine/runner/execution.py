@@ -82,7 +82,7 @@ class Execution(Flow, Leaf, People, Restart):
         self.tainted = tainted_names(self.sop.steps, self.secret_names)
         # secrets as the page may show them, kept here only, to cover them in pictures
         self._clear: dict[str, None] = dict.fromkeys(t for n in self.secret_names for t in secret_texts(inputs.get(n)))
-        self._filled: dict[str, set[str]] = {}  # tab -> selectors of fields filled with a secret
+        self._filled: dict[str, set[str]] = {}  # tab -> [target, frame] (JSON) of fields filled with a secret
         rows, run = stored.steps, stored.run
         self.status: dict[str, StepStatus] = {r.key: StepStatus(r.status) for r in rows}
         vault = runner.vault
@@ -213,8 +213,10 @@ class Execution(Flow, Leaf, People, Restart):
             )
             if self._policy_error is not None:
                 raise RunFailed(str(self._policy_error))
+            top: ChainMap[str, Any] = ChainMap({}, self.inputs)
+            produced = top.maps[0]  # a run that fails keeps what the steps that completed produced
             async with asyncio.timeout(self.sop.timeout):
-                produced = await self.run_scope(self.sop.steps, ChainMap({}, self.inputs), "", None)
+                produced = await self.run_scope(self.sop.steps, top, "", None)
         except RunFailed as exc:
             status, error = RunStatus.FAILED, str(exc)
         except RunPaused as exc:

@@ -7,11 +7,18 @@ from collections import ChainMap
 from collections.abc import Mapping
 from typing import Any
 
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Locator
+from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+from ..actions.targets import build, selector_of
 from ..attempts import check_json, off_the_loop, render_fields
+from ..durations import format_duration
 from ..errors import ErrorKind, StepError
 from ..events import utcnow
 from ..expressions import ExpressionError, evaluate_condition
 from ..graph import Graph, build_graph, step_outputs
+from ..locators import describe
 from ..loops import (
     LoopError,
     check_iterations,
@@ -23,7 +30,7 @@ from ..loops import (
 )
 from ..progress import instances_per_iteration
 from ..states import StepStatus
-from ..steps import Condition, If, Loop, Probe, Step
+from ..steps import Condition, If, Loop, Probe, Step, as_written
 from .outcome import RunFailed
 
 
@@ -119,13 +126,15 @@ class Flow:
 
     async def condition(self, condition: Condition, variables: dict[str, Any], step: Step) -> bool:
         if isinstance(condition, Probe):
-            selector = render_fields(condition.selector, variables)
+            target = render_fields(as_written(condition.target), variables)
+            frame = render_fields(as_written(getattr(step, "frame", None)), variables)
             page = await self.page(step.tab)
             try:
-                count = await page.locator(selector).count()
+                count = await build(page, target, frame).count()
             except Exception as exc:  # a selector Playwright cannot read, or the page went away
+                where = describe(target, frame)
                 raise StepError(
-                    ErrorKind.ACTION, f"probe {selector!r}: {str(exc).splitlines()[0]}", selector=selector
+                    ErrorKind.ACTION, f"probe {where}: {str(exc).splitlines()[0]}", selector=where
                 ) from None
             return count > 0 if condition.exists is not None else count == 0
         try:
@@ -173,20 +182,31 @@ class Flow:
         except LoopError as exc:
             raise StepError(ErrorKind.TEMPLATE, str(exc)) from None
         if loop.for_each_element is not None:
-            selector = render_fields(loop.for_each_element, variables)
-            return element_items(selector, await self._count_elements(loop, selector))
+            target = render_fields(as_written(loop.for_each_element), variables)
+            frame = render_fields(as_written(loop.frame), variables)
+            page = await self.page(loop.tab)
+            count = await self._count_elements(loop, build(page, target, frame), describe(target, frame))
+            return element_items(selector_of(page, target), count)
         return None
 
-    async def _count_elements(self, loop: Loop, selector: str) -> int:
-        page = await self.page(loop.tab)
-        locator = page.locator(selector)
+    async def _count_elements(self, loop: Loop, locator: Locator, where: str) -> int:
+        """How many elements the loop goes over. A list drawn by script may not be there yet: like `extract`, it
+        waits for a first match for the step's timeout, and fails if none comes; `optional: true` takes what is
+        there now, and says when that is nothing."""
         count = await locator.count()
-        if count == 0:  # a list drawn by script may not be there yet: give it the step's timeout
+        if count == 0 and not loop.optional:
             timeout = loop.timeout or self.sop.defaults.timeout
             try:
                 await locator.first.wait_for(state="attached", timeout=timeout * 1000)
-            except Exception:
-                return 0
+            except PlaywrightTimeout:
+                raise StepError(
+                    ErrorKind.ELEMENT_NOT_FOUND,
+                    f"for_each_element: no element matched {where} within {format_duration(timeout)} (with "
+                    "optional: true, the loop runs 0 times instead)",
+                    selector=where,
+                ) from None
+            except PlaywrightError as exc:
+                raise StepError(ErrorKind.ACTION, f"for_each_element {where}: {str(exc).splitlines()[0]}") from None
             count = await locator.count()
         return count
 
@@ -202,6 +222,9 @@ class Flow:
                 check_iterations(key, len(items), loop.max_iterations)
                 sized = {"key": key, "iterations": len(items), "per_iteration": instances_per_iteration(loop.steps)}
                 await self.emit("loop.sized", sized, wait=False)
+                if not items and loop.for_each_element is not None:
+                    said = f"loop {key}: no element matched {describe(as_written(loop.for_each_element))}: 0 iterations"
+                    await self.emit("log", {"key": key, "level": "info", "message": said}, wait=False)
             while items is None or index < len(items):
                 item = items[index] if items is not None else index
                 scope = {**variables, **last, loop.as_: item, "index": index}

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import ChainMap
 from collections.abc import Mapping
 from typing import Any
 
 from playwright.async_api import Locator, Page
 
+from ..actions.targets import build, target_of
 from ..attempts import (
     MASK_COLOR,
     StepContext,
     attempt_step,
+    checked_fields,
     clean_error,
     map_outputs,
     off_the_loop,
@@ -66,11 +69,12 @@ class Leaf:
         if step.action in ("fill", "type", "select") and isinstance(fields, dict):
             values = [fields.get("value"), fields.get("label")]
             if self.mask(values) != values:
-                self._filled.setdefault(step.tab, set()).add(fields["selector"])
+                where = json.dumps([target_of(fields), fields.get("frame")], sort_keys=True)
+                self._filled.setdefault(step.tab, set()).add(where)
 
     def secret_locators(self, tab: str, page: Page) -> list[Locator]:
         """The fields of the tab filled with a secret, and the elements whose text shows one."""
-        filled = [page.locator(selector) for selector in sorted(self._filled.get(tab, ()))]
+        filled = [build(page, *json.loads(where)) for where in sorted(self._filled.get(tab, ()))]
         return filled + [page.get_by_text(text) for text in self._clear]
 
     async def run_step(self, step: Step, env: ChainMap[str, Any], prefix: str) -> StepStatus:
@@ -225,7 +229,8 @@ class Leaf:
             template = step.templated()
             fields = await off_the_loop(template, lambda: render_fields(template, variables))
             self._learn_secrets(step, template, fields)
-            result = await attempt_step(step, fields, ctx, policy, self.limit, on_retry)
+            acting, fields = checked_fields(step, template, fields)
+            result = await attempt_step(acting, fields, ctx, policy, self.limit, on_retry)
             outputs = await off_the_loop(step.outputs, lambda: map_outputs(step, result, variables))
             for name in self.tainted.intersection(outputs):
                 self.hide(outputs[name])
