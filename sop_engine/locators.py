@@ -43,7 +43,7 @@ class LocatorSpec(BaseModel):
 
     def written(self) -> str:
         """The locator as the document wrote it, for messages: `{role: button, name: "Save"}`."""
-        parts = [f"{k}: {_shown(v)}" for k, v in self.model_dump(exclude_none=True).items() if k != "within"]
+        parts = [f"{k}: {_shown(v)}" for k, v in self.model_dump(exclude_none=True, warnings=False).items() if k != "within"]
         if self.within is not None:
             inner = self.within.written() if isinstance(self.within, LocatorSpec) else _shown(self.within)
             parts.append(f"within: {inner}")

@@ -125,7 +125,7 @@ class Step(Strict):
 
 def as_written(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(exclude_none=True)
+        return value.model_dump(exclude_none=True, warnings=False)  # a field may hold its template
     if isinstance(value, list):
         return [as_written(v) for v in value]
     return value
