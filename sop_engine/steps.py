@@ -56,6 +56,25 @@ def _as_condition(value: Any) -> Any:
 Condition = Annotated[str | bool | Probe, BeforeValidator(_as_condition)]
 
 
+class DialogAnswer(Strict):
+    """How a dialog (alert, confirm, prompt, beforeunload) is answered; `prompt` (a template) is typed into
+    a prompt before it is accepted."""
+
+    accept: bool = True
+    prompt: str | None = None
+
+
+def _as_dialog_answer(value: Any) -> Any:
+    if value in ("accept", "dismiss"):
+        return DialogAnswer(accept=value == "accept")
+    if isinstance(value, dict | DialogAnswer):
+        return value
+    raise ValueError("dialogs is 'accept', 'dismiss' or {accept: true, prompt: text}")
+
+
+DialogPolicy = Annotated[DialogAnswer, BeforeValidator(_as_dialog_answer)]
+
+
 class Step(Strict):
     """Fields every step has. Subclasses add the action's own fields."""
 
@@ -77,6 +96,8 @@ class Step(Strict):
     pause_before: bool = False
     idempotent: bool = True
     resume_from: str | None = None
+    dialogs: DialogPolicy | None = None  # how dialogs on the step's tab are answered while it runs
+    opens_tab: str | None = Field(None, pattern=NAME_PATTERN)  # the tab the action opens gets this name
 
     @field_validator("outputs", mode="before")
     @classmethod
@@ -254,6 +275,33 @@ class Evaluate(BrowserStep):
     arg: Any = None
 
 
+class CloseTab(BrowserStep):
+    action: Literal["close_tab"]
+
+
+class Download(BrowserStep):
+    own_fields: ClassVar[tuple[str, ...]] = ("selector", "url", "file")
+    action: Literal["download"]
+    selector: str | None = None  # clicked: the download it starts is saved
+    url: str | None = None  # fetched with the tab's cookies, through the egress policy
+    file: str | None = None  # name inside the run's artifacts (default: the suggested name)
+    max_size: int = Field(100 * 1024 * 1024, ge=1)  # bytes
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Download:
+        if (self.selector is None) == (self.url is None):
+            raise ValueError("download takes exactly one of 'selector' or 'url'")
+        return self
+
+
+class ReadFile(Step):
+    own_fields: ClassVar[tuple[str, ...]] = ("path",)
+    action: Literal["read_file"]
+    path: str  # inside the run's artifacts folder
+    format: Literal["csv", "json", "text"] = "text"
+    max_size: int = Field(10 * 1024 * 1024, ge=1)  # bytes
+
+
 # data and other actions ----------------------------------------------------------------------
 
 
@@ -403,6 +451,9 @@ STEP_MODELS: dict[str, type[Step]] = {
     "screenshot": Screenshot,
     "scroll": Scroll,
     "evaluate": Evaluate,
+    "close_tab": CloseTab,
+    "download": Download,
+    "read_file": ReadFile,
     "set": Set,
     "http": Http,
     "log": Log,

@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import browser, data, http, human
+from . import browser, data, files, http, human, pages
 from .context import ActionContext
 
 Executor = Callable[[Any, dict[str, Any], ActionContext], Awaitable[dict[str, Any]]]
 
-EXECUTORS: dict[str, Executor] = {**browser.EXECUTORS, **data.EXECUTORS, **http.EXECUTORS, **human.EXECUTORS}
+EXECUTORS: dict[str, Executor] = {
+    **browser.EXECUTORS,
+    **pages.EXECUTORS,
+    **files.EXECUTORS,
+    **data.EXECUTORS,
+    **http.EXECUTORS,
+    **human.EXECUTORS,
+}
 
 __all__ = ["EXECUTORS", "ActionContext", "Executor"]
