@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+from weakref import WeakSet
 
 from playwright.async_api import Dialog, Page
 
@@ -31,12 +32,12 @@ class DialogDesk:
         self.tab_of: Callable[[Page], str | None] = lambda page: None  # set by the browser session
         self._answers: dict[str, tuple[str, DialogAnswer]] = {}  # tab -> (step key, answer) while a step runs
         self._seen: dict[str, list[dict[str, str]]] = {}
-        self._watched: set[int] = set()
+        self._watched: WeakSet[Page] = WeakSet()
 
     def watch(self, page: Page) -> None:
-        if id(page) in self._watched:
+        if page in self._watched:
             return
-        self._watched.add(id(page))
+        self._watched.add(page)
         page.on("dialog", lambda dialog: self._answer(page, dialog))
 
     @contextlib.contextmanager
