@@ -15,6 +15,7 @@ from playwright.async_api import Locator, Page
 from pydantic import ValidationError
 
 from .actions import EXECUTORS
+from .actions.pages import opening_tab
 from .control import Waiting
 from .durations import format_duration
 from .errors import BROWSER_GONE, ErrorKind, StepError, is_retryable
@@ -67,6 +68,16 @@ class StepContext:
         path = folder / f"{file_safe(self.key)}-{file_safe(name)}"
         self.artifacts.append(f"{self.execution.run_id}/{path.name}")
         return path
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.execution.artifacts_dir
+
+    async def adopt_tab(self, name: str, page: Page) -> None:
+        await self.execution.browser.adopt(name, page)
+
+    async def close_tab(self, name: str) -> bool:
+        return await self.execution.browser.close_tab(name)
 
     def http_client(self) -> httpx.AsyncClient:
         return self.execution.http_client()
@@ -297,7 +308,8 @@ async def _one_attempt(executor: Any, step: Step, fields: dict[str, Any], ctx: S
     try:
         # Playwright gets the step's timeout; this one catches whatever does not honour it
         async with asyncio.timeout(deadline):
-            return clean(await executor(step, fields, ctx))  # what the page gave back, as valid text
+            acting = executor(step, fields, ctx) if step.opens_tab is None else opening_tab(executor, step, fields, ctx)
+            return clean(await acting)  # what the page gave back, as valid text
     except TimeoutError:
         raise StepError(
             ErrorKind.TIMEOUT,

@@ -11,6 +11,7 @@ from typing import Any
 from playwright.async_api import BrowserContext, Page
 
 from .browser import BrowserHost
+from .dialogs import DialogDesk
 from .events import utcnow
 from .policy import NetworkPolicy, PolicyError
 from .policy.guard import BrowserGuard
@@ -27,10 +28,17 @@ class BrowserSession:
         vault: Vault,
         saved: dict[str, Any] | None = None,
         policy: NetworkPolicy | None = None,
+        options: dict[str, Any] | None = None,
+        dialogs: DialogDesk | None = None,
     ) -> None:
         """`policy`: where the run's pages may go (the command line's, which allows everything, by default);
-        with any restriction, every context gets the policy's proxy, route handler and frame guard."""
+        with any restriction, every context gets the policy's proxy, route handler and frame guard.
+        `options`: the document's own context options (its `browser:` section, rendered); `dialogs`: who
+        answers the dialogs of every page of the context (by default each is dismissed)."""
         self.host = host
+        self.options = options or {}
+        self.dialogs = dialogs or DialogDesk(None, lambda text: text, _no_log)
+        self.dialogs.tab_of = self.tab_of
         self.vault = vault
         self.policy = policy or NetworkPolicy.for_cli()
         self.guard = None if self.policy.unrestricted else BrowserGuard(self.policy)
@@ -48,6 +56,9 @@ class BrowserSession:
             }
         # each time a context was rebuilt from a checkpoint: the step key it was taken after, and when
         self.restorations: list[tuple[str | None, datetime]] = []
+
+    def tab_of(self, page: Page) -> str | None:
+        return next((name for name, tab in self._tabs.items() if tab is page), None)
 
     def url(self, tab: str) -> str | None:
         page = self._tabs.get(tab)
@@ -80,18 +91,41 @@ class BrowserSession:
     async def _new_page(self) -> Page:
         assert self._context is not None
         page = await self._context.new_page()
+        self._watch(page)
+        return page
+
+    def _watch(self, page: Page) -> None:
+        """Every page of the context, a popup the run never named too: the egress guard and the dialogs."""
         if self.guard is not None:
             self.guard.watch(page)
-        return page
+        self.dialogs.watch(page)
+
+    async def adopt(self, tab: str, page: Page) -> None:
+        """A page an action opened (a popup, a link to a new tab) is the tab `tab` from now on."""
+        self._watch(page)
+        old = self._tabs.get(tab)
+        self._tabs[tab] = page
+        if old is not None and old is not page:
+            with contextlib.suppress(Exception):
+                await old.close()
+
+    async def close_tab(self, tab: str) -> bool:
+        """Closes the tab; False when it was not open."""
+        page = self._tabs.pop(tab, None)
+        if page is None or page.is_closed():
+            return False
+        await page.close()
+        return True
 
     async def _open(self) -> None:
         """A context for the run; after a crash or a restart, put back where the last checkpoint left it."""
         if self._context is not None:
             with contextlib.suppress(Exception):
                 await self._context.close()
-        options = await self.guard.context_options() if self.guard is not None else {}
+        options = {**self.options, **(await self.guard.context_options() if self.guard is not None else {})}
         self._context = await self.host.new_context(storage_state=self._saved.get("storage") or None, **options)
         self._context.on("close", lambda _: setattr(self, "_lost", True))
+        self._context.on("page", self._watch)
         if self.guard is not None:
             await self.guard.install(self._context)
         self._lost = False
@@ -139,3 +173,7 @@ class BrowserSession:
             self._context = None
         if self.guard is not None:
             await self.guard.close()
+
+
+async def _no_log(key: str, line: str) -> None:
+    return None

@@ -109,6 +109,8 @@ def _check_templates(step: Step, problems: list[Problem]) -> None:
         _uses(step, _names(step, field, value, False, problems), declared, field, problems)
     if step.when is not None:
         _uses(step, _names(step, "when", step.when, True, problems), declared, "when", problems)
+    if step.dialogs is not None and step.dialogs.prompt is not None:
+        _uses(step, _names(step, "dialogs.prompt", step.dialogs.prompt, False, problems), declared, "dialogs", problems)
     for name, source in step.outputs.items():
         if "{" in source:
             _uses(

@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .browser_options import BrowserOptions
 from .checks import check_declarations, check_document
 from .durations import Duration
-from .expressions import OutOfTime, within_deadline
+from .expressions import OutOfTime, names_in, within_deadline
 from .limits import LimitError, ParseError, check_value, load_json, load_yaml
 from .policy.rules import parse_rule
 from .problems import Problem
-from .steps import NAME_PATTERN, STEP_MODELS, ErrorPolicy, RetrySpec, Step, as_written
+from .steps import NAME_PATTERN, STEP_MODELS, DialogPolicy, ErrorPolicy, RetrySpec, Step, as_written
 from .text import clean, has_unencodable
 
 InputType = Literal["string", "integer", "number", "boolean", "list", "dict"]
@@ -52,6 +53,7 @@ class Defaults(BaseModel):
     timeout: Duration = 30.0
     retry: RetrySpec = RetrySpec()
     on_error: ErrorPolicy = "fail"
+    dialogs: DialogPolicy | None = None  # none: every dialog is dismissed
 
 
 class Egress(BaseModel):
@@ -83,7 +85,23 @@ class Sop(BaseModel):
     timeout: Duration | None = None  # the whole run
     max_parallel: int = Field(1, ge=1, le=64)
     egress: Egress = Egress()
+    browser: BrowserOptions | None = None  # how the run's browser context is made
     steps: list[Any] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _templates_read_inputs(self) -> Sop:
+        """`browser` and `defaults.dialogs` are rendered once, as the run starts: they read inputs only."""
+        for where, value in (
+            ("browser", self.browser.model_dump(exclude_none=True) if self.browser else None),
+            ("defaults.dialogs.prompt", self.defaults.dialogs.prompt if self.defaults.dialogs else None),
+        ):
+            try:
+                unknown = sorted(names_in(value) - set(self.inputs))
+            except Exception as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            if unknown:
+                raise ValueError(f"{where} reads {', '.join(map(repr, unknown))}, which is not an input of the SOP")
+        return self
 
     @property
     def secret_inputs(self) -> set[str]:

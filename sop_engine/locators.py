@@ -34,7 +34,8 @@ class LocatorSpec(BaseModel):
     def _one_way(self) -> LocatorSpec:
         given = [way for way in WAYS if getattr(self, way) is not None]
         if len(given) != 1:
-            raise ValueError(f"a locator takes exactly one of {', '.join(WAYS)} (it has: {', '.join(given) or 'none'})")
+            has = ", ".join(given) or "none"
+            raise ValueError(f"a locator takes exactly one of {', '.join(WAYS)} (it has: {has})")
         if self.name is not None and given[0] != "role":
             raise ValueError("'name' goes with 'role' (the accessible name of an element of that role)")
         if self.exact is not None and given[0] not in _EXACT:
@@ -43,7 +44,8 @@ class LocatorSpec(BaseModel):
 
     def written(self) -> str:
         """The locator as the document wrote it, for messages: `{role: button, name: "Save"}`."""
-        parts = [f"{k}: {_shown(v)}" for k, v in self.model_dump(exclude_none=True, warnings=False).items() if k != "within"]
+        given = self.model_dump(exclude_none=True, warnings=False)  # a field may hold its template
+        parts = [f"{k}: {_shown(v)}" for k, v in given.items() if k != "within"]
         if self.within is not None:
             inner = self.within.written() if isinstance(self.within, LocatorSpec) else _shown(self.within)
             parts.append(f"within: {inner}")

@@ -6,6 +6,7 @@ nothing else in the code base reads `os.environ`."""
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class Settings:
     database_url: str | None  # None: a SQLite file in data_dir
     secret_key: str | None  # the vault's key; None: data_dir/secret.key, made on first use
     browser: str | None  # a Chromium executable or command name
+    browser_args: tuple[str, ...]  # SOP_BROWSER_ARGS: more Chromium flags for the server, split like a shell
     api_token: str | None  # SOP_API_TOKEN: one admin token
     api_tokens: tuple[str, ...]  # SOP_API_TOKENS: "name:role:token" or "name:token" (operator)
     public_origin: str | None  # the origin people reach the server at, behind a proxy: https://sop.example.com
@@ -61,6 +63,7 @@ def current() -> Settings:
         database_url=env("SOP_DATABASE_URL") or None,
         secret_key=env("SOP_SECRET_KEY") or None,
         browser=env("SOP_BROWSER") or None,
+        browser_args=tuple(shlex.split(env("SOP_BROWSER_ARGS", ""))),
         api_token=env("SOP_API_TOKEN") or None,
         api_tokens=_list("SOP_API_TOKENS"),
         public_origin=(env("SOP_PUBLIC_ORIGIN") or "").rstrip("/") or None,

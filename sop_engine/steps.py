@@ -58,6 +58,25 @@ def _as_condition(value: Any) -> Any:
 Condition = Annotated[str | bool | Probe, BeforeValidator(_as_condition)]
 
 
+class DialogAnswer(Strict):
+    """How a dialog (alert, confirm, prompt, beforeunload) is answered; `prompt` (a template) is typed into
+    a prompt before it is accepted."""
+
+    accept: bool = True
+    prompt: str | None = None
+
+
+def _as_dialog_answer(value: Any) -> Any:
+    if value in ("accept", "dismiss"):
+        return DialogAnswer(accept=value == "accept")
+    if isinstance(value, dict | DialogAnswer):
+        return value
+    raise ValueError("dialogs is 'accept', 'dismiss' or {accept: true, prompt: text}")
+
+
+DialogPolicy = Annotated[DialogAnswer, BeforeValidator(_as_dialog_answer)]
+
+
 class Step(Strict):
     """Fields every step has. Subclasses add the action's own fields, each of which may be a template (rendered
     with the step's inputs, then checked against the field's type, when the step runs) unless it is named in
@@ -81,6 +100,8 @@ class Step(Strict):
     pause_before: bool = False
     idempotent: bool = True
     resume_from: str | None = None
+    dialogs: DialogPolicy | None = None  # how dialogs on the step's tab are answered while it runs
+    opens_tab: str | None = Field(None, pattern=NAME_PATTERN)  # the tab the action opens gets this name
 
     @field_validator("outputs", mode="before")
     @classmethod
@@ -294,6 +315,30 @@ class Evaluate(FrameStep):
     arg: Any = None
 
 
+class CloseTab(BrowserStep):
+    action: Literal["close_tab"]
+
+
+class Download(OptionalTarget):
+    action: Literal["download"]
+    url: str | None = None  # fetched with the tab's cookies, through the egress policy; else the element is clicked
+    file: str | None = None  # name inside the run's artifacts (default: the suggested name)
+    max_size: Tpl[Annotated[int, Field(ge=1)]] = 100 * 1024 * 1024  # bytes
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Download:
+        if (self.target is None) == (self.url is None):
+            raise ValueError("download takes exactly one of 'selector' (or 'locator') or 'url'")
+        return self
+
+
+class ReadFile(Step):
+    action: Literal["read_file"]
+    path: str  # inside the run's artifacts folder
+    format: Tpl[Literal["csv", "json", "text"]] = "text"
+    max_size: Tpl[Annotated[int, Field(ge=1)]] = 10 * 1024 * 1024  # bytes
+
+
 # data and other actions ----------------------------------------------------------------------
 
 
@@ -442,6 +487,9 @@ STEP_MODELS: dict[str, type[Step]] = {
     "screenshot": Screenshot,
     "scroll": Scroll,
     "evaluate": Evaluate,
+    "close_tab": CloseTab,
+    "download": Download,
+    "read_file": ReadFile,
     "set": Set,
     "http": Http,
     "log": Log,

@@ -64,7 +64,7 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         store = Store()
         tokens.attach(store)
         load_examples(store, config)
-        browser = BrowserHost(headed=config.headed)
+        browser = BrowserHost(headed=config.headed, extra_args=list(options.browser_args))
         feed = LiveFeed(sio, store, tokens)
         own = dict.fromkeys([config.base_url, config.local_url, options.public_origin])  # in order, once each
         policy = NetworkPolicy.for_server(own, base_url=config.local_url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import browser, data, http, human, reading
+from . import browser, data, files, http, human, pages, reading
 from .context import ActionContext
 
 Executor = Callable[[Any, dict[str, Any], ActionContext], Awaitable[dict[str, Any]]]
@@ -13,6 +13,8 @@ Executor = Callable[[Any, dict[str, Any], ActionContext], Awaitable[dict[str, An
 EXECUTORS: dict[str, Executor] = {
     **browser.EXECUTORS,
     **reading.EXECUTORS,
+    **pages.EXECUTORS,
+    **files.EXECUTORS,
     **data.EXECUTORS,
     **http.EXECUTORS,
     **human.EXECUTORS,

@@ -23,6 +23,13 @@ class ActionContext(Protocol):
 
     def artifact(self, name: str) -> Path: ...
 
+    @property
+    def artifacts_dir(self) -> Path: ...  # the run's files (screenshots, downloads)
+
+    async def adopt_tab(self, name: str, page: Page) -> None: ...  # a page the step opened becomes a tab
+
+    async def close_tab(self, name: str) -> bool: ...
+
     def http_client(self) -> httpx.AsyncClient: ...
 
     key: str  # the step instance's key, e.g. add[1].type

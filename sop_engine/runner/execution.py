@@ -14,9 +14,11 @@ from playwright.async_api import Page
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..attempts import secret_texts, tainted_names
+from ..browser_options import run_browser
 from ..browser_session import BrowserSession
 from ..control import RunControl
 from ..controls import skipped_by_person
+from ..dialogs import DialogDesk
 from ..document import LoadedSop
 from ..durations import format_duration
 from ..errors import ErrorKind, StepError
@@ -106,7 +108,12 @@ class Execution(Flow, Leaf, People, Restart):
         self._passed_breakpoints: set[str] = set()
         saved = stored.checkpoint
         checkpoint = {"key": saved.key, "tabs": saved.tabs, "storage": saved.storage} if saved else None
-        self.browser = BrowserSession(runner.browser, vault, checkpoint, self.policy)
+        made = run_browser(self.sop, inputs, self.tainted, self.policy.filters_egress)
+        for value in made.secrets:
+            self.hide(value)
+        self._start_error = made.error
+        dialogs = DialogDesk(made.dialogs, self.mask, self._log_line)
+        self.browser = BrowserSession(runner.browser, vault, checkpoint, self.policy, made.options, dialogs)
         # steps a person skipped: they stay skipped, even in a `resume_from` range that is replayed
         self.person_skipped = {r.key for r in rows if skipped_by_person(r.status, r.reason)}
         self._pause_lock = asyncio.Lock()  # one question to a person at a time, even with parallel steps
@@ -171,6 +178,9 @@ class Execution(Flow, Leaf, People, Restart):
     async def page(self, tab: str) -> Page:
         return await self.browser.page(tab)
 
+    async def _log_line(self, key: str, message: str) -> None:
+        await self.emit("log", {"key": key, "level": "info", "message": message})
+
     def tab_url(self, tab: str) -> str | None:
         return self.browser.url(tab)
 
@@ -213,6 +223,8 @@ class Execution(Flow, Leaf, People, Restart):
             )
             if self._policy_error is not None:
                 raise RunFailed(str(self._policy_error))
+            if self._start_error is not None:
+                raise RunFailed(self._start_error)
             top: ChainMap[str, Any] = ChainMap({}, self.inputs)
             produced = top.maps[0]  # a run that fails keeps what the steps that completed produced
             async with asyncio.timeout(self.sop.timeout):

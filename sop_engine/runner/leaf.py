@@ -36,7 +36,7 @@ from ..loops import (
 from ..masking import MASK
 from ..retries import RetryPolicy
 from ..states import StepStatus
-from ..steps import Condition, If, Loop, Probe, Step, uses_browser
+from ..steps import Condition, DialogAnswer, If, Loop, Probe, Step, uses_browser
 from .outcome import LOST, RunFailed, RunPaused
 
 
@@ -230,7 +230,14 @@ class Leaf:
             fields = await off_the_loop(template, lambda: render_fields(template, variables))
             self._learn_secrets(step, template, fields)
             acting, fields = checked_fields(step, template, fields)
-            result = await attempt_step(acting, fields, ctx, policy, self.limit, on_retry)
+            answer = await self._dialog_answer(step, variables)
+            try:
+                with self.browser.dialogs.answering(step.tab, key, answer):
+                    result = await attempt_step(acting, fields, ctx, policy, self.limit, on_retry)
+            finally:
+                seen = self.browser.dialogs.take(step.tab) if uses_browser(step) else []
+            if uses_browser(step):
+                result = {**result, "dialogs": seen}
             outputs = await off_the_loop(step.outputs, lambda: map_outputs(step, result, variables))
             for name in self.tainted.intersection(outputs):
                 self.hide(outputs[name])
@@ -244,6 +251,16 @@ class Leaf:
             await self._send_frame(step, key)
         self._stepped()
         return StepStatus.COMPLETED
+
+    async def _dialog_answer(self, step: Step, variables: dict[str, Any]) -> DialogAnswer | None:
+        """The step's own answer to dialogs, its prompt rendered (a prompt computed from a secret is one)."""
+        answer = step.dialogs
+        if answer is None or answer.prompt is None:
+            return answer
+        prompt = await off_the_loop(answer.prompt, lambda: render_fields(answer.prompt, variables))
+        for value in secret_parts(answer.prompt, prompt, self.tainted):
+            self.hide(value)
+        return DialogAnswer(accept=answer.accept, prompt=str(prompt))
 
     async def _failure_screenshot(self, ctx: StepContext) -> None:
         page = self.browser.current(ctx.tab)

@@ -1,0 +1,169 @@
+"""A document's `browser:` section: the run's context is made with it, its templates read the run's inputs
+once, a secret among them is never stored or told; a proxy is refused where the egress guard has its own."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from sop_engine.document import DocumentError, load_sop, resolve_inputs
+from sop_engine.policy import NetworkPolicy
+from sop_engine.runner import Runner
+from sop_engine.states import RunStatus
+
+PASSWORD = "Vault-Door-5521"
+
+
+class Guarded:
+    """A loopback page that wants basic credentials (ada / PASSWORD) and an X-Team header."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                wanted = "Basic " + base64.b64encode(f"ada:{PASSWORD}".encode()).decode()
+                if self.headers.get("Authorization") != wanted:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="orders"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = f"<p id=team>{self.headers.get('X-Team', 'none')}</p>".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/orders"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def guarded() -> Iterator[Guarded]:
+    made = Guarded()
+    yield made
+    made.server.shutdown()
+    made.server.server_close()
+
+
+_SEEN = """async () => ({
+  language: navigator.language,
+  timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
+  user_agent: navigator.userAgent,
+  dark: matchMedia('(prefers-color-scheme: dark)').matches,
+  width: window.innerWidth,
+  latitude: await new Promise(done => navigator.geolocation.getCurrentPosition(p => done(p.coords.latitude))),
+})"""
+
+
+async def test_the_context_is_made_with_the_documents_settings(run_sop):
+    outcome = await run_sop(
+        f"""
+sop: 1
+id: settings
+inputs: {{lang: {{default: de-DE}}}}
+outputs: [seen]
+defaults: {{timeout: 10s}}
+browser:
+  viewport: {{width: 800, height: 600}}
+  locale: "{{{{ lang }}}}"
+  timezone: Asia/Tokyo
+  user_agent: SOP-Test-Agent/1.0
+  color_scheme: dark
+  geolocation: {{latitude: 51.5, longitude: -0.12}}
+  permissions: [geolocation]
+steps:
+  - {{id: open, action: navigate, url: "$SITE/settings.html"}}
+  - id: read
+    action: evaluate
+    script: {_SEEN!r}
+    outputs: {{seen: value}}
+"""
+    )
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    assert outcome.outputs["seen"] == {
+        "language": "de-DE",
+        "timezone": "Asia/Tokyo",
+        "user_agent": "SOP-Test-Agent/1.0",
+        "dark": True,
+        "width": 800,
+        "latitude": 51.5,
+    }
+
+
+async def test_secret_http_credentials_are_used_and_never_stored(run_sop, guarded, data_dir, recorder):
+    outcome = await run_sop(
+        f"""
+sop: 1
+id: credentials
+inputs:
+  password: {{secret: true}}
+outputs: [team]
+defaults: {{timeout: 10s}}
+browser:
+  http_credentials: {{username: ada, password: "{{{{ password }}}}"}}
+  extra_http_headers: {{X-Team: blue}}
+steps:
+  - {{id: open, action: navigate, url: "{guarded.url}"}}
+  - {{id: read, action: extract, selector: "#team", outputs: {{team: text}}}}
+""",
+        {"password": PASSWORD},
+    )
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    assert outcome.outputs == {"team": "blue"}
+    assert not any(PASSWORD in str(event.data) for event in recorder.events)
+    for path in data_dir.glob("sop.db*"):
+        assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+async def test_a_proxy_is_refused_where_the_egress_guard_has_its_own(store, browser_host, site):
+    loaded = load_sop(
+        f"""
+sop: 1
+id: proxied
+browser:
+  proxy: {{server: "http://127.0.0.1:3128"}}
+steps:
+  - {{id: open, action: navigate, url: "{site}settings.html"}}
+"""
+    )
+    runner = Runner(store, browser_host, policy=NetworkPolicy.for_cli(strict=True))
+    inputs = resolve_inputs(loaded.sop, {})
+    outcome = await runner.execute((await runner.create_run(loaded, inputs)).id, loaded, inputs)
+    assert outcome.status == RunStatus.FAILED
+    assert outcome.error.startswith("browser.proxy: this server checks every connection of the browser")
+    assert not [row for row in store.steps(outcome.run_id) if row.status != "pending"]  # nothing ran
+
+
+@pytest.mark.parametrize(
+    ("section", "said"),
+    [
+        ("browser: {viewport: {width: 800}}", "browser.viewport.height: is required"),
+        ("browser: {zoom: 2}", "browser.zoom: Extra inputs are not permitted"),
+        ("browser: {color_scheme: purple}", "browser.color_scheme: Input should be 'light', 'dark' or 'no-preference'"),
+        ('browser: {locale: "{{ lang }}"}', "browser reads 'lang', which is not an input of the SOP"),
+        ("defaults: {dialogs: maybe}", "defaults.dialogs: dialogs is 'accept', 'dismiss' or {accept: true, prompt:"),
+    ],
+)
+def test_browser_settings_are_checked_before_the_run(section: str, said: str):
+    with pytest.raises(DocumentError) as caught:
+        load_sop(f"sop: 1\nid: bad\n{section}\nsteps:\n  - {{id: a, action: set, values: {{x: 1}}}}\n")
+    assert said in str(caught.value)
+
+
+def test_sop_browser_args_are_split_like_a_shell(monkeypatch: pytest.MonkeyPatch):
+    from sop_engine import settings
+
+    monkeypatch.setenv("SOP_BROWSER_ARGS", "--lang=fr '--disable-features=A,B' --mute-audio")
+    assert settings.current().browser_args == ("--lang=fr", "--disable-features=A,B", "--mute-audio")
+    monkeypatch.delenv("SOP_BROWSER_ARGS")
+    assert settings.current().browser_args == ()
