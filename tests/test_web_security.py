@@ -198,6 +198,9 @@ def test_security_headers_on_every_response(server):
         reply = httpx.get(server.url + path)
         assert reply.headers["x-content-type-options"] == "nosniff"
         assert reply.headers["x-frame-options"] == "DENY"
+    # the demo pages frame each other (frames.html holds frame-outer.html): their own origin only
+    demo = httpx.get(server.url + "/demo/frame-outer.html")
+    assert (demo.status_code, demo.headers["x-frame-options"]) == (200, "SAMEORIGIN")
 
 
 async def test_the_sign_in_page_takes_the_token_out_of_the_address_bar(browser_host, server):
