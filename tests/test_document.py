@@ -210,7 +210,14 @@ def test_step_fields():
     assert step.outputs == {"count": "count"}
     assert step.when == Probe(missing="x") and step.when.target == "x"
     # every field of the action may be a template: all of them are rendered
-    assert step.templated() == {"selector": "s", "locator": None, "frame": None, "attribute": None, "optional": False}
+    assert step.templated() == {
+        "selector": "s",
+        "locator": None,
+        "frame": None,
+        "attribute": None,
+        "optional": False,
+        "timeout": None,
+    }
 
 
 def test_resolve_inputs_fills_in_defaults():

@@ -166,10 +166,16 @@ inputs:
   hidden: {type: boolean, default: false}
   wait: {type: string, default: 10ms}
   nth: {type: integer, default: 2}
+  limit: {type: string, default: 5s}
 outputs: [third]
 steps:
   - {id: open, action: navigate, url: "$SITE/table.html"}
-  - {id: rows, action: assert, selector: "#orders tbody tr", count: "{{ n }}", inputs: [n]}
+  - id: rows
+    action: assert
+    selector: "#orders tbody tr"
+    count: "{{ n }}"
+    timeout: "{{ limit }}"
+    inputs: [n, limit]
   - {id: shown, action: assert, selector: "#orders", visible: "{{ not hidden }}", inputs: [hidden]}
   - {id: pause, action: wait, duration: "{{ wait }}", inputs: [wait]}
   - id: third

@@ -212,8 +212,10 @@ class Leaf:
         self.attempts[key] = self.attempts.get(key, 0) + 1
         await self._start(key, variables, self.attempts[key], durable=not step.idempotent)
         started = asyncio.get_running_loop().time()
-        timeout = step.timeout or self.sop.defaults.timeout
-        ctx = StepContext(self, key, step.tab, timeout, variables, self.base_dir, self.policy)
+        written = step.timeout if not isinstance(step.timeout, str) else None  # a template: known once rendered
+        ctx = StepContext(
+            self, key, step.tab, written or self.sop.defaults.timeout, variables, self.base_dir, self.policy
+        )
         policy = RetryPolicy.from_spec(step.retry or self.sop.defaults.retry)
 
         async def on_retry(number: int, exc: StepError | None, wait_s: float) -> None:
@@ -230,6 +232,7 @@ class Leaf:
             fields = await off_the_loop(template, lambda: render_fields(template, variables))
             self._learn_secrets(step, template, fields)
             acting, fields = checked_fields(step, template, fields)
+            ctx.timeout = acting.timeout or self.sop.defaults.timeout
             answer = await self._dialog_answer(step, variables)
             try:
                 with self.browser.dialogs.answering(step.tab, key, answer):

@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..durations import Duration
-from ..field_types import rendered_context
+from ..field_types import Tpl, rendered_context
 from ..locators import Target
 
 STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
@@ -95,7 +95,7 @@ class Step(Strict):
     when: Condition | None = None
     depends_on: list[str] = []
     tab: str = "main"
-    timeout: Duration | None = None
+    timeout: Tpl[Duration] | None = None  # a template is rendered with the action's own fields
     retry: RetrySpec | None = None
     on_error: ErrorPolicy | None = None
     pause_before: bool = False
@@ -126,7 +126,8 @@ class Step(Strict):
         """The action's own fields that are rendered before it runs: all but the shape fields."""
         found = cls.__dict__.get("_template_fields")
         if found is None:
-            found = tuple(n for n in cls.model_fields if n not in Step.model_fields and n not in cls.shape_fields)
+            own = tuple(n for n in cls.model_fields if n not in Step.model_fields and n not in cls.shape_fields)
+            found = (*own, "timeout")
             cls._template_fields = found  # type: ignore[attr-defined]
         return found
 

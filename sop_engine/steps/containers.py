@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from ..durations import Duration
 from ..locators import FrameSpec, Target
 from .base import NAME_PATTERN, Condition, Probe, Step
 
@@ -14,6 +15,7 @@ from .base import NAME_PATTERN, Condition, Probe, Step
 
 class Loop(Step):
     action: Literal["loop"]
+    timeout: Duration | None = None  # read as written: it bounds the wait for for_each_element
     for_each: str | list[Any] | None = None
     repeat: int | str | None = None
     for_each_element: Target | None = None
@@ -49,6 +51,7 @@ class Loop(Step):
 
 class If(Step):
     action: Literal["if"]
+    timeout: Duration | None = None
     condition: Condition
     then: list[Any] = Field(min_length=1)
     else_: list[Any] = Field([], alias="else")
