@@ -219,6 +219,8 @@ steps:
         ("{id: a, action: click, locator: {test_id: c, exact: true}}", "'exact' does not apply to test_id"),
         ("{id: a, action: assert, selector: b, count: many}", "Input should be a valid integer"),
         ("{id: a, action: navigate, url: x, frame: '#f'}", "is not a field of 'navigate'"),
+        ("{id: a, action: log, message: m, opens_tab: t}", "'opens_tab' goes on an action in a page; log opens none"),
+        ("{id: a, action: click, selector: b, opens_tab: main}", "'opens_tab' names a new tab, not the step's own"),
     ],
 )
 def test_locator_problems_are_located(step, message):

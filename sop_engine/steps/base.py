@@ -121,6 +121,14 @@ class Step(Strict):
                 raise ValueError(f"{name!r} is not a variable name")
         return value
 
+    @model_validator(mode="after")
+    def _opens_tab_on_a_page(self) -> Step:
+        if self.opens_tab is not None and not self.browser:
+            raise ValueError(f"'opens_tab' goes on an action in a page; {self.action} opens none")
+        if self.opens_tab is not None and self.opens_tab == self.tab:
+            raise ValueError(f"'opens_tab' names a new tab, not the step's own ({self.tab!r})")
+        return self
+
     @classmethod
     def template_fields(cls) -> tuple[str, ...]:
         """The action's own fields that are rendered before it runs: all but the shape fields."""
