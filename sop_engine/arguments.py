@@ -114,7 +114,7 @@ def read_rows(
     except DocumentError as exc:
         raise invalid(exc, f"{data} is not a valid data file") from None
     try:
-        warnings = check_columns(loaded.sop, table, mapping, fixed, str(data), strict)
+        warnings = check_columns(loaded.sop, table, mapping, fixed, strict)
     except DocumentError as exc:
         raise invalid(exc, f"{data} does not fit the SOP") from None
     for warning in warnings:

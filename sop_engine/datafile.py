@@ -29,6 +29,7 @@ class DataFile:
     """A data file's columns (a CSV's header; for JSON, every key in the order first seen) and its rows' cells.
     `broken`: row number -> why that row cannot be read (a CSV line with more or fewer cells than the header)."""
 
+    name: str  # where the problems with it are: the file's name
     columns: list[str]
     rows: list[dict[str, Any]]
     broken: dict[int, str] = field(default_factory=dict)
@@ -62,7 +63,7 @@ def data_of_objects(items: list[Any], label: str = "data") -> DataFile:
         if not isinstance(item, dict):
             raise DocumentError([Problem(f"{label} row {number}", "is not an object")])
     columns = dict.fromkeys(key for item in items for key in item)
-    return DataFile(list(columns), items)
+    return DataFile(label, list(columns), items)
 
 
 def _csv(text: str, label: str) -> DataFile:
@@ -92,7 +93,7 @@ def _csv(text: str, label: str) -> DataFile:
         rows.append(dict(zip(header, cells, strict=False)))
         if len(cells) != len(header):
             broken[number] = f"line {line}: {len(cells)} cells, but the header has {len(header)} columns"
-    return DataFile(header, rows, broken)
+    return DataFile(label, header, rows, broken)
 
 
 def _unclosed_quote(lines: list[str], first: int) -> int | None:
@@ -161,7 +162,7 @@ def row_inputs(sop: Sop, number: int, cells: dict[str, Any], mapping: dict[str, 
 
 
 def check_columns(
-    sop: Sop, data: DataFile, mapping: dict[str, str], fixed: dict[str, Any], label: str, strict: bool = False
+    sop: Sop, data: DataFile, mapping: dict[str, str], fixed: dict[str, Any], strict: bool = False
 ) -> list[str]:
     """The data file's columns against the SOP's inputs, before any run is made. Raises DocumentError when a
     required input is supplied by no column (renamed by `mapping`, column -> input) and no fixed input, or when
@@ -176,14 +177,14 @@ def check_columns(
     unmatched = [c for c in data.columns if mapping.get(c, c) not in declared]
     supplied = {mapping.get(c, c) for c in data.columns} | set(fixed)
     if missing := [name for name, spec in sop.inputs.items() if spec.required and name not in supplied]:
-        problems.append(Problem(label, _missing(missing, unmatched, data.columns)))
+        problems.append(Problem(data.name, _missing(missing, unmatched, data.columns)))
     warnings = []
     if unmatched:
         warnings.append(f"columns that match no input: {', '.join(unmatched)}")
     if absent := [c for c in mapping if c not in data.columns]:
         warnings.append(f"the mapping names columns the file does not have: {', '.join(absent)}")
     if strict:
-        problems += [Problem(label, said) for said in warnings]
+        problems += [Problem(data.name, said) for said in warnings]
     if problems:
         raise DocumentError(problems)
     return warnings
