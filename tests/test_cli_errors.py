@@ -133,7 +133,8 @@ def test_validate_reports_a_duplicate_id_and_an_unknown_action_together(tmp_path
 def test_browser_args_reach_chromium(tmp_path: Path):
     (tmp_path / "agent.yaml").write_text(
         "sop: 1\nid: agent\noutputs: [agent]\nsteps:\n"
-        "  - {id: read, action: evaluate, script: '() => navigator.userAgent', outputs: {agent: '{{ result.value }}'}}\n"
+        "  - {id: read, action: evaluate, script: '() => navigator.userAgent',\n"
+        "     outputs: {agent: '{{ result.value }}'}}\n"
     )
     plain = sop_engine("run", "agent.yaml", "--json", cwd=tmp_path)
     assert plain.returncode == 0, plain.stdout + plain.stderr
