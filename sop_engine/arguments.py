@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .console import EXIT_INVALID, err
+from .console import refuse, warn
+from .problems import Problem
 
 if TYPE_CHECKING:
+    from .datafile import Row
     from .document import DocumentError, LoadedSop
 
 # the document and its inputs, read when the run asks (in a thread, while Chromium starts)
@@ -20,10 +22,7 @@ Loader = Callable[[], "tuple[LoadedSop, dict[str, Any]]"]
 
 
 def invalid(error: DocumentError, what: str) -> typer.Exit:
-    err.print(f"[red]{what}[/]")
-    for problem in error.problems:
-        err.print(f"  - {problem}", markup=False)
-    return typer.Exit(EXIT_INVALID)
+    return refuse(what, error.problems)
 
 
 def load_file(file: Path) -> LoadedSop:
@@ -32,7 +31,11 @@ def load_file(file: Path) -> LoadedSop:
     try:
         return load_sop_file(file)
     except DocumentError as exc:
-        raise invalid(exc, f"{file} is not a valid SOP:") from None
+        raise invalid(exc, f"{file} is not a valid SOP") from None
+
+
+def _refused(where: str, message: str) -> typer.Exit:
+    return refuse(f"{where}: {message}", [Problem(where, message)])
 
 
 def given_inputs(pairs: list[str], inputs_json: Path | None, types: dict[str, str]) -> dict[str, Any]:
@@ -43,17 +46,14 @@ def given_inputs(pairs: list[str], inputs_json: Path | None, types: dict[str, st
         try:
             loaded = json.loads(inputs_json.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            err.print(f"[red]--inputs-json {inputs_json}: {exc}[/]")
-            raise typer.Exit(EXIT_INVALID) from None
+            raise _refused(f"--inputs-json {inputs_json}", str(exc)) from None
         if not isinstance(loaded, dict):
-            err.print(f"[red]--inputs-json {inputs_json}: must hold a JSON object[/]")
-            raise typer.Exit(EXIT_INVALID)
+            raise _refused(f"--inputs-json {inputs_json}", "must hold a JSON object")
         given.update(loaded)
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            err.print(f"[red]--input {pair!r}: write NAME=VALUE[/]")
-            raise typer.Exit(EXIT_INVALID)
+            raise _refused(f"--input {pair!r}", "write NAME=VALUE")
         given[name.strip()] = parse_cli_value(value, types.get(name.strip()))
     return given
 
@@ -68,7 +68,7 @@ def from_file(file: Path, pairs: list[str], inputs_json: Path | None) -> Loader:
         try:
             return loaded, resolve_inputs(loaded.sop, given)
         except DocumentError as exc:
-            raise invalid(exc, "The inputs do not fit the SOP:") from None
+            raise invalid(exc, "The inputs do not fit the SOP") from None
 
     return load
 
@@ -78,28 +78,48 @@ def column_mapping(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         column, sep, name = pair.partition("=")
         if not sep or not column or not name:
-            err.print(f"[red]--map {pair!r}: write COLUMN=INPUT[/]")
-            raise typer.Exit(EXIT_INVALID)
+            raise _refused(f"--map {pair!r}", "write COLUMN=INPUT")
         mapping[column] = name
     return mapping
 
 
-def read_rows(loaded: LoadedSop, data: Path, mapping: dict[str, str], fixed: dict[str, Any]) -> list[Any]:
-    from .datafile import parse_rows, row_inputs
+def read_rows(
+    loaded: LoadedSop,
+    data: Path,
+    mapping: dict[str, str],
+    fixed: dict[str, Any],
+    encoding: str | None = None,
+    strict: bool = False,
+) -> list[Row]:
+    """A data file's rows as run inputs, its columns checked against the SOP's inputs first (a required input
+    no column supplies ends the command; columns that match no input are a warning, with `strict` an error)."""
+    from .datafile import check_columns, fit_rows, parse_data
+    from .decoding import Undecodable, decode
     from .document import DocumentError
 
+    if encoding is not None:
+        try:
+            decode(b"", encoding)
+        except Undecodable as exc:
+            raise _refused("--encoding", str(exc)) from None
     try:
-        cells = parse_rows(data.read_text(encoding="utf-8"), data.name)
+        text = decode(data.read_bytes(), encoding)
     except OSError as exc:
-        err.print(f"[red]--data {data}: {exc.strerror or exc}[/]")
-        raise typer.Exit(EXIT_INVALID) from None
+        raise _refused(f"--data {data}", exc.strerror or str(exc)) from None
+    except Undecodable as exc:
+        hint = "" if encoding else "; name its encoding with --encoding"
+        raise _refused(str(data), f"{exc}{hint}") from None
+    try:
+        table = parse_data(text, str(data))
     except DocumentError as exc:
-        raise invalid(exc, f"{data} is not a valid data file:") from None
-    unknown = sorted(set(mapping.values()) - set(loaded.sop.inputs))
-    if unknown:
-        err.print(f"[red]--map names {', '.join(unknown)}, which the SOP does not declare as inputs[/]")
-        raise typer.Exit(EXIT_INVALID)
-    return [row_inputs(loaded.sop, n, row, mapping, fixed) for n, row in enumerate(cells, 1)]
+        raise invalid(exc, f"{data} is not a valid data file") from None
+    try:
+        warnings = check_columns(loaded.sop, table, mapping, fixed, strict)
+    except DocumentError as exc:
+        raise invalid(exc, f"{data} does not fit the SOP") from None
+    for warning in warnings:
+        warn(f"{data}: {warning}")
+    return fit_rows(loaded.sop, table, mapping, fixed)
 
 
 def checked_base_url(value: str | None) -> str | None:
@@ -110,6 +130,5 @@ def checked_base_url(value: str | None) -> str | None:
 
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        err.print(f"[red]--base-url must be an http(s) URL with a host, like http://127.0.0.1:8765 (not {value!r})[/]")
-        raise typer.Exit(EXIT_INVALID)
+        raise _refused("--base-url", f"must be an http(s) URL with a host, like http://127.0.0.1:8765 (not {value!r})")
     return value.rstrip("/")

@@ -18,12 +18,9 @@ if TYPE_CHECKING:
 
 
 def check_document(sop: Sop) -> list[Problem]:
-    problems: list[Problem] = []
-    counts = Counter(s.id for s in sop.walk())
-    for sid, n in counts.items():
-        if n > 1:
-            problems.append(Problem(f"step '{sid}'", f"the id '{sid}' is used by {n} steps; ids must be unique"))
-    all_ids = set(counts)
+    ids = [s.id for s in sop.walk()]
+    problems = check_unique_ids(ids)
+    all_ids = set(ids)
     _check_scope(sop.steps, set(sop.inputs), set(sop.inputs), all_ids, problems, frozenset())
     top = set(sop.inputs).union(*(step_outputs(s) for s in sop.steps))
     for name in sop.outputs:
@@ -92,6 +89,42 @@ def _names(step: Step, field: str, value: object, condition: bool, problems: lis
         return set()
 
 
+def check_unique_ids(ids: Iterable[str]) -> list[Problem]:
+    problems = []
+    for sid, n in Counter(ids).items():
+        if n > 1:
+            problems.append(Problem(f"step '{sid}'", f"the id '{sid}' is used by {n} steps; ids must be unique"))
+    return problems
+
+
+def raw_step_ids(raw_steps: object) -> list[str]:
+    """The ids of steps as written, whether or not they parse: the ids a document with broken steps uses."""
+    ids: list[str] = []
+    stack = [raw_steps]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            if isinstance(item.get("id"), str):
+                ids.append(item["id"])
+            stack.extend(item.get(key) for key in ("else", "then", "steps") if isinstance(item.get(key), list))
+    return ids
+
+
+def check_parsed_steps(steps: list[Step], raw_steps: object) -> list[Problem]:
+    """What can still be checked when some steps did not parse: ids unique among every step written, each
+    parsed step's own templates, and what its depends_on and resume_from name among those ids."""
+    ids = raw_step_ids(raw_steps)
+    problems = check_unique_ids(ids) + check_declarations(steps)
+    stack = list(steps)
+    while stack:
+        step = stack.pop(0)
+        _check_references(step, set(ids), problems)
+        stack.extend(child for children in step.children() for child in children)
+    return problems
+
+
 def check_declarations(steps: list[Step]) -> list[Problem]:
     """Only the checks a step makes on its own (its templates use what it declares): with steps that did not
     parse, the checks between steps would report what is only missing because of them."""
@@ -134,15 +167,19 @@ def _check_step(step: Step, available: set[str], all_ids: set[str], problems: li
                 )
             )
     _check_templates(step, problems)
+    _check_references(step, all_ids, problems)
+    if isinstance(step, Loop):
+        _check_loop(step, declared, problems)
+    if isinstance(step, If):
+        _uses(step, _names(step, "condition", step.condition, True, problems), declared, "condition", problems)
+
+
+def _check_references(step: Step, all_ids: set[str], problems: list[Problem]) -> None:
     for dep in step.depends_on:
         if dep not in all_ids or dep == step.id:
             problems.append(Problem(f"step '{step.id}', field 'depends_on'", f"'{dep}' is not another step's id"))
     if step.resume_from is not None and step.resume_from not in all_ids:
         problems.append(Problem(f"step '{step.id}', field 'resume_from'", f"'{step.resume_from}' is not a step id"))
-    if isinstance(step, Loop):
-        _check_loop(step, declared, problems)
-    if isinstance(step, If):
-        _uses(step, _names(step, "condition", step.condition, True, problems), declared, "condition", problems)
 
 
 def _check_loop(loop: Loop, declared: set[str], problems: list[Problem]) -> None:

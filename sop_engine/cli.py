@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .arguments import checked_base_url, column_mapping, from_file, load_file
-from .browser import BrowserNotFound
-from .console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, err, out, print_batch_summary
-from .local_runs import resume_target, run_batch, run_document
+from .arguments import checked_base_url, column_mapping, from_file, given_inputs, load_file, read_rows
+from .browser import BrowserHost, BrowserNotFound
+from .console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, err, errors_as_json, out, print_batch_summary, refuse
+from .local_runs import NewBatch, resume_target, run_batch, run_document
 
 if TYPE_CHECKING:
     from .document import LoadedSop
@@ -30,13 +30,26 @@ app = typer.Typer(
 BASE_URL_HELP = "Where URLs that start with / go, e.g. http://127.0.0.1:8765 for /demo/todo.html (`sop-engine demo`)."
 FORCE_HELP = "With --resume: take runs over from a process that holds them and looks alive (hung)."
 STRICT_HELP = "The server's network policy: only http(s) pages, no file: URLs, no link-local or metadata addresses."
+JSON_ERRORS = "; a refusal is one JSON object {error, problems} (exit code 2)."
+RUN_JSON_HELP = "Print one JSON object instead of progress" + JSON_ERRORS
+BATCH_JSON_HELP = "Print the summary and results as JSON" + JSON_ERRORS
+STRICT_COLUMNS_HELP = "Refuse a data file with columns that match no input (else a warning)."
+BROWSER_ARG_HELP = "A Chromium command-line flag, e.g. --browser-arg=--user-agent=Probe/1 (repeatable)."
+BrowserArgs = Annotated[list[str], typer.Option("--browser-arg", help=BROWSER_ARG_HELP)]
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="The SOP document (YAML or JSON).")]) -> None:
+def validate(
+    file: Annotated[Path, typer.Argument(help="The SOP document (YAML or JSON).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print {ok, sop_id}" + JSON_ERRORS)] = False,
+) -> None:
     """Check a document: prints `ok`, or every problem with its step and field (exit code 2)."""
-    load_file(file)
-    out.print("ok")
+    errors_as_json(as_json)
+    loaded = load_file(file)
+    if as_json:
+        sys.stdout.write(json.dumps({"ok": True, "sop_id": loaded.sop.id}) + "\n")
+    else:
+        out.print("ok")
 
 
 @app.command()
@@ -45,21 +58,23 @@ def run(
     input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=VALUE (JSON when it parses).")] = [],  # noqa: B006
     inputs_json: Annotated[Path | None, typer.Option("--inputs-json", help="A JSON object of inputs.")] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of progress.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=RUN_JSON_HELP)] = False,
     resume: Annotated[str | None, typer.Option("--resume", help="Go on with a stored run (by id).")] = None,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
     base_url: Annotated[str | None, typer.Option("--base-url", help=BASE_URL_HELP)] = None,
+    browser_arg: BrowserArgs = [],  # noqa: B006
 ) -> None:
     """Run an SOP headless, start to finish: exit code 0 completed, 1 failed or paused, 2 invalid (or
     refused: a resumed run that another live process holds)."""
-    options = {"headed": headed, "as_json": as_json, "strict": strict, "base_url": checked_base_url(base_url)}
+    errors_as_json(as_json)
+    browser = BrowserHost(headed=headed, extra_args=browser_arg)
+    options = {"browser": browser, "as_json": as_json, "strict": strict, "base_url": checked_base_url(base_url)}
     if resume is not None:
         target = resume_target(resume, force)  # checked, and claimed, before anything starts
         raise typer.Exit(run_document(lambda: target, resume=resume, **options))  # type: ignore[arg-type]
     if file is None:
-        err.print("[red]give an SOP file, or --resume RUN_ID[/]")
-        raise typer.Exit(EXIT_INVALID)
+        raise refuse("give an SOP file, or --resume RUN_ID")
     raise typer.Exit(run_document(from_file(file, input, inputs_json), **options))  # type: ignore[arg-type]
 
 
@@ -81,8 +96,9 @@ def demo(
     try:
         url = pages.__enter__().rstrip("/")
     except OSError as exc:
-        err.print(f"[red]cannot serve the pages on 127.0.0.1:{port}: {exc.strerror or exc}; pick another --port[/]")
-        raise typer.Exit(EXIT_INVALID) from None
+        raise refuse(
+            f"cannot serve the pages on 127.0.0.1:{port}: {exc.strerror or exc}; pick another --port"
+        ) from None
     try:
         out.print(f"[dim]fixture pages at {url}/demo/[/]")
         if loaded is None:
@@ -117,8 +133,7 @@ def prune(
 
     match = re.fullmatch(r"(\d+)([dhm])", older_than.strip())
     if not match:
-        err.print("[red]--older-than takes a number and d, h or m: 30d, 12h, 90m[/]")
-        raise typer.Exit(EXIT_INVALID)
+        raise refuse("--older-than takes a number and d, h or m: 30d, 12h, 90m")
     unit = {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
     cutoff = utcnow() - timedelta(**{unit: int(match.group(1))})
     store = Store()
@@ -139,39 +154,59 @@ def prune(
 @app.command()
 def batch(
     file: Annotated[Path | None, typer.Argument(help="The SOP document (YAML or JSON).")] = None,
+    rows: Annotated[Path | None, typer.Argument(help="The data file (or --data).", show_default=False)] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Rows: CSV, JSON array, JSON Lines.")] = None,
     input: Annotated[list[str], typer.Option("--input", "-i", help="NAME=VALUE for every row.")] = [],  # noqa: B006
     map_: Annotated[list[str], typer.Option("--map", help="COLUMN=INPUT when the names differ.")] = [],  # noqa: B006
+    encoding: Annotated[str | None, typer.Option("--encoding", help="The data file's encoding (UTF-8).")] = None,
+    strict_columns: Annotated[bool, typer.Option("--strict-columns", help=STRICT_COLUMNS_HELP)] = False,
     concurrency: Annotated[int | None, typer.Option(help="Rows run at once (default: from the cores).")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="Results: .jsonl or .csv.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary and results as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=BATCH_JSON_HELP)] = False,
     resume: Annotated[str | None, typer.Option("--resume", help="Go on with a batch's rows not done yet.")] = None,
     retry_failed: Annotated[str | None, typer.Option("--retry-failed", help="Run a batch's failed rows again.")] = None,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
     base_url: Annotated[str | None, typer.Option("--base-url", help=BASE_URL_HELP)] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
+    browser_arg: BrowserArgs = [],  # noqa: B006
 ) -> None:
     """Run an SOP over every row of a data file: exit code 0 when every row completed, 1 when some did not,
-    2 when the document or the data file is invalid."""
+    2 when the document or the data file is invalid, or its columns leave a required input without a value."""
     from .batch import results_csv, results_jsonl
 
+    errors_as_json(as_json)
+    if rows is not None and data is not None and rows != data:
+        raise refuse("give the data file once: as the second argument or as --data")
+    data = data or rows
     if not (resume or retry_failed) and (file is None or data is None):
-        err.print("[red]give an SOP file and --data, or --resume / --retry-failed BATCH_ID[/]")
-        raise typer.Exit(EXIT_INVALID)
+        raise refuse("give an SOP file and its data file, or --resume / --retry-failed BATCH_ID")
     if concurrency is not None and concurrency < 1:
-        err.print("[red]--concurrency must be at least 1[/]")
-        raise typer.Exit(EXIT_INVALID)
+        raise refuse("--concurrency must be at least 1")
     mapping, base = column_mapping(map_), checked_base_url(base_url)
+    new = None
+    if not (resume or retry_failed):
+        assert file is not None and data is not None
+        loaded = load_file(file)
+        fixed = given_inputs(input, None, {name: spec.type for name, spec in loaded.sop.inputs.items()})
+        new = NewBatch(loaded, read_rows(loaded, data, mapping, fixed, encoding, strict_columns), data)
+    browser = BrowserHost(headed=headed, extra_args=browser_arg)
     try:
         batches, batch_id = asyncio.run(
             run_batch(
-                file, data, input, mapping, concurrency, resume, retry_failed, not as_json, headed, strict, force, base
+                new,
+                resume or retry_failed,
+                browser,
+                retry_failed=bool(retry_failed),
+                concurrency=concurrency,
+                progress=not as_json,
+                strict=strict,
+                force=force,
+                base_url=base,
             )
         )
     except BrowserNotFound as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(EXIT_FAILED) from None
+        raise refuse(str(exc), code=EXIT_FAILED) from None
     lines = batches.results(batch_id)
     summary = batches.summary(batch_id)
     outputs = batches.document(batches.store.batch(batch_id).document_id).sop.outputs

@@ -1,17 +1,21 @@
-"""What the command line shows: its two consoles and exit codes, a line as each step ends, a run's ending,
-a batch's progress bar and its summary."""
+"""What the command line shows: its two consoles and exit codes, why a command is refused, a line as each step
+ends, a run's ending, a batch's progress bar and its summary."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import typer
 from rich.console import Console
 
 from .events import Event
+from .problems import Problem
 from .states import RunStatus
 
 if TYPE_CHECKING:
@@ -25,8 +29,35 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 _MARKS = {"completed": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]↷[/]", "blocked": "[magenta]⊘[/]"}
 
 
+_errors_as_json = False  # --json: a refusal is one JSON object on stdout, as the command's only output
+
+
 def escape(text: str) -> str:
     return text.replace("[", r"\[")
+
+
+def errors_as_json(on: bool) -> None:
+    global _errors_as_json
+    _errors_as_json = on
+
+
+def refuse(summary: str, problems: Sequence[Problem] = (), code: int = EXIT_INVALID) -> typer.Exit:
+    """Says why the command cannot go on: on stderr, the summary and a line per problem; with --json, on stdout
+    `{"error": summary, "problems": [{"where", "message"}, ...]}`. Returns the Exit to raise."""
+    if _errors_as_json:
+        body = {"error": summary, "problems": [p.as_dict() for p in problems]}
+        sys.stdout.write(json.dumps(body) + "\n")
+    elif [str(p) for p in problems] in ([], [summary]):  # the summary says it all
+        err.print(f"[red]{escape(summary)}[/]")
+    else:
+        err.print(f"[red]{escape(summary)}:[/]")
+        for problem in problems:
+            err.print(f"  - {problem}", markup=False)
+    return typer.Exit(code)
+
+
+def warn(text: str) -> None:
+    err.print(f"[yellow]warning: {escape(text)}[/]")
 
 
 class ConsoleProgress:

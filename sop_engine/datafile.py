@@ -1,11 +1,11 @@
-"""Rows of a batch: CSV with a header, a JSON array of objects, or JSON Lines; cells converted to the
-declared input types."""
+"""Rows of a batch: CSV with a header, a JSON array of objects, or JSON Lines; the columns matched against the
+SOP's inputs before any run is made; cells converted to the declared input types."""
 
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .document import DocumentError, Problem, Sop, resolve_inputs
@@ -24,38 +24,101 @@ class Row:
     cells: dict[str, Any] | None = None
 
 
-def parse_rows(text: str, name: str = "") -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class DataFile:
+    """A data file's columns (a CSV's header; for JSON, every key in the order first seen) and its rows' cells.
+    `broken`: row number -> why that row cannot be read (a CSV line with more or fewer cells than the header)."""
+
+    name: str  # where the problems with it are: the file's name
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    broken: dict[int, str] = field(default_factory=dict)
+
+
+def parse_data(text: str, name: str = "") -> DataFile:
     """The rows of a data file; the format comes from the name's ending, else from the text. JSON is bounded
     in depth (limits.load_json); each row's values are bounded when they become inputs (resolve_inputs)."""
     label = name or "data"
+    text = text.removeprefix("\ufeff")  # a byte-order mark is no part of the first column's name
     if (bad := has_unencodable(text, "the file")) is not None:
         raise DocumentError([Problem(label, bad)])
     lowered = name.lower()
     stripped = text.lstrip()
     try:
         if lowered.endswith((".jsonl", ".ndjson")) or (stripped.startswith("{") and not lowered.endswith(".json")):
-            return _objects([load_json(line, "the line") for line in text.splitlines() if line.strip()], name)
+            return data_of_objects([load_json(line, "the line") for line in text.splitlines() if line.strip()], label)
         if lowered.endswith(".json") or stripped.startswith("["):
             data = load_json(text, "the file")
             if not isinstance(data, list):
                 raise DocumentError([Problem(label, "a JSON data file is an array of objects")])
-            return _objects(data, name)
+            return data_of_objects(data, label)
     except (ParseError, LimitError) as exc:
         raise DocumentError([Problem(label, str(exc))]) from None
-    try:
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames:
-            raise DocumentError([Problem(label, "a CSV data file needs a header row")])
-        return [{k: v for k, v in row.items() if k is not None} for row in reader]
-    except csv.Error as exc:  # a cell over csv's field size limit, a NUL byte
-        raise DocumentError([Problem(label, f"not valid CSV: {exc}")]) from None
+    return _csv(text, label)
 
 
-def _objects(items: list[Any], name: str) -> list[dict[str, Any]]:
+def data_of_objects(items: list[Any], label: str = "data") -> DataFile:
+    """Rows given as objects (JSON): their columns are every key, in the order first seen."""
     for number, item in enumerate(items, 1):
         if not isinstance(item, dict):
-            raise DocumentError([Problem(f"{name or 'data'} row {number}", "is not an object")])
-    return items
+            raise DocumentError([Problem(f"{label} row {number}", "is not an object")])
+    columns = dict.fromkeys(key for item in items for key in item)
+    return DataFile(label, list(columns), items)
+
+
+def _csv(text: str, label: str) -> DataFile:
+    """CSV, read strictly: a row's error names its line as an editor shows it (a quoted cell can span lines)."""
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(lines, strict=True)
+    records: list[tuple[int, list[str]]] = []  # (the line the record starts on, its cells)
+    first = 1
+    try:
+        for cells in reader:
+            if cells:  # a blank line is no row
+                records.append((first, cells))
+            first = reader.line_num + 1
+    except csv.Error as exc:  # an unclosed quote, text after a closing quote, a cell over the size limit, NUL
+        opened = _unclosed_quote(lines, first)
+        if opened is not None:
+            raise DocumentError([Problem(f"{label} line {opened}", "a quote opens here and is never closed")]) from None
+        raise DocumentError([Problem(f"{label} line {reader.line_num}", f"not valid CSV: {exc}")]) from None
+    if not records:
+        raise DocumentError([Problem(label, "a CSV data file needs a header row")])
+    (_, header), body = records[0], records[1:]
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise DocumentError([Problem(f"{label} line 1", f"the header names {_listed(twice)} more than once")])
+    rows, broken = [], {}
+    for number, (line, cells) in enumerate(body, 1):
+        rows.append(dict(zip(header, cells, strict=False)))
+        if len(cells) != len(header):
+            broken[number] = f"line {line}: {len(cells)} cells, but the header has {len(header)} columns"
+    return DataFile(label, header, rows, broken)
+
+
+def _unclosed_quote(lines: list[str], first: int) -> int | None:
+    """The line where a quoted cell opens and runs to the end of the file, reading from the record that starts
+    on line `first`; None when every quote there closes. Quotes only open a cell at its start, and two
+    quotes inside a quoted cell are one quote character, as csv reads them."""
+    quoted, at_start, opened, skip = False, True, 0, False
+    for number, line in enumerate(lines[first - 1 :], first):
+        for index, char in enumerate(line):
+            if skip:
+                skip = False
+            elif quoted:
+                if char == '"':
+                    if line[index + 1 : index + 2] == '"':
+                        skip = True
+                    else:
+                        quoted = False
+            elif char == '"' and at_start:
+                quoted, opened = True, number
+            at_start = not quoted and char in ",\r\n"
+    return opened if quoted else None
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
 
 
 def convert_cell(value: Any, type_name: str) -> Any:
@@ -96,3 +159,52 @@ def row_inputs(sop: Sop, number: int, cells: dict[str, Any], mapping: dict[str, 
         return Row(number, resolve_inputs(sop, given), cells=cells)
     except DocumentError as exc:
         return Row(number, None, "; ".join(str(p) for p in exc.problems), cells=cells)
+
+
+def check_columns(
+    sop: Sop, data: DataFile, mapping: dict[str, str], fixed: dict[str, Any], strict: bool = False
+) -> list[str]:
+    """The data file's columns against the SOP's inputs, before any run is made. Raises DocumentError when a
+    required input is supplied by no column (renamed by `mapping`, column -> input) and no fixed input, or when
+    `mapping` or `fixed` names something that is no input. Returns the warnings: columns that match no input,
+    and mapped columns the file does not have; with `strict`, those are problems too."""
+    declared = set(sop.inputs)
+    problems = []
+    for where, names in (("mapping", mapping.values()), ("inputs", fixed)):
+        if unknown := sorted(set(names) - declared):
+            known = ", ".join(sop.inputs) or "none"
+            problems.append(Problem(where, f"{_listed(unknown)}: not an input of this SOP (its inputs: {known})"))
+    unmatched = [c for c in data.columns if mapping.get(c, c) not in declared]
+    supplied = {mapping.get(c, c) for c in data.columns} | set(fixed)
+    if missing := [name for name, spec in sop.inputs.items() if spec.required and name not in supplied]:
+        problems.append(Problem(data.name, _missing(missing, unmatched, data.columns)))
+    warnings = []
+    if unmatched:
+        warnings.append(f"columns that match no input: {', '.join(unmatched)}")
+    if absent := [c for c in mapping if c not in data.columns]:
+        warnings.append(f"the mapping names columns the file does not have: {', '.join(absent)}")
+    if strict:
+        problems += [Problem(data.name, said) for said in warnings]
+    if problems:
+        raise DocumentError(problems)
+    return warnings
+
+
+def _missing(missing: list[str], unmatched: list[str], columns: list[str]) -> str:
+    said = (
+        f"input {_listed(missing)} is required but no column supplies it"
+        if len(missing) == 1
+        else f"inputs {_listed(missing)} are required but no column supplies them"
+    )
+    if unmatched:
+        return f"{said}; columns that match no input: {', '.join(unmatched)}"
+    return f"{said} (its columns: {', '.join(columns) or 'none'})"
+
+
+def fit_rows(sop: Sop, data: DataFile, mapping: dict[str, str], fixed: dict[str, Any]) -> list[Row]:
+    """Every row as run inputs (row_inputs), or invalid with the reason; a row that could not be read is
+    invalid with where it is."""
+    return [
+        Row(n, None, data.broken[n], cells) if n in data.broken else row_inputs(sop, n, cells, mapping, fixed)
+        for n, cells in enumerate(data.rows, 1)
+    ]

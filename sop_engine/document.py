@@ -12,7 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .browser_options import BrowserOptions
-from .checks import check_declarations, check_document
+from .checks import check_document, check_parsed_steps
+from .decoding import Undecodable, decode
 from .durations import Duration
 from .expressions import OutOfTime, names_in, within_deadline
 from .limits import LimitError, ParseError, check_value, load_json, load_yaml
@@ -216,24 +217,29 @@ def _checked(raw: Any, text: str, base_dir: Path | None) -> LoadedSop:
         raise DocumentError([Problem("document", "an SOP is a mapping with 'sop', 'id' and 'steps'")])
     problems: list[Problem] = []
     try:
-        sop = Sop.model_validate(raw)
+        sop: Sop | None = Sop.model_validate(raw)
     except ValidationError as exc:
+        sop = None
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
             message = "is required" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
             problems.append(Problem(field, message))
-        raise DocumentError(problems) from None
-    parsed = [_parse_step(s, f"steps[{i}]", problems) for i, s in enumerate(sop.steps)]
-    sop.steps = [p for p in parsed if p is not None]
-    if problems:  # the steps that parsed still say what else is wrong with them
-        raise DocumentError(problems + check_declarations(sop.steps))
-    for name, spec in sop.inputs.items():
-        if not _is_name(name):
-            problems.append(Problem(f"inputs.{name}", "is not a variable name (letters, digits, _)"))
-        if not spec.required and spec.default is not None and not fits_type(spec.default, spec.type):
-            problems.append(Problem(f"inputs.{name}", f"default must be {spec.type}, got {spec.default!r}"))
-        elif not spec.required and (said := _value_problem(spec.default, "the default")):
-            problems.append(Problem(f"inputs.{name}", said))
+    raw_steps = raw.get("steps") if isinstance(raw.get("steps"), list) else []
+    before = len(problems)
+    parsed = [_parse_step(s, f"steps[{i}]", problems) for i, s in enumerate(raw_steps)]
+    steps = [p for p in parsed if p is not None]
+    all_parsed = len(problems) == before
+    if sop is not None:
+        sop.steps = steps
+        for name, spec in sop.inputs.items():
+            if not _is_name(name):
+                problems.append(Problem(f"inputs.{name}", "is not a variable name (letters, digits, _)"))
+            if not spec.required and spec.default is not None and not fits_type(spec.default, spec.type):
+                problems.append(Problem(f"inputs.{name}", f"default must be {spec.type}, got {spec.default!r}"))
+            elif not spec.required and (said := _value_problem(spec.default, "the default")):
+                problems.append(Problem(f"inputs.{name}", said))
+    if sop is None or not all_parsed:  # what the steps that parsed say, with every id written
+        raise DocumentError(problems + check_parsed_steps(steps, raw_steps))
     problems.extend(check_document(sop))
     if problems:
         raise DocumentError(problems)
@@ -242,11 +248,14 @@ def _checked(raw: Any, text: str, base_dir: Path | None) -> LoadedSop:
 
 
 def load_sop_file(path: str | Path) -> LoadedSop:
+    """A document file: UTF-8 (a byte-order mark is dropped); a byte that is not is named by its offset."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode(path.read_bytes())
     except OSError as exc:
         raise DocumentError([Problem(str(path), f"cannot read: {exc.strerror or exc}")]) from None
+    except Undecodable as exc:
+        raise DocumentError([Problem(str(path), str(exc))]) from None
     return load_sop(text, base_dir=path.resolve().parent)
 
 

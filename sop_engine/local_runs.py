@@ -7,22 +7,21 @@ import asyncio
 import contextlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import typer
-
-from .arguments import Loader, given_inputs, load_file, read_rows
+from .arguments import Loader
 from .browser import BrowserHost, BrowserNotFound
 from .console import (
     EXIT_FAILED,
-    EXIT_INVALID,
     EXIT_OK,
     ConsoleProgress,
     err,
     escape,
     out,
     print_outcome,
+    refuse,
     run_summary,
     show_batch_progress,
 )
@@ -30,6 +29,7 @@ from .liveness import worker_name
 from .states import RunStatus
 
 if TYPE_CHECKING:
+    from .datafile import Row
     from .document import LoadedSop
     from .runner import Runner, RunOutcome
     from .store import Store
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 async def _execute(
     load: Loader,
-    headed: bool,
+    browser: BrowserHost,
     progress: bool,
     resume: str | None = None,
     strict: bool = False,
@@ -46,7 +46,6 @@ async def _execute(
     """Chromium starts first; the document is read and checked, and the database opened, while it does
     (in threads): a run starts sooner. An invalid document ends it all with exit code 2."""
     sinks = [ConsoleProgress()] if progress else []
-    browser = BrowserHost(headed=headed)
     launching = asyncio.create_task(browser.start())
     try:
         loaded, inputs = await asyncio.to_thread(load)
@@ -112,13 +111,11 @@ def resume_target(run_id: str, force: bool = False) -> tuple[LoadedSop, dict[str
     store = Store()
     try:
         if store.run(run_id) is None:
-            err.print(f"[red]no run {run_id} in {store.url}[/]")
-            raise typer.Exit(EXIT_INVALID)
+            raise refuse(f"no run {run_id} in {store.url}")
         try:
             claim = store.claim_run(run_id, worker_name(), force=force)
         except TransitionError as exc:
-            err.print(f"[red]{escape(str(exc))}[/]")
-            raise typer.Exit(EXIT_INVALID) from None
+            raise refuse(str(exc)) from None
         run = claim.run
         if claim.event is not None and claim.event.data.get("forced"):
             err.print(f"[yellow]took run {run_id} over from {escape(claim.event.data['taken_over_from'])}[/]")
@@ -133,7 +130,7 @@ def resume_target(run_id: str, force: bool = False) -> tuple[LoadedSop, dict[str
 def run_document(
     load: Loader,
     *,
-    headed: bool = False,
+    browser: BrowserHost | None = None,
     as_json: bool = False,
     resume: str | None = None,
     strict: bool = False,
@@ -141,11 +138,10 @@ def run_document(
 ) -> int:
     try:
         store, outcome, _ = asyncio.run(
-            _execute(load, headed, progress=not as_json, resume=resume, strict=strict, base_url=base_url)
+            _execute(load, browser or BrowserHost(), not as_json, resume=resume, strict=strict, base_url=base_url)
         )
     except BrowserNotFound as exc:
-        err.print(f"[red]{exc}[/]")
-        return EXIT_FAILED
+        raise refuse(str(exc), code=EXIT_FAILED) from None
     summary = run_summary(store, outcome)
     store.close()
     if as_json:
@@ -161,61 +157,61 @@ def _resume_batch(batches: Any, batch_id: str, force: bool) -> None:
     try:
         batches.resume(batch_id, force=force)
     except RunHeld as exc:
-        err.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(EXIT_INVALID) from None
+        raise refuse(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class NewBatch:
+    """A batch to create: its document and its rows, read and checked before a browser starts."""
+
+    loaded: LoadedSop
+    rows: list[Row]
+    data: Path
 
 
 async def run_batch(
-    file: Path | None,
-    data: Path | None,
-    given: list[str],
-    mapping: dict[str, str],
-    concurrency: int | None,
-    resume: str | None,
-    retry_failed: str | None,
-    progress: bool,
-    headed: bool,
+    new: NewBatch | None,
+    batch_id: str | None,
+    browser: BrowserHost,
+    *,
+    retry_failed: bool = False,
+    concurrency: int | None = None,
+    progress: bool = True,
     strict: bool = False,
     force: bool = False,
     base_url: str | None = None,
 ) -> tuple[Any, str]:
+    """Creates the `new` batch, or goes on with `batch_id` (resumed, or its failed rows retried), and runs its
+    rows in this process."""
     from .batch import Batches, default_concurrency
     from .runner import Runner
     from .store import Store
 
     store = Store()
-    async with BrowserHost(headed=headed) as browser:
+    async with browser:
         batches = Batches(cli_runner(Runner, store, browser, [], strict, base_url))
-        if resume or retry_failed:
-            batch_id = resume or retry_failed
-            if store.batch(batch_id) is None:  # type: ignore[arg-type]
-                err.print(f"[red]no batch {batch_id} in {store.url}[/]")
-                raise typer.Exit(EXIT_INVALID)
-            if resume:
-                _resume_batch(batches, batch_id, force)  # type: ignore[arg-type]
+        if new is None:
+            assert batch_id is not None
+            if store.batch(batch_id) is None:
+                raise refuse(f"no batch {batch_id} in {store.url}")
+            if not retry_failed:
+                _resume_batch(batches, batch_id, force)
             else:
-                rows = batches.retry_failed(batch_id)  # type: ignore[arg-type]
+                rows = batches.retry_failed(batch_id)
                 if progress:
                     out.print(f"retrying rows {', '.join(map(str, rows)) or '(none failed)'}")
         else:
-            assert file is not None and data is not None
-            loaded = load_file(file)
-            types = {name: spec.type for name, spec in loaded.sop.inputs.items()}
-            fixed = given_inputs(given, None, types)
-            rows = read_rows(loaded, data, mapping, fixed)
-            batch = batches.create(
-                loaded, rows, data.name, concurrency or default_concurrency(), created_by=local_user()
-            )
-            batch_id = batch.id
+            size = concurrency or default_concurrency()
+            batch_id = batches.create(new.loaded, new.rows, new.data.name, size, created_by=local_user()).id
             if progress:
-                out.print(f"batch {batch_id}: {len(rows)} rows of {data}")
+                out.print(f"batch {batch_id}: {len(new.rows)} rows of {new.data}")
         total = store.batch(batch_id).rows  # type: ignore[union-attr]
         done = asyncio.Event()
         shown = asyncio.create_task(show_batch_progress(batches, batch_id, total, done)) if progress else None
         try:
-            await batches.run(batch_id, concurrency)  # type: ignore[arg-type]
+            await batches.run(batch_id, concurrency)
         finally:
             done.set()
             if shown:
                 await shown
-    return batches, batch_id  # type: ignore[return-value]
+    return batches, batch_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sop_engine.datafile import convert_cell, parse_rows, row_inputs
+from sop_engine.datafile import convert_cell, parse_data, row_inputs
 from sop_engine.document import DocumentError, load_sop
 
 SOP = load_sop("""
@@ -24,10 +24,10 @@ steps:
 
 def test_csv_json_and_jsonl_give_the_same_rows():
     expected = [{"name": "Ada", "age": "36"}, {"name": "Alan", "age": "41"}]
-    assert parse_rows("name,age\nAda,36\nAlan,41\n", "rows.csv") == expected
-    assert parse_rows('[{"name": "Ada", "age": "36"}, {"name": "Alan", "age": "41"}]', "rows.json") == expected
-    assert parse_rows('{"name": "Ada", "age": "36"}\n\n{"name": "Alan", "age": "41"}\n', "rows.jsonl") == expected
-    assert parse_rows('{"name": "Ada", "age": "36"}\n{"name": "Alan", "age": "41"}', "") == expected
+    assert parse_data("name,age\nAda,36\nAlan,41\n", "rows.csv").rows == expected
+    assert parse_data('[{"name": "Ada", "age": "36"}, {"name": "Alan", "age": "41"}]', "rows.json").rows == expected
+    assert parse_data('{"name": "Ada", "age": "36"}\n\n{"name": "Alan", "age": "41"}\n', "rows.jsonl").rows == expected
+    assert parse_data('{"name": "Ada", "age": "36"}\n{"name": "Alan", "age": "41"}', "").rows == expected
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_csv_json_and_jsonl_give_the_same_rows():
 )
 def test_bad_data_files_are_refused(text, name, message):
     with pytest.raises(DocumentError) as caught:
-        parse_rows(text, name)
+        parse_data(text, name)
     assert message in str(caught.value)
 
 
@@ -101,12 +101,12 @@ def test_a_row_that_does_not_fit_is_invalid_with_the_reason():
         ('[{"a": NaN}]', "rows.json", "rows.json: not valid JSON: NaN is not a JSON value"),
         ('[{"a": "\\ud800"}]', "rows.json", "rows.json: the file[0]['a'] holds text that cannot be encoded"),
         ("name\nAda\ud800\n", "rows.csv", "rows.csv: the file holds text that cannot be encoded as UTF-8"),
-        ("name\n" + "x" * 200_000 + "\n", "rows.csv", "rows.csv: not valid CSV: field larger than field limit"),
+        ("name\n" + "x" * 200_000 + "\n", "rows.csv", "rows.csv line 2: not valid CSV: field larger than field limit"),
     ],
 )
 def test_hostile_data_files_are_refused(text, name, message):
     with pytest.raises(DocumentError) as caught:
-        parse_rows(text, name)
+        parse_data(text, name)
     assert str(caught.value).startswith(message)
 
 

@@ -18,9 +18,13 @@ from .state import state_of
 templates = Jinja2Templates(directory=str(asset_dir("templates")))
 
 
-def _page(request: Request, name: str, **context: object) -> Response:
+def _page(request: Request, name: str, status: int = 200, **context: object) -> Response:
     user = getattr(request.state, "user", None)
-    return templates.TemplateResponse(request, name, {"who": user.name if user else None, **context})
+    return templates.TemplateResponse(request, name, {"who": user.name if user else None, **context}, status)
+
+
+def _missing(request: Request, what: str) -> Response:
+    return _page(request, "missing.html", 404, what=what)
 
 
 async def sops_page(request: Request) -> Response:
@@ -32,7 +36,7 @@ async def sop_page(request: Request) -> Response:
     state = state_of(request)
     row = await state.db.document(request.path_params["sop_id"])
     if row is None:
-        return _page(request, "missing.html", what=f"SOP {request.path_params['sop_id']}")
+        return _missing(request, f"SOP {request.path_params['sop_id']}")
     return _page(request, "sop.html", sop=document_json(row, await off_loop(state.pool.document, row.id)))
 
 
@@ -43,7 +47,7 @@ async def runs_page(request: Request) -> Response:
 async def run_page(request: Request) -> Response:
     run = await state_of(request).db.run(request.path_params["run_id"])
     if run is None:
-        return _page(request, "missing.html", what=f"run {request.path_params['run_id']}")
+        return _missing(request, f"run {request.path_params['run_id']}")
     return _page(request, "run.html", run_id=run.id, sop_id=run.sop_id)
 
 
@@ -60,7 +64,7 @@ async def batch_page(request: Request) -> Response:
     state = state_of(request)
     batch_id = request.path_params["batch_id"]
     if await state.db.batch(batch_id) is None:
-        return _page(request, "missing.html", what=f"batch {batch_id}")
+        return _missing(request, f"batch {batch_id}")
     return _page(request, "batch.html", batch=await off_loop(state.batches.summary, batch_id))
 
 

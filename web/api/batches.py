@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from sop_engine import settings
 from sop_engine.batch import results_csv, results_jsonl
-from sop_engine.datafile import parse_rows, row_inputs
+from sop_engine.datafile import DataFile, check_columns, data_of_objects, fit_rows, parse_data
 from sop_engine.document import DocumentError
 
 from ..access import name_of, require_control
@@ -34,6 +34,7 @@ class BatchRequest(BaseModel):
     concurrency: int = Field(4, ge=1, le=64)
     priority: Literal["high", "normal", "low"] = "normal"
     version: int | None = Field(None, ge=1, le=2**62)
+    strict_columns: bool = False  # columns that match no input refuse the batch, not only warn
 
 
 def _bounded(rows: list[Any]) -> list[Any]:
@@ -44,25 +45,28 @@ def _bounded(rows: list[Any]) -> list[Any]:
     return rows
 
 
-async def _batch_request(request: Request) -> BatchRequest:
+async def _batch_request(request: Request) -> tuple[BatchRequest, DataFile]:
+    """The request, and its rows as a data file: a CSV upload's columns are its header, JSON rows' their keys."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         body = await json_body(request)
         if isinstance(body, dict) and isinstance(body.get("rows"), list):
             _bounded(body["rows"])
-        return model(BatchRequest, body)
+        batch = model(BatchRequest, body)
+        return batch, data_of_objects(batch.rows, "rows")
     text, filename = await upload_text(request)
     form = await request.form()
     try:
-        rows = _bounded(await off_loop(parse_rows, text, filename))
+        table = await off_loop(parse_data, text, filename)
     except DocumentError as exc:
         raise Invalid("the data file is not valid", problems=[p.as_dict() for p in exc.problems]) from None
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    checked(rows, "the data file")
+    checked(_bounded(table.rows), "the data file")
     mapping = dict(p.split("=", 1) for p in str(form.get("mapping", "")).split(",") if "=" in p)
-    fields = {k: form[k] for k in ("sop_id", "concurrency", "priority", "version") if form.get(k)}
+    named = ("sop_id", "concurrency", "priority", "version", "strict_columns")
+    fields = {k: form[k] for k in named if form.get(k)}
     inputs = parse_json(str(form["inputs"]), "the form field 'inputs'") if form.get("inputs") else {}
-    return model(BatchRequest, {**fields, "rows": rows, "mapping": mapping, "inputs": inputs})
+    return model(BatchRequest, {**fields, "rows": table.rows, "mapping": mapping, "inputs": inputs}), table
 
 
 @endpoint(
@@ -77,19 +81,16 @@ async def _batch_request(request: Request) -> BatchRequest:
 )
 async def create_batch(request: Request) -> Response:
     state = state_of(request)
-    body = await _batch_request(request)
+    body, table = await _batch_request(request)
     row = await state.db.document(body.sop_id, body.version)
     if row is None:
         raise NotFound(f"no SOP {body.sop_id}")
     loaded = await off_loop(state.pool.document, row.id)
-    unknown = sorted(set(body.mapping.values()) - set(loaded.sop.inputs))
-    if unknown:
-        raise Invalid(f"mapping names {', '.join(unknown)}, which the SOP does not declare as inputs")
-
-    def inputs() -> list[Any]:
-        return [row_inputs(loaded.sop, n, cells, body.mapping, body.inputs) for n, cells in enumerate(body.rows, 1)]
-
-    rows = await off_loop(inputs)
+    try:
+        warnings = check_columns(loaded.sop, table, body.mapping, body.inputs, body.strict_columns)
+    except DocumentError as exc:
+        raise Invalid("the rows do not fit the SOP", problems=[p.as_dict() for p in exc.problems]) from None
+    rows = await off_loop(fit_rows, loaded.sop, table, body.mapping, body.inputs)
     batch = await off_loop(
         state.batches.create,
         loaded,
@@ -100,7 +101,7 @@ async def create_batch(request: Request) -> Response:
         created_by=name_of(request),
     )
     state.pool.wake()
-    return Json(await off_loop(state.batches.summary, batch.id), status_code=201)
+    return Json({**await off_loop(state.batches.summary, batch.id), "warnings": warnings}, status_code=201)
 
 
 async def _batch(request: Request) -> tuple[ServerState, Any]:

@@ -1,0 +1,121 @@
+"""A data file's columns against the SOP's inputs, ragged and broken CSV with the lines an editor shows, and
+the bytes of a file read as text."""
+
+from __future__ import annotations
+
+import pytest
+
+from sop_engine.datafile import check_columns, data_of_objects, fit_rows, parse_data
+from sop_engine.decoding import Undecodable, decode
+from sop_engine.document import DocumentError, load_sop
+
+SOP = load_sop("""
+sop: 1
+id: signup
+inputs:
+  name: {type: string}
+  email: {type: string}
+  plan: {type: string, default: free}
+steps:
+  - {id: a, action: log, message: hi}
+""").sop
+
+
+def problems(data_text: str, name: str = "d.csv", mapping=None, fixed=None, strict=False) -> list[str]:
+    with pytest.raises(DocumentError) as caught:
+        check_columns(SOP, parse_data(data_text, name), mapping or {}, fixed or {}, strict)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_a_required_input_no_column_supplies_names_it_and_the_unmatched_columns():
+    assert problems("fullname,email,plan\nAda,a@x,pro\n") == [
+        "d.csv: input 'name' is required but no column supplies it; columns that match no input: fullname"
+    ]
+    assert problems("plan\npro\n") == [
+        "d.csv: inputs 'name', 'email' are required but no column supplies them (its columns: plan)"
+    ]
+
+
+def test_mapped_columns_and_fixed_inputs_supply_inputs():
+    data = parse_data("fullname,plan,note\nAda,pro,hi\n", "d.csv")
+    warnings = check_columns(SOP, data, {"fullname": "name"}, {"email": "a@x"})
+    assert warnings == ["columns that match no input: note"]
+    [row] = fit_rows(SOP, data, {"fullname": "name"}, {"email": "a@x"})
+    assert row.inputs == {"name": "Ada", "email": "a@x", "plan": "pro"}
+
+
+def test_unknown_columns_are_a_warning_and_with_strict_a_problem():
+    text = "name,email,colour\nAda,a@x,red\n"
+    assert check_columns(SOP, parse_data(text, "d.csv"), {}, {}) == ["columns that match no input: colour"]
+    assert problems(text, strict=True) == ["d.csv: columns that match no input: colour"]
+    unused = check_columns(SOP, parse_data("name,email\nA,B\n", "d.csv"), {"mail": "email"}, {})
+    assert unused == ["the mapping names columns the file does not have: mail"]
+
+
+def test_a_mapping_or_fixed_input_that_names_no_input_is_a_problem():
+    said = problems("name,email\nA,B\n", mapping={"nick": "fullname"}, fixed={"colour": "red"})
+    assert said == [
+        "mapping: 'fullname': not an input of this SOP (its inputs: name, email, plan)",
+        "inputs: 'colour': not an input of this SOP (its inputs: name, email, plan)",
+    ]
+
+
+def test_json_columns_are_every_key_of_every_row():
+    data = data_of_objects([{"name": "A"}, {"email": "b", "x": 1}], "rows")
+    assert data.columns == ["name", "email", "x"]
+    assert check_columns(SOP, data, {}, {}) == ["columns that match no input: x"]
+
+
+def test_ragged_rows_are_invalid_with_their_line_counted_as_an_editor_shows_it():
+    text = 'name,email\n\nAda,"a@x\nsecond line"\nBob,b@x,extra\nCy\nDee,d@x\n'
+    data = parse_data(text, "d.csv")
+    rows = fit_rows(SOP, data, {}, {})
+    assert [r.number for r in rows] == [1, 2, 3, 4]
+    assert rows[0].inputs == {"name": "Ada", "email": "a@x\nsecond line", "plan": "free"}
+    assert rows[1].error == "line 5: 3 cells, but the header has 2 columns"
+    assert rows[2].error == "line 6: 1 cells, but the header has 2 columns"
+    assert rows[3].inputs is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('name,email\nAda,"a@x\nBob,b@x\n', 2),
+        ('name,email\nAda,"a\n""quoted"" still"\nBob,"b@x\n', 4),
+        ('name,email\nAda,a@x\nBob,"' + "x" * 200_000 + "\n", 3),  # over csv's field limit before the end
+    ],
+)
+def test_an_unclosed_quote_is_a_file_problem_naming_the_line_it_opens_on(text, line):
+    with pytest.raises(DocumentError) as caught:
+        parse_data(text, "d.csv")
+    assert str(caught.value) == f"d.csv line {line}: a quote opens here and is never closed"
+
+
+def test_text_after_a_closing_quote_names_its_line():
+    with pytest.raises(DocumentError) as caught:
+        parse_data('name,email\nAda,a@x\nBob,"b"x\n', "d.csv")
+    assert str(caught.value) == "d.csv line 3: not valid CSV: ',' expected after '\"'"
+
+
+def test_a_header_that_names_a_column_twice_is_refused():
+    with pytest.raises(DocumentError) as caught:
+        parse_data("name,email,name\nA,B,C\n", "d.csv")
+    assert str(caught.value) == "d.csv line 1: the header names 'name' more than once"
+
+
+def test_a_byte_order_mark_is_no_part_of_the_first_column():
+    text = decode("\ufeffname,email\nAda,a@x\n".encode("utf-8"))
+    assert parse_data(text, "d.csv").columns == ["name", "email"]
+    assert parse_data("\ufeffname,email\nAda,a@x\n", "d.csv").columns == ["name", "email"]  # an upload's text
+
+
+def test_bytes_in_another_encoding_are_named_by_offset_or_read_with_it():
+    raw = "name\nJosé\n".encode("cp1252")
+    with pytest.raises(Undecodable) as caught:
+        decode(raw)
+    assert str(caught.value).startswith("is not utf-8 text: the byte 0xe9 at offset 8 does not decode")
+    assert decode(raw, "cp1252") == "name\nJosé\n"
+    assert decode("name\n".encode("utf-16"), "utf-16") == "name\n"
+    for name in ("no-such-codec", "rot13"):
+        with pytest.raises(Undecodable, match=f"unknown encoding '{name}'"):
+            decode(b"", name)
