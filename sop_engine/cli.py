@@ -33,7 +33,7 @@ STRICT_HELP = "The server's network policy: only http(s) pages, no file: URLs, n
 JSON_ERRORS = "; a refusal is one JSON object {error, problems} (exit code 2)."
 RUN_JSON_HELP = "Print one JSON object instead of progress" + JSON_ERRORS
 BATCH_JSON_HELP = "Print the summary and results as JSON" + JSON_ERRORS
-STRICT_COLUMNS_HELP = "Refuse a data file with columns that match no input (else a warning)."
+STRICT_COLUMNS_HELP = "Refuse a data file with columns that match no input (else a warning); --strict does too."
 BROWSER_ARG_HELP = "A Chromium command-line flag, e.g. --browser-arg=--user-agent=Probe/1 (repeatable)."
 BrowserArgs = Annotated[list[str], typer.Option("--browser-arg", help=BROWSER_ARG_HELP)]
 
@@ -189,7 +189,7 @@ def batch(
         assert file is not None and data is not None
         loaded = load_file(file)
         fixed = given_inputs(input, None, {name: spec.type for name, spec in loaded.sop.inputs.items()})
-        new = NewBatch(loaded, read_rows(loaded, data, mapping, fixed, encoding, strict_columns), data)
+        new = NewBatch(loaded, read_rows(loaded, data, mapping, fixed, encoding, strict_columns or strict), data)
     browser = BrowserHost(headed=headed, extra_args=browser_arg)
     try:
         batches, batch_id = asyncio.run(

@@ -65,6 +65,8 @@ def test_a_batch_reads_the_encoding_it_is_given_and_warns_of_columns_that_match_
     (tmp_path / "d.csv").write_bytes("name,plan,colour\nJos\u00e9,pro,red\n".encode("cp1252"))
     strict = sop_engine("batch", "signup.yaml", "d.csv", "--encoding", "cp1252", "--strict-columns", cwd=tmp_path)
     assert strict.returncode == 2 and "d.csv: columns that match no input: colour" in strict.stderr
+    stricter = sop_engine("batch", "signup.yaml", "d.csv", "--encoding", "cp1252", "--strict", cwd=tmp_path)
+    assert stricter.returncode == 2 and "d.csv: columns that match no input: colour" in stricter.stderr
     result = sop_engine("batch", "signup.yaml", "d.csv", "--encoding", "cp1252", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "warning: d.csv: columns that match no input: colour" in result.stderr
