@@ -14,6 +14,7 @@ from sop_engine.document import DocumentError, load_sop, resolve_inputs
 from sop_engine.policy import NetworkPolicy
 from sop_engine.runner import Runner
 from sop_engine.states import RunStatus
+from tests.conftest import ServerProcess, post_sop, start_run, wait_run
 
 PASSWORD = "Vault-Door-5521"
 
@@ -167,3 +168,26 @@ def test_sop_browser_args_are_split_like_a_shell(monkeypatch: pytest.MonkeyPatch
     assert settings.current().browser_args == ("--lang=fr", "--disable-features=A,B", "--mute-audio")
     monkeypatch.delenv("SOP_BROWSER_ARGS")
     assert settings.current().browser_args == ()
+
+
+def test_the_server_starts_chromium_with_sop_browser_args(tmp_path):
+    server = ServerProcess(tmp_path / "data", concurrency=1, env={"SOP_BROWSER_ARGS": "--user-agent=SopServerProbe/2"})
+    server.start()
+    try:
+        with server.client() as api:
+            sop_id = post_sop(
+                api,
+                """
+sop: 1
+id: SOP_ID
+outputs: [agent]
+steps:
+  - {id: open, action: navigate, url: "/demo/index.html"}
+  - {id: read, action: evaluate, script: "() => navigator.userAgent", outputs: {agent: value}}
+""",
+                prefix="ua",
+            )
+            run = wait_run(api, start_run(api, sop_id), "completed")
+            assert run["outputs"] == {"agent": "SopServerProbe/2"}
+    finally:
+        server.stop()
