@@ -65,17 +65,6 @@ class BrowserOptions(_Strict):
         return given
 
 
-def proxy_refusal(options: BrowserOptions | None, filters_egress: bool) -> str | None:
-    """Why the document's proxy may not be used here: the egress guard's own proxy must see every connection
-    (a proxy behind it would hide where each one goes), so wherever the policy filters egress it is refused."""
-    if options is None or options.proxy is None or not filters_egress:
-        return None
-    return (
-        "browser.proxy: this server checks every connection of the browser through its own egress proxy, so a "
-        "document may not set a proxy of its own here"
-    )
-
-
 @dataclass
 class RunBrowser:
     """What a run's browser is made with, rendered once as the run starts."""
@@ -86,11 +75,10 @@ class RunBrowser:
     error: str | None = None  # why the run cannot start
 
 
-def run_browser(sop: Sop, inputs: dict[str, Any], tainted: frozenset[str], filters_egress: bool) -> RunBrowser:
+def run_browser(sop: Sop, inputs: dict[str, Any], tainted: frozenset[str]) -> RunBrowser:
     from .attempts import secret_parts  # the one rule of which rendered values carry a secret
 
     made = RunBrowser()
-    made.error = proxy_refusal(sop.browser, filters_egress)
     answer = sop.defaults.dialogs
     try:
         if sop.browser is not None:
@@ -102,6 +90,6 @@ def run_browser(sop: Sop, inputs: dict[str, Any], tainted: frozenset[str], filte
             made.secrets += secret_parts(answer.prompt, prompt, tainted)
             answer = DialogAnswer(accept=answer.accept, prompt=str(prompt))
     except ExpressionError as exc:
-        made.error = made.error or f"browser settings: {exc}"
+        made.error = f"browser settings: {exc}"
     made.dialogs = answer
     return made

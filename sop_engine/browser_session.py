@@ -122,7 +122,11 @@ class BrowserSession:
         if self._context is not None:
             with contextlib.suppress(Exception):
                 await self._context.close()
-        options = {**self.options, **(await self.guard.context_options() if self.guard is not None else {})}
+        options = dict(self.options)
+        if self.guard is not None:
+            if self.guard.proxy is not None and "proxy" in options:  # every connection is checked, then goes on
+                await self.guard.chain(options.pop("proxy"))
+            options.update(await self.guard.context_options())
         self._context = await self.host.new_context(storage_state=self._saved.get("storage") or None, **options)
         self._context.on("close", lambda _: setattr(self, "_lost", True))
         self._context.on("page", self._watch)

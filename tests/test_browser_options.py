@@ -3,10 +3,12 @@ once, a secret among them is never stored or told; a proxy is refused where the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -126,23 +128,98 @@ steps:
         assert PASSWORD.encode() not in path.read_bytes(), path
 
 
-async def test_a_proxy_is_refused_where_the_egress_guard_has_its_own(store, browser_host, site):
-    loaded = load_sop(
-        f"""
+class RecordingProxy:
+    """An http proxy on loopback, as a team's own would be: it records each request's line and credentials, then
+    forwards it (plain http only: the fixture site)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        line, *headers = head.decode("latin-1").split("\r\n")
+        auth = next((h.split(":", 1)[1].strip() for h in headers if h.lower().startswith("proxy-authorization")), None)
+        self.seen.append((line, auth))
+        method, target, version = line.split(" ", 2)
+        parts = urlsplit(target)
+        up_reader, up = await asyncio.open_connection(parts.hostname, parts.port)
+        kept = [h for h in headers if h and not h.lower().startswith(("proxy-", "connection"))]
+        lines = [f"{method} {parts.path or '/'} {version}", *kept, "Connection: close"]
+        up.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        writer.write(await up_reader.read())
+        await writer.drain()
+        up.close()
+        writer.close()
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def run_strict(store, browser_host, text: str, inputs: dict | None = None):
+    loaded = load_sop(text)
+    resolved = resolve_inputs(loaded.sop, inputs or {})
+    runner = Runner(store, browser_host, policy=NetworkPolicy.for_cli(strict=True))
+    return await runner.execute((await runner.create_run(loaded, resolved)).id, loaded, resolved)
+
+
+async def test_the_documents_proxy_goes_behind_the_egress_checks(store, browser_host, site, data_dir):
+    """Every connection is checked by the policy first, then goes on through the SOP's own proxy, with its
+    credentials (a secret input); the policy still refuses what it refuses."""
+    proxy = RecordingProxy()
+    address = await proxy.start()
+    try:
+        outcome = await run_strict(
+            store,
+            browser_host,
+            f"""
 sop: 1
 id: proxied
+inputs: {{proxy_password: {{type: string, secret: true}}}}
+outputs: [status]
 browser:
-  proxy: {{server: "http://127.0.0.1:3128"}}
+  proxy: {{server: "{address}", username: team, password: "{{{{ proxy_password }}}}"}}
+steps:
+  - {{id: open, action: navigate, url: "{site}settings.html", outputs: [status]}}
+  - {{id: file, action: navigate, url: "file:///etc/hostname", on_error: continue}}
+""",
+            {"proxy_password": "pr0xy-Secret"},
+        )
+    finally:
+        await proxy.close()
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    assert outcome.outputs == {"status": 200}
+    expected = "Basic " + base64.b64encode(b"team:pr0xy-Secret").decode()
+    assert (f"GET {site}settings.html HTTP/1.1", expected) in proxy.seen
+    refused = next(row for row in store.steps(outcome.run_id) if row.key == "file")
+    assert (refused.status, refused.error["kind"]) == ("failed", "policy")
+    for path in data_dir.glob("sop.db*"):
+        assert b"pr0xy-Secret" not in path.read_bytes()
+
+
+async def test_a_proxy_at_an_address_the_policy_refuses_is_never_used(store, browser_host, site):
+    outcome = await run_strict(
+        store,
+        browser_host,
+        f"""
+sop: 1
+id: proxied-badly
+browser:
+  proxy: {{server: "http://169.254.169.254:3128"}}
 steps:
   - {{id: open, action: navigate, url: "{site}settings.html"}}
-"""
+""",
     )
-    runner = Runner(store, browser_host, policy=NetworkPolicy.for_cli(strict=True))
-    inputs = resolve_inputs(loaded.sop, {})
-    outcome = await runner.execute((await runner.create_run(loaded, inputs)).id, loaded, inputs)
     assert outcome.status == RunStatus.FAILED
-    assert outcome.error.startswith("browser.proxy: this server checks every connection of the browser")
-    assert not [row for row in store.steps(outcome.run_id) if row.status != "pending"]  # nothing ran
+    error = next(row for row in store.steps(outcome.run_id) if row.key == "open").error
+    assert error["kind"] == "policy"
+    assert error["message"].startswith("browser.proxy: ") and "169.254.169.254" in error["message"]
 
 
 @pytest.mark.parametrize(

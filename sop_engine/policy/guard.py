@@ -16,7 +16,7 @@ from weakref import WeakKeyDictionary, WeakSet
 from playwright.async_api import BrowserContext, Frame, Page, Route, WebSocketRoute
 
 from .network import NetworkPolicy, PolicyError
-from .proxy import EgressProxy
+from .proxy import EgressProxy, upstream_of
 
 CLEAN_UP_SECONDS = 10.0
 _guards: WeakKeyDictionary[Page, BrowserGuard] = WeakKeyDictionary()
@@ -40,6 +40,12 @@ class BrowserGuard:
         self._violations: WeakKeyDictionary[Page, _Violation] = WeakKeyDictionary()
         self._watched: WeakSet[Page] = WeakSet()
         self._cleaning: set[asyncio.Task[None]] = set()
+
+    async def chain(self, proxy: dict[str, str]) -> None:
+        """The SOP's own proxy (`browser.proxy`) behind this guard's: checked connections go on through it.
+        Raises PolicyError when the policy does not allow its address."""
+        assert self.proxy is not None
+        self.proxy.upstream = await upstream_of(self.policy, proxy)
 
     async def context_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"service_workers": "block"}  # a service worker's requests skip the route

@@ -1,13 +1,17 @@
 """A small HTTP proxy on loopback, one per browser context that has egress rules: Chromium sends it every
 request, redirects, WebSockets and all, and it connects only to addresses the policy checked (the route
 handler never sees a redirect; the proxy sees each hop). Plain http is forwarded one request per connection;
-https and WebSockets over TLS pass through a CONNECT tunnel untouched."""
+https and WebSockets over TLS pass through a CONNECT tunnel untouched. When the SOP names a proxy of its own
+(`browser.proxy`), each checked connection goes on through it (`Upstream`): the policy still sees, and
+decides, every destination."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .network import NetworkPolicy, PolicyError
@@ -20,10 +24,52 @@ DENIED_HEADER = "X-Egress-Denied"  # on the refusal the proxy answers in place o
 _DROP = {"proxy-connection", "proxy-authorization", "connection", "keep-alive"}
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """The SOP's own proxy, which checked connections go on through (its address is checked when it is set)."""
+
+    host: str
+    port: int
+    addresses: tuple[Address, ...]
+    authorization: str | None = None  # the Proxy-Authorization header's value
+    bypass: tuple[str, ...] = ()  # hosts reached directly: `example.com`, `.example.com`, `*.example.com`
+
+    def bypassed(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        for entry in self.bypass:
+            entry = entry.lower().lstrip("*")
+            if host == entry.lstrip(".") or (entry.startswith(".") and host.endswith(entry)):
+                return True
+        return False
+
+
+async def upstream_of(policy: NetworkPolicy, proxy: dict[str, str]) -> Upstream:
+    """A document's `browser.proxy` ({server, username, password, bypass}) checked against the policy: an http
+    proxy at an address the policy allows. Raises PolicyError saying why not."""
+    server = str(proxy.get("server", ""))
+    parsed = urlsplit(server if "://" in server else f"http://{server}")
+    if parsed.scheme != "http" or not parsed.hostname:
+        raise PolicyError(f"browser.proxy: {server!r}: behind this server's egress checks, a proxy is http://host:port")
+    port = parsed.port or 80
+    try:
+        addresses = await policy.connect_addresses(parsed.hostname, port)
+    except PolicyError as exc:
+        raise PolicyError(f"browser.proxy: {exc.message}") from None
+    except OSError as exc:
+        raise PolicyError(f"browser.proxy: {parsed.hostname} did not resolve ({exc})") from None
+    authorization = None
+    if proxy.get("username") is not None:
+        pair = f"{proxy['username']}:{proxy.get('password') or ''}".encode()
+        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+    bypass = tuple(p.strip() for p in str(proxy.get("bypass") or "").split(",") if p.strip())
+    return Upstream(parsed.hostname, port, tuple(addresses), authorization, bypass)
+
+
 class EgressProxy:
     def __init__(self, policy: NetworkPolicy, on_denied: Callable[[PolicyError], None]) -> None:
         self.policy = policy
         self.on_denied = on_denied
+        self.upstream: Upstream | None = None
         self._server: asyncio.Server | None = None
         self._verdicts: dict[tuple[str, int], list[Address] | PolicyError] = {}  # for the context's life
         self._tasks: set[asyncio.Task[None]] = set()
@@ -75,10 +121,19 @@ class EgressProxy:
             return
         except (BadUrl, OSError):
             return  # an address nobody can reach: the browser reports a network error
-        upstream_reader, upstream = await _connect(addresses, port)
+        via = self.upstream if self.upstream is not None and not self.upstream.bypassed(host) else None
+        if via is None:
+            upstream_reader, upstream = await _connect(addresses, port)
+        else:
+            upstream_reader, upstream = await _connect(list(via.addresses), via.port)
         try:
+            if tunnel and via is not None and not await _tunnel_through(via, target, upstream_reader, upstream):
+                writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
             if tunnel:
                 writer.write(f"{version} 200 Connection Established\r\n\r\n".encode("latin-1"))
+            elif via is not None:
+                upstream.write(_absolute_form(method, target, version, headers, via.authorization))
             else:
                 upstream.write(_origin_form(method, target, version, headers))
             await _relay(reader, writer, upstream_reader, upstream)
@@ -132,6 +187,33 @@ def _origin_form(method: str, target: str, version: str, headers: str) -> bytes:
         lines.append(header)
     lines.append("Connection: Upgrade" if upgrade else "Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _absolute_form(method: str, target: str, version: str, headers: str, authorization: str | None) -> bytes:
+    """The request as a proxy expects it: `GET http://host/path`, with the SOP's proxy credentials."""
+    lines = [f"{method} {target} {version}"]
+    for header in headers.split("\r\n"):
+        name = header.partition(":")[0].strip().lower()
+        if header and name not in _DROP:
+            lines.append(header)
+    if authorization:
+        lines.append(f"Proxy-Authorization: {authorization}")
+    lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _tunnel_through(
+    via: Upstream, target: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> bool:
+    """Asks the SOP's proxy for a tunnel to `target`; True when it opened one."""
+    lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}"]
+    if via.authorization:
+        lines.append(f"Proxy-Authorization: {via.authorization}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CONNECT_SECONDS)
+    status = head.split(b" ", 2)[1] if head.count(b" ") >= 1 else b""
+    return status == b"200"
 
 
 async def _refuse(writer: asyncio.StreamWriter, error: PolicyError) -> None:

@@ -108,7 +108,7 @@ class Execution(Flow, Leaf, People, Restart):
         self._passed_breakpoints: set[str] = set()
         saved = stored.checkpoint
         checkpoint = {"key": saved.key, "tabs": saved.tabs, "storage": saved.storage} if saved else None
-        made = run_browser(self.sop, inputs, self.tainted, self.policy.filters_egress)
+        made = run_browser(self.sop, inputs, self.tainted)
         for value in made.secrets:
             self.hide(value)
         self._start_error = made.error
