@@ -15,7 +15,7 @@ _EXACT = ("role", "label", "placeholder", "text", "alt", "title")
 
 
 class LocatorSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
     role: str | None = None
     name: str | None = None  # the accessible name, with role

@@ -3,7 +3,8 @@ rule that makes every field of an action a possible template."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -17,7 +18,8 @@ ErrorPolicy = Literal["fail", "continue", "pause"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # a number where text is wanted is its text: `value: 555`, or `message: "{{ index }}"` once rendered
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, coerce_numbers_to_str=True)
 
 
 class RetrySpec(Strict):
@@ -147,11 +149,29 @@ class Step(Strict):
         """This step with its rendered fields, each checked against its type (a ValidationError says which is
         wrong): what a template gave must be what the field takes, not another template."""
         data = {name: getattr(self, name) for name in self.model_fields_set}
-        data.update(fields)
+        texts = self.text_fields()
+        data.update({k: str(v) if k in texts and isinstance(v, bool) else v for k, v in fields.items()})
         return type(self).model_validate(data, context=rendered_context())
+
+    @classmethod
+    def text_fields(cls) -> frozenset[str]:
+        """The fields that take text only: a true/false a template gives there is its text, as inside a longer
+        text (`"{{ ok }}"` gives "True", like `"ok: {{ ok }}"` gives "ok: True")."""
+        found = cls.__dict__.get("_text_fields")
+        if found is None:
+            found = frozenset(n for n, f in cls.model_fields.items() if _is_text(f.annotation))
+            cls._text_fields = found  # type: ignore[attr-defined]
+        return found
 
     def children(self) -> list[list[Step]]:
         return []
+
+
+def _is_text(annotation: Any) -> bool:
+    """`str` or `str | None`."""
+    if annotation is str:
+        return True
+    return get_origin(annotation) in (Union, UnionType) and set(get_args(annotation)) == {str, type(None)}
 
 
 def as_written(value: Any) -> Any:
