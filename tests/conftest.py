@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from sop_engine.events import Event
 from sop_engine.runner import Runner, RunOutcome
 from sop_engine.static_site import serve_folder
 from sop_engine.store import Store
+from tests.loopback import LoopbackServer, Reply, Request, json_reply
 
 ROOT = Path(__file__).resolve().parent.parent
 SITES = ROOT / "fixtures" / "sites"
@@ -279,36 +279,19 @@ class Gate:
         self.called = threading.Event()
         self.open = threading.Event()
         self.calls = 0
-        gate = self
+        self.server = LoopbackServer(self._answer)
+        self.url = f"{self.server.url}/wait"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                gate.calls += 1
-                if gate.calls == 1:
-                    gate.called.set()
-                    gate.open.wait(120)
-                body = b'{"ok": true}'
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:  # the caller was killed meanwhile
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/wait"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, request: Request) -> Reply:
+        self.calls += 1
+        if self.calls == 1:
+            self.called.set()
+            self.open.wait(120)
+        return json_reply({"ok": True})
 
     def close(self) -> None:
         self.open.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,6 +15,7 @@ from sop_engine.policy import NetworkPolicy
 from sop_engine.runner import Runner
 from sop_engine.states import RunStatus
 from tests.conftest import ServerProcess, post_sop, start_run, wait_run
+from tests.loopback import LoopbackServer, Reply, Request, html_reply
 
 PASSWORD = "Vault-Door-5521"
 
@@ -25,37 +24,22 @@ class Guarded:
     """A loopback page that wants basic credentials (ada / PASSWORD) and an X-Team header."""
 
     def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                wanted = "Basic " + base64.b64encode(f"ada:{PASSWORD}".encode()).decode()
-                if self.headers.get("Authorization") != wanted:
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate", 'Basic realm="orders"')
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body = f"<p id=team>{self.headers.get('X-Team', 'none')}</p>".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        self.server = LoopbackServer(self._answer)
+        self.url = f"{self.server.url}/orders"
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/orders"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @staticmethod
+    def _answer(request: Request) -> Reply:
+        wanted = "Basic " + base64.b64encode(f"ada:{PASSWORD}".encode()).decode()
+        if request.headers.get("Authorization") != wanted:
+            return Reply(401, headers={"WWW-Authenticate": 'Basic realm="orders"'})
+        return html_reply(f"<p id=team>{request.headers.get('X-Team', 'none')}</p>")
 
 
 @pytest.fixture
 def guarded() -> Iterator[Guarded]:
     made = Guarded()
-    yield made
-    made.server.shutdown()
-    made.server.server_close()
+    with made.server:
+        yield made
 
 
 _SEEN = """async () => ({

@@ -9,13 +9,10 @@ only worker, or running a step that waits on a loopback endpoint until the test 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 
 import pytest
@@ -24,6 +21,7 @@ from hypothesis import strategies as st
 
 from sop_engine.states import _RUN_MOVES, _STEP_MOVES, RunStatus, StepStatus
 from tests.conftest import ServerProcess, post_sop, start_run, wait_for
+from tests.loopback import LoopbackServer, Reply, Request, json_reply
 
 TERMINAL = {"completed", "failed", "cancelled"}
 GATES = {"gate", "wait"}  # steps that wait on the loopback endpoint until the test lets them answer
@@ -69,37 +67,23 @@ class Loopback:
         self.lock = threading.Lock()
         self.held: dict[str, list[threading.Event]] = {}
         self.failures: dict[str, int] = {}
-        endpoint = self
+        self.server = LoopbackServer(self._answer)
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                _, token, kind = self.path.split("/")
-                status = 200
-                if kind == "gate":
-                    answer = threading.Event()
-                    with endpoint.lock:
-                        endpoint.held.setdefault(token, []).append(answer)
-                    answer.wait(120)
-                else:
-                    with endpoint.lock:
-                        left = endpoint.failures.get(token, 0)
-                        endpoint.failures[token] = max(left - 1, 0)
-                    status = 500 if left else 200
-                body = json.dumps({"ok": status == 200}).encode()
-                with contextlib.suppress(OSError):  # the step was cancelled: nobody reads the answer
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, request: Request) -> Reply:
+        _, token, kind = request.path.split("/")
+        status = 200
+        if kind == "gate":
+            answer = threading.Event()
+            with self.lock:
+                self.held.setdefault(token, []).append(answer)
+            answer.wait(120)
+        else:
+            with self.lock:
+                left = self.failures.get(token, 0)
+                self.failures[token] = max(left - 1, 0)
+            status = 500 if left else 200
+        return json_reply({"ok": status == 200}, status)  # unread when the step was cancelled meanwhile
 
     def waiting(self, token: str) -> int:
         with self.lock:
@@ -457,8 +441,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def loopback() -> Iterator[Loopback]:
     endpoint = Loopback()
-    yield endpoint
-    endpoint.server.shutdown()
+    with endpoint.server:
+        yield endpoint
 
 
 PAUSED_AT_MAKE = FixtureSop(False, None, 0, False, ("make",), False)  # rows: first (completed), make, use, nap

@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -21,6 +20,7 @@ from sop_engine.document import load_sop
 from sop_engine.runner import Runner
 from sop_engine.states import RunStatus
 from tests.conftest import ServerProcess, post_sop, start_run, wait_for, wait_run
+from tests.loopback import LoopbackServer, Reply, Request, html_reply
 
 ITEMS = ["a", "b", "c", "d", "e", "f"]
 
@@ -32,57 +32,39 @@ class CountingSite:
     def __init__(self) -> None:
         self.submissions: Counter[str] = Counter()
         self.slow_calls: Counter[str] = Counter()
-        site = self
+        self.server = LoopbackServer(self._answer)
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def _page(self, body: str, status: int = 200) -> None:
-                data = f"<!doctype html><html><body>{body}</body></html>".encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def _answer(self, request: Request) -> Reply:
+        if request.method == "POST":
+            tag = parse_qs(request.body.decode()).get("tag", [""])[0]
+            self.submissions[tag] += 1
+            return Reply(303, headers={"Location": f"/done?tag={tag}"})
+        url = urlparse(request.path)
+        query = parse_qs(url.query)
+        if url.path == "/wizard":
+            return _page(
+                '<form method="post" action="/submit"><input id="tag" name="tag">'
+                '<button id="go" type="submit">Go</button></form>'
+            )
+        if url.path == "/done":
+            return _page(f'<p id="done">{query.get("tag", [""])[0]}</p>')
+        if url.path == "/slow":
+            self.slow_calls[query.get("tag", [""])[0]] += 1
+            time.sleep(4)  # a slow payment on the site's side, so that a kill lands while it is in flight
+            return _page("<p>paid</p>")
+        return _page("not here", 404)
 
-            def do_GET(self) -> None:  # noqa: N802
-                url = urlparse(self.path)
-                query = parse_qs(url.query)
-                if url.path == "/wizard":
-                    self._page(
-                        '<form method="post" action="/submit"><input id="tag" name="tag">'
-                        '<button id="go" type="submit">Go</button></form>'
-                    )
-                elif url.path == "/done":
-                    self._page(f'<p id="done">{query.get("tag", [""])[0]}</p>')
-                elif url.path == "/slow":
-                    site.slow_calls[query.get("tag", [""])[0]] += 1
-                    time.sleep(4)
-                    self._page("<p>paid</p>")
-                else:
-                    self._page("not here", 404)
 
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length", 0))
-                tag = parse_qs(self.rfile.read(length).decode()).get("tag", [""])[0]
-                site.submissions[tag] += 1
-                self.send_response(303)
-                self.send_header("Location", f"/done?tag={tag}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+def _page(body: str, status: int = 200) -> Reply:
+    return html_reply(f"<!doctype html><html><body>{body}</body></html>", status)
 
 
 @pytest.fixture
 def site_counter():
     site = CountingSite()
-    yield site
-    site.server.shutdown()
+    with site.server:
+        yield site
 
 
 SUBMIT_ALL = """

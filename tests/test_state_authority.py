@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from sop_engine.document import load_sop
 from sop_engine.states import ClaimLost, TransitionError
 from sop_engine.store import RunHeld, Store
 from tests.conftest import SOPS, Gate, ServerProcess, post_sop, start_run, wait_for, wait_run
+from tests.loopback import LoopbackServer, Reply, Request, json_reply
 
 
 def cli(data: Path, *args: str, cwd: Path | None = None) -> list[str]:
@@ -329,26 +329,13 @@ class Counting:
 
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
-        counting = self
+        self.server = LoopbackServer(self._answer)
+        self.url = f"{self.server.url}/n"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                n = self.path.rsplit("=", 1)[-1]
-                counting.hits[n] += 1
-                body = json.dumps({"value": int(n) * 10 + counting.hits[n]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/n"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, request: Request) -> Reply:
+        n = request.path.rsplit("=", 1)[-1]
+        self.hits[n] += 1
+        return json_reply({"value": int(n) * 10 + self.hits[n]})
 
 
 def test_rerun_of_one_loop_iteration_runs_that_iteration_and_what_reads_the_collect(api: Any):
@@ -391,8 +378,7 @@ steps:
             "each[0].ask": 1, "each[1].ask": 2, "each[2].ask": 1, "each": 2, "sum": 2, "other": 1,
         }  # fmt: skip
     finally:
-        counting.server.shutdown()
-        counting.server.server_close()
+        counting.server.close()
 
 
 def test_progress_counts_a_loops_iterations_before_they_expand(api: Any, gate: Gate):

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from tests.conftest import ALICE, post_sop, start_run, wait_for, wait_run
+from tests.loopback import LoopbackServer, Reply, Request, json_reply
 
 STEPS = """
 sop: 1
@@ -32,31 +29,19 @@ class Switch:
     def __init__(self) -> None:
         self.status = 500
         self.hits = 0
-        switch = self
+        self.server = LoopbackServer(self._answer)
+        self.url = f"{self.server.url}/"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                switch.hits += 1
-                body = json.dumps({"hits": switch.hits}).encode()
-                self.send_response(switch.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, request: Request) -> Reply:
+        self.hits += 1
+        return json_reply({"hits": self.hits}, self.status)
 
 
 @pytest.fixture
 def switch():
     endpoint = Switch()
-    yield endpoint
-    endpoint.server.shutdown()
+    with endpoint.server:
+        yield endpoint
 
 
 def test_pause_stops_after_the_step_in_flight_and_resume_goes_on(api, gate):

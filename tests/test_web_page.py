@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from playwright.async_api import Page, expect
 
 from tests.conftest import post_sop, sign_in, wait_for
+from tests.loopback import LoopbackServer, Reply, Request
 
 expect.set_options(timeout=15000)  # a state the page reaches: on a busy machine a run may take seconds
 
@@ -31,30 +31,20 @@ class Hold:
     """A loopback URL whose answer waits until the test lets it go: a step that lasts as long as the test needs."""
 
     def __init__(self) -> None:
-        released = self.released = threading.Event()
+        self.released = threading.Event()
+        self.server = LoopbackServer(self._answer)
+        self.url = f"{self.server.url}/hold"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                released.wait(60)
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hold"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, request: Request) -> Reply:
+        self.released.wait(60)
+        return Reply(200, b"ok")
 
     def release(self) -> None:
         self.released.set()
 
     def close(self) -> None:
         self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
