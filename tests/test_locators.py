@@ -290,3 +290,16 @@ steps:
 """)
     assert outcome.status == RunStatus.FAILED
     assert outcome.outputs == {"first": "kept", "second": None}
+
+
+async def test_a_number_or_a_boolean_given_for_text_is_its_text(run_sop, recorder):
+    outcome = await run_sop("""
+sop: 1
+id: as-text
+inputs: {n: {type: integer, default: 4}, ok: {type: boolean, default: true}}
+steps:
+  - {id: number, action: log, message: "{{ n }}", inputs: [n]}
+  - {id: truth, action: log, message: "{{ ok }}", inputs: [ok]}
+""")
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    assert [e.data["message"] for e in recorder.of("log") if e.run_id == outcome.run_id] == ["4", "True"]
