@@ -4,6 +4,7 @@ evaluate."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Any
 
@@ -12,6 +13,7 @@ from playwright.async_api import Page, expect
 
 from ..errors import ErrorKind, StepError
 from ..expressions import evaluate_condition
+from ..limits import LimitError, ParseError, load_json
 from ..policy import NetworkPolicy, PolicyError
 from ..policy.guard import guard_of
 from ..steps import Assert, Evaluate, Extract, Screenshot, Scroll, Wait
@@ -66,8 +68,35 @@ _EXTRACT_JS = """(els, a) => {
       out.rows = body.map(tr => Object.fromEntries([...tr.children].map((c, i) => [head[i] ?? String(i), txt(c)])));
     }
   }
-  return out;
+  const text = JSON.stringify(out);  // one bounded text, not a value graph for the engine to take apart
+  return text.length > a.limit ? {too_big: text.length} : text;
 }"""
+RESULT_MAX_CHARS = 10 * 1024 * 1024  # JSON text a page may hand back to one step (extract, evaluate)
+_AS_JSON = """(value, limit) => {
+  let text;
+  try { text = JSON.stringify(value === undefined ? null : value); }
+  catch (e) { return {problem: 'is not JSON data (' + String(e && e.message || e).split('\\n')[0] + ')'}; }
+  if (text === undefined) return {problem: 'is not JSON data (a function or a symbol)'};
+  if (text.length > limit) return {too_big: text.length};
+  return text;
+}"""
+
+
+def from_page(got: Any, what: str) -> Any:
+    """A page's answer, JSON text bounded in the page (a window, a DOM node, a 1 GB string never reach Python)."""
+    if isinstance(got, dict) and "too_big" in got:
+        raise StepError(
+            ErrorKind.ACTION,
+            f"{what}: the result is {got['too_big']} characters of JSON, over the limit of {RESULT_MAX_CHARS}",
+        )
+    if isinstance(got, dict) and "problem" in got:
+        raise StepError(ErrorKind.ACTION, f"{what}: the result {got['problem']}")
+    try:
+        return load_json(str(got), "the result")
+    except (ParseError, LimitError) as exc:
+        raise StepError(ErrorKind.ACTION, f"{what}: the result: {exc}") from None
+
+
 _RESULT_FIELD = re.compile(r"result\s*(?:\.\s*(\w+)|\[\s*['\"](\w+)['\"]\s*\])")
 _EXTRACT_FIELDS = {"text", "texts", "count", "value", "values", "html", "attr", "attrs", "rows"}
 
@@ -89,9 +118,9 @@ async def extract(step: Extract, f: dict[str, Any], ctx: ActionContext) -> dict[
     async with translated(page, f"extract {shown(f)}", locator, ctx.timeout, shown(f)):
         if not step.optional:
             await locator.first.wait_for(state="attached", timeout=_ms(ctx.timeout))
-        return await locator.evaluate_all(
-            _EXTRACT_JS, {"fields": sorted(extract_fields(step)), "attribute": step.attribute}
-        )
+        wanted = {"fields": sorted(extract_fields(step)), "attribute": step.attribute, "limit": RESULT_MAX_CHARS}
+        got = await locator.evaluate_all(_EXTRACT_JS, wanted)
+    return from_page(got, f"extract {shown(f)}")
 
 
 async def assert_(step: Assert, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
@@ -191,7 +220,13 @@ async def evaluate(step: Evaluate, f: dict[str, Any], ctx: ActionContext) -> dic
     page = await ctx.page()
     async with translated(page, "evaluate" + (f" in frame {shown(f)}" if f["frame"] else ""), None, ctx.timeout):
         scope = await frame_of(page, f["frame"], _ms(ctx.timeout))
-        value = await asyncio.wait_for(scope.evaluate(f["script"], f["arg"]), ctx.timeout)
+        handle = await asyncio.wait_for(scope.evaluate_handle(f["script"], f["arg"]), ctx.timeout)
+        try:
+            got = await asyncio.wait_for(handle.evaluate(_AS_JSON, RESULT_MAX_CHARS), ctx.timeout)
+        finally:
+            with contextlib.suppress(PlaywrightError):
+                await handle.dispose()
+    value = from_page(got, "evaluate")
     return {"value": value, "json": value}
 
 
