@@ -11,19 +11,27 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
 
+MAX_SECONDS = 24 * 24 * 3600.0  # 24 days: a browser's timers (and Playwright's timeouts) stop at 2**31 ms
+
+
 def parse_duration(value: Any) -> float:
     """Seconds for a duration; raises ValueError with the accepted forms."""
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or text like 500ms, 2s, 1m")
+    seconds: float | None = None
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
-    if isinstance(value, str):
+        seconds = float(value)
+    elif isinstance(value, str):
         match = _PATTERN.match(value)
         if match:
-            return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    raise ValueError(f"{value!r} is not a duration (write 500ms, 2s, 1m, or a number of seconds)")
+            seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if seconds is None or seconds != seconds:  # NaN
+        raise ValueError(f"{value!r} is not a duration (write 500ms, 2s, 1m, or a number of seconds)")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{value!r} is longer than 24 days, the longest a duration can be")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -85,3 +85,11 @@ def test_duration_field_reports_the_accepted_forms():
     [error] = caught.value.errors()
     assert error["loc"] == ("timeout",)
     assert error["msg"] == ("Value error, 'later' is not a duration (write 500ms, 2s, 1m, or a number of seconds)")
+
+
+@pytest.mark.parametrize("value", ["1000000000h", 1e300, "50000m"])
+def test_a_duration_longer_than_a_browser_timer_is_refused(value):
+    """Over 2**31 ms Chromium's timers fire at once: a step with such a timeout failed in 70 ms, saying it waited."""
+    with pytest.raises(ValueError, match="is longer than 24 days, the longest a duration can be"):
+        parse_duration(value)
+    assert parse_duration("24h") == 86400.0
