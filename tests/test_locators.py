@@ -151,9 +151,12 @@ steps:
       - {id: x, action: click, selector: b}
       - {id: y, action: click, selector: b, tab: main}
       - {id: z, action: log, message: m}
+      - {id: w, action: click, selector: b, tab: a}
+      - {id: v, action: click, selector: b, frame: null}
 """).sop
-    x, y, z = sop.steps[0].steps
+    x, y, z, w, v = sop.steps[0].steps
     assert (x.tab, x.frame, y.tab, y.frame, z.tab) == ("a", "#f", "main", None, "a")
+    assert (w.tab, w.frame, v.tab, v.frame) == ("a", None, "a", None)  # named: the page itself
 
 
 async def test_templates_in_typed_fields(run_sop):
