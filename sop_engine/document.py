@@ -173,21 +173,16 @@ def _parse_step(raw: Any, path: str, problems: list[Problem]) -> Step | None:
 
 def _inherit(container: Step, raw: Any) -> Any:
     """A step in a loop or a branch acts on its container's tab, and inside its container's frame, unless it
-    names its own (a step naming another tab leaves the frame behind)."""
+    names its own tab (then no frame but its own) or its own frame (`frame: null`: the page itself)."""
     if not isinstance(raw, dict):
         return raw
     raw = dict(raw)  # an alias may put one mapping under two containers
-    if "tab" not in raw:
-        raw["tab"] = container.tab
+    if "tab" in raw:
+        return raw
+    raw["tab"] = container.tab
     frame = getattr(container, "frame", None)
     model = STEP_MODELS.get(raw.get("action")) if isinstance(raw.get("action"), str) else None
-    if (
-        frame is not None
-        and "frame" not in raw
-        and raw["tab"] == container.tab
-        and model
-        and "frame" in model.model_fields
-    ):
+    if frame is not None and model is not None and "frame" in model.model_fields and "frame" not in raw:
         raw["frame"] = as_written(frame)
     return raw
 
