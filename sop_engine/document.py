@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .browser_options import BrowserOptions
 from .checks import check_document, check_parsed_steps
 from .decoding import Undecodable, decode
 from .durations import Duration
-from .expressions import OutOfTime, names_in, within_deadline
+from .expressions import ExpressionError, OutOfTime, names_in, within_deadline
 from .limits import LimitError, ParseError, check_value, load_json, load_yaml
 from .policy.rules import parse_rule
 from .problems import Problem
@@ -88,21 +88,6 @@ class Sop(BaseModel):
     egress: Egress = Egress()
     browser: BrowserOptions | None = None  # how the run's browser context is made
     steps: list[Any] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _templates_read_inputs(self) -> Sop:
-        """`browser` and `defaults.dialogs` are rendered once, as the run starts: they read inputs only."""
-        for where, value in (
-            ("browser", self.browser.model_dump(exclude_none=True) if self.browser else None),
-            ("defaults.dialogs.prompt", self.defaults.dialogs.prompt if self.defaults.dialogs else None),
-        ):
-            try:
-                unknown = sorted(names_in(value) - set(self.inputs))
-            except Exception as exc:
-                raise ValueError(f"{where}: {exc}") from None
-            if unknown:
-                raise ValueError(f"{where} reads {', '.join(map(repr, unknown))}, which is not an input of the SOP")
-        return self
 
     @property
     def secret_inputs(self) -> set[str]:
@@ -210,7 +195,7 @@ def load_sop(text: str, base_dir: Path | None = None) -> LoadedSop:
 def _checked(raw: Any, text: str, base_dir: Path | None) -> LoadedSop:
     if not isinstance(raw, dict):
         raise DocumentError([Problem("document", "an SOP is a mapping with 'sop', 'id' and 'steps'")])
-    problems: list[Problem] = []
+    problems: list[Problem] = _start_templates(raw)
     try:
         sop: Sop | None = Sop.model_validate(raw)
     except ValidationError as exc:
@@ -240,6 +225,37 @@ def _checked(raw: Any, text: str, base_dir: Path | None) -> LoadedSop:
         raise DocumentError(problems)
     digest = hashlib.sha256(text.encode()).hexdigest()
     return LoadedSop(sop=sop, source=text, content_hash=digest, base_dir=base_dir)
+
+
+def _start_templates(raw: dict[str, Any]) -> list[Problem]:
+    """`browser` and `defaults.dialogs` are rendered once, as the run starts: their templates read inputs only.
+    Checked on the document as written, so each is reported whatever else is wrong, at its place."""
+    inputs = set(raw["inputs"]) if isinstance(raw.get("inputs"), dict) else set()
+    defaults = raw.get("defaults") if isinstance(raw.get("defaults"), dict) else {}
+    problems: list[Problem] = []
+
+    def visit(where: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                visit(f"{where}.{key}", inner)
+        elif isinstance(value, list):
+            for index, inner in enumerate(value):
+                visit(f"{where}[{index}]", inner)
+        elif isinstance(value, str):
+            try:
+                unknown = sorted(names_in(value) - inputs)
+            except ExpressionError as exc:
+                problems.append(Problem(where, str(exc)))
+                return
+            if unknown:
+                said = ", ".join(map(repr, unknown))
+                problems.append(
+                    Problem(where, f"reads {said}, which is not an input of the SOP (it is set as the run starts)")
+                )
+
+    visit("browser", raw.get("browser"))
+    visit("defaults.dialogs", defaults.get("dialogs"))
+    return problems
 
 
 def load_sop_file(path: str | Path) -> LoadedSop:

@@ -212,7 +212,8 @@ steps:
         ("browser: {viewport: {width: 800}}", "browser.viewport.height: is required"),
         ("browser: {zoom: 2}", "browser.zoom: Extra inputs are not permitted"),
         ("browser: {color_scheme: purple}", "browser.color_scheme: Input should be 'light', 'dark' or 'no-preference'"),
-        ('browser: {locale: "{{ lang }}"}', "browser reads 'lang', which is not an input of the SOP"),
+        ('browser: {locale: "{{ lang }}"}', "browser.locale: reads 'lang', which is not an input of the SOP"),
+        ("defaults: {dialogs: {accept: false, prompt: x}}", "defaults.dialogs: a prompt is typed into a dialog that"),
         ("defaults: {dialogs: maybe}", "defaults.dialogs: dialogs is 'accept', 'dismiss' or {accept: true, prompt:"),
     ],
 )
@@ -252,3 +253,20 @@ steps:
             assert run["outputs"] == {"agent": "SopServerProbe/2"}
     finally:
         server.stop()
+
+
+def test_every_problem_of_the_browser_section_is_reported_at_its_place():
+    with pytest.raises(DocumentError) as caught:
+        load_sop("""
+sop: 1
+id: b
+inputs: {pw: {type: string, secret: true}}
+browser:
+  locale: "{{ nosuch }}"
+  timezone: "{{ pw | nofilter }}"
+  viewport: {width: wide, height: 3}
+steps:
+  - {id: a, action: log, message: m}
+""")
+    where = [problem.where for problem in caught.value.problems]
+    assert where == ["browser.locale", "browser.timezone", "browser.viewport.width"]

@@ -68,6 +68,12 @@ class DialogAnswer(Strict):
     accept: bool = True
     prompt: str | None = None
 
+    @model_validator(mode="after")
+    def _prompt_when_accepted(self) -> DialogAnswer:
+        if self.prompt is not None and not self.accept:
+            raise ValueError("a prompt is typed into a dialog that is accepted: {accept: true, prompt: text}")
+        return self
+
 
 def _as_dialog_answer(value: Any) -> Any:
     if value in ("accept", "dismiss"):
