@@ -21,6 +21,7 @@ from .durations import format_duration
 from .errors import BROWSER_GONE, ErrorKind, StepError, is_retryable
 from .events import StoreUnavailable
 from .expressions import ExpressionError, is_light, is_template, names_in, render
+from .locators import TAG, located
 from .policy import NetworkPolicy
 from .retries import RetryPolicy
 from .steps import HUMAN_ACTIONS, If, Input, Loop, Set, Step
@@ -111,12 +112,28 @@ def checked_fields(step: Step, template: dict[str, Any], fields: dict[str, Any])
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            written = template.get(str(err["loc"][0])) if err["loc"] else None
+            field = located(err["loc"])
+            written = _at(template, err["loc"])
             gave = f" (the template {_short(written)} gave {_short(err['input'])})" if written != err["input"] else ""
             problems.append(f"field '{field}'{gave}: {err['msg'].removeprefix('Value error, ')}")
         raise StepError(ErrorKind.TEMPLATE, f"{step.action}: " + "; ".join(problems)) from None
     return rendered, {name: getattr(rendered, name) for name in fields}
+
+
+def _at(template: Any, loc: tuple[Any, ...]) -> Any:
+    """What the document wrote at a field's place (`locator.nth`), as deep as it goes."""
+    for part in loc:
+        if isinstance(template, dict | list) and _has(template, part):
+            template = template[part]
+        elif not str(part).startswith(TAG):
+            break
+    return template
+
+
+def _has(container: dict[Any, Any] | list[Any], part: Any) -> bool:
+    if isinstance(container, dict):
+        return part in container
+    return isinstance(part, int) and 0 <= part < len(container)
 
 
 def _short(value: Any) -> str:

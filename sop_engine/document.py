@@ -17,6 +17,7 @@ from .decoding import Undecodable, decode
 from .durations import Duration
 from .expressions import ExpressionError, OutOfTime, names_in, within_deadline
 from .limits import LimitError, ParseError, check_value, load_json, load_yaml
+from .locators import located
 from .policy.rules import parse_rule
 from .problems import Problem
 from .steps import NAME_PATTERN, STEP_MODELS, DialogPolicy, ErrorPolicy, RetrySpec, Step, as_written
@@ -139,12 +140,13 @@ def _parse_step(raw: Any, path: str, problems: list[Problem]) -> Step | None:
         step = model.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
+            field = located(err["loc"])
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "missing":
                 message = "is required"
             elif err["type"] == "extra_forbidden":
-                message = f"is not a field of '{action}'"
+                owner = next((p for p in reversed(field.split(".")[:-1]) if not p.isdigit()), action)
+                message = f"is not a field of '{owner}'"
             problems.append(Problem(f"{where}, field '{field}'" if field else where, message))
         return None
     for name, children in (("steps", "steps"), ("then", "then"), ("else_", "else")):

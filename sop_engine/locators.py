@@ -3,9 +3,9 @@ name="Save")`; a `frame:` names the `<iframe>` (or the chain of them) a step act
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from .field_types import Tpl
 
@@ -28,7 +28,7 @@ class LocatorSpec(BaseModel):
     exact: Tpl[bool] | None = None
     nth: Tpl[int] | None = Field(None)  # 0 is the first match, -1 the last
     has_text: str | None = None
-    within: str | LocatorSpec | None = None  # a parent: a selector or a locator
+    within: Target | None = None  # a parent: a selector or a locator
 
     @model_validator(mode="after")
     def _one_way(self) -> LocatorSpec:
@@ -58,8 +58,39 @@ def _shown(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-Target = str | LocatorSpec  # a CSS/Playwright selector, or a locator
-FrameSpec = Target | list[Target]  # an <iframe>, or a chain of them from the page inwards
+TAG = "~"  # marks the branch of a union in an error's place: not a field, left out when the place is shown
+MAX_FRAMES = 10  # frames inside frames, deeper than any page people use
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return f"{TAG}selector"
+    return f"{TAG}locator" if isinstance(value, dict | LocatorSpec) else None
+
+
+def _one_or_chain(value: Any) -> str | None:
+    return f"{TAG}chain" if isinstance(value, list) else _kind(value)
+
+
+_NEITHER = "is a selector (text) or a locator (a mapping such as {role: button, name: Save})"
+
+# a CSS/Playwright selector, or a locator
+Target = Annotated[
+    Annotated[str, Tag(f"{TAG}selector")] | Annotated[LocatorSpec, Tag(f"{TAG}locator")],
+    Discriminator(_kind, custom_error_type="target", custom_error_message=_NEITHER),
+]
+# an <iframe>, or a chain of them from the page inwards
+FrameSpec = Annotated[
+    Annotated[str, Tag(f"{TAG}selector")]
+    | Annotated[LocatorSpec, Tag(f"{TAG}locator")]
+    | Annotated[list[Target], Tag(f"{TAG}chain"), Field(min_length=1, max_length=MAX_FRAMES)],
+    Discriminator(_one_or_chain, custom_error_type="frame", custom_error_message=_NEITHER + ", or a list of them"),
+]
+
+
+def located(loc: tuple[Any, ...]) -> str:
+    """An error's place as the document names it: `frame.0`, `locator.within.nth` (union branches left out)."""
+    return ".".join(str(p) for p in loc if not str(p).startswith(TAG))
 
 
 def written(target: Any) -> str:
@@ -84,3 +115,6 @@ def describe(target: Any, frame: Any = None) -> str:
     if chain:
         text += " in frame " + " > ".join(written(f) for f in chain)
     return text
+
+
+LocatorSpec.model_rebuild()  # `within` names a Target, defined after the model

@@ -306,3 +306,37 @@ steps:
 """)
     assert outcome.status == RunStatus.COMPLETED, outcome.error
     assert [e.data["message"] for e in recorder.of("log") if e.run_id == outcome.run_id] == ["4", "True"]
+
+
+@pytest.mark.parametrize(
+    ("step", "where", "message"),
+    [
+        ("{id: a, action: click, locator: {role: x, nosuch: 1}}", "locator.nosuch", "is not a field of 'locator'"),
+        ("{id: a, action: click, selector: s, frame: [f, 3]}", "frame.1", "is a selector (text) or a locator"),
+        (
+            "{id: a, action: click, selector: s, frame: [" + ", ".join(["f"] * 11) + "]}",
+            "frame",
+            "List should have at most 10 items",
+        ),
+    ],
+)
+def test_a_bad_locator_or_frame_is_one_problem_at_its_place(step: str, where: str, message: str):
+    with pytest.raises(DocumentError) as caught:
+        load_sop(f"sop: 1\nid: bad\nsteps:\n  - {step}\n")
+    [problem] = caught.value.problems
+    assert problem.where == f"step 'a' (steps[0]), field '{where}'" and problem.message.startswith(message)
+
+
+async def test_a_bad_template_in_a_locator_is_quoted_alone(run_sop, store):
+    outcome = await run_sop("""
+sop: 1
+id: bad-nth
+steps:
+  - {id: open, action: navigate, url: "$SITE/roles.html"}
+  - {id: pick, action: click, locator: {test_id: product, nth: "{{ 'x' }}"}}
+""")
+    error = next(r for r in store.steps(outcome.run_id) if r.key == "pick").error
+    assert error["message"] == (
+        "click: field 'locator.nth' (the template \"{{ 'x' }}\" gave 'x'): "
+        "Input should be a valid integer, unable to parse string as an integer"
+    )
