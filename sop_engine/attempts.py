@@ -55,8 +55,8 @@ class StepContext:
     policy: NetworkPolicy = field(default_factory=NetworkPolicy.for_cli)  # where the step may go
     artifacts: list[str] = field(default_factory=list)
 
-    async def page(self) -> Page:
-        return await self.execution.page(self.tab)
+    async def page(self, reopen: bool = False) -> Page:
+        return await self.execution.page(self.tab, reopen)
 
     async def secret_locators(self, page: Page) -> list[Locator]:
         """What a picture of `page` must cover (`page.screenshot(mask=...)`): the fields filled with a secret,

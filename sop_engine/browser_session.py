@@ -12,6 +12,7 @@ from playwright.async_api import BrowserContext, Page
 
 from .browser import BrowserHost
 from .dialogs import DialogDesk
+from .errors import ErrorKind, StepError
 from .events import utcnow
 from .policy import NetworkPolicy, PolicyError
 from .policy.guard import BrowserGuard
@@ -44,6 +45,7 @@ class BrowserSession:
         self.guard = None if self.policy.unrestricted else BrowserGuard(self.policy)
         self._context: BrowserContext | None = None
         self._tabs: dict[str, Page] = {}
+        self._closed: dict[str, str] = {}  # tab -> how it was closed
         self._lost = False
         self._lock = asyncio.Lock()  # two parallel first steps open one context, not two
         self._storage_at = float("-inf")
@@ -71,9 +73,18 @@ class BrowserSession:
             return None
         return None if self.guard is not None and self.guard.dirty(page) else page
 
-    async def page(self, tab: str) -> Page:
-        """The tab's page, opened when needed; raises the PolicyError it owes when it went where it may not."""
+    async def page(self, tab: str, reopen: bool = False) -> Page:
+        """The tab's page, opened when needed; raises the PolicyError it owes when it went where it may not.
+        A tab that was closed (by close_tab, or by its own page) stays closed, and a step on it fails saying so,
+        unless it `reopen`s it (a navigate does)."""
+        if reopen:
+            self._closed.pop(tab, None)
+        elif tab in self._closed:
+            raise StepError(ErrorKind.ACTION, f"tab {tab!r} {self._closed[tab]}; a navigate on it opens it again")
         page = self._tabs.get(tab)
+        if page is not None and page.is_closed() and not self._lost and not reopen:
+            self._closed[tab] = "was closed by its page"
+            raise StepError(ErrorKind.ACTION, f"tab {tab!r} was closed by its page; a navigate on it opens it again")
         if page is not None and self.guard is not None:
             await self.guard.settle(page)
         page = self.current(tab)
@@ -103,6 +114,7 @@ class BrowserSession:
     async def adopt(self, tab: str, page: Page) -> None:
         """A page an action opened (a popup, a link to a new tab) is the tab `tab` from now on."""
         self._watch(page)
+        self._closed.pop(tab, None)
         old = self._tabs.get(tab)
         self._tabs[tab] = page
         if old is not None and old is not page:
@@ -112,6 +124,7 @@ class BrowserSession:
     async def close_tab(self, tab: str) -> bool:
         """Closes the tab; False when it was not open."""
         page = self._tabs.pop(tab, None)
+        self._closed[tab] = "was closed by close_tab"
         if page is None or page.is_closed():
             return False
         await page.close()

@@ -164,6 +164,29 @@ steps:
     assert checkpoint is not None
 
 
+async def test_a_closed_tab_stays_closed_until_a_navigate_opens_it(run_sop, store):
+    """Reproduction: a step on a tab that close_tab closed quietly opened a blank page and failed there."""
+    outcome = await run_sop(
+        """
+sop: 1
+id: closed-tab
+outputs: [again]
+defaults: {timeout: 5s}
+steps:
+  - {id: open, action: navigate, url: "$SITE/popup.html"}
+  - {id: window, action: click, selector: "#open", opens_tab: details}
+  - {id: close, action: close_tab, tab: details}
+  - {id: stale, action: extract, tab: details, selector: "#from", on_error: continue}
+  - {id: back, action: navigate, tab: details, url: "$SITE/popup.html"}
+  - {id: again, action: evaluate, tab: details, script: "() => document.title", outputs: {again: value}}
+"""
+    )
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    stale = next(r for r in store.steps(outcome.run_id) if r.key == "stale")
+    assert stale.error["message"] == "tab 'details' was closed by close_tab; a navigate on it opens it again"
+    assert outcome.outputs == {"again": "Popups"}
+
+
 async def test_an_action_naming_opens_tab_that_opens_none_fails_clearly(run_sop, store):
     outcome = await run_sop(
         """

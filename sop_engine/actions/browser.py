@@ -102,7 +102,7 @@ async def navigate(step: Navigate, f: dict[str, Any], ctx: ActionContext) -> dic
         raise PolicyError(f"{what}: {exc.message}", url=exc.url) from None
     except OSError as exc:
         raise StepError(ErrorKind.NAVIGATION, f"{what}: the host name did not resolve ({exc})", url=url) from None
-    page = await ctx.page()
+    page = await ctx.page(reopen=True)
     guard = guard_of(page)
     mark = guard.denial_mark() if guard is not None else 0
     try:

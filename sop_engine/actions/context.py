@@ -19,7 +19,9 @@ class ActionContext(Protocol):
     policy: NetworkPolicy  # where the step may go: URLs, hosts, files to upload
     policy: NetworkPolicy  # where the step may go (the run's, narrowed by its SOP)
 
-    async def page(self) -> Page: ...
+    async def page(self, reopen: bool = False) -> Page:
+        """The step's tab; `reopen`: open it again if a step closed it (navigate)."""
+        ...
 
     def artifact(self, name: str) -> Path: ...
 

@@ -175,8 +175,8 @@ class Execution(Flow, Leaf, People, Restart):
         """A step's status change: stored on its row and told as a step.updated event."""
         await self.emit("step.updated", {"key": key, "status": status, **values}, step=(key, {"status": status}))
 
-    async def page(self, tab: str) -> Page:
-        return await self.browser.page(tab)
+    async def page(self, tab: str, reopen: bool = False) -> Page:
+        return await self.browser.page(tab, reopen)
 
     async def _log_line(self, key: str, message: str) -> None:
         await self.emit("log", {"key": key, "level": "info", "message": message})
