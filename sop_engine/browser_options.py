@@ -76,7 +76,7 @@ class RunBrowser:
 
 
 def run_browser(sop: Sop, inputs: dict[str, Any], tainted: frozenset[str]) -> RunBrowser:
-    from .attempts import secret_parts  # the one rule of which rendered values carry a secret
+    from .taint import secret_parts  # the one rule of which rendered values carry a secret
 
     made = RunBrowser()
     answer = sop.defaults.dialogs

@@ -16,7 +16,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 from yaml.resolver import Resolver
 
 from . import settings
-from .text import has_unencodable
+from .text import clean, has_unencodable
 
 
 class ParseError(ValueError):
@@ -187,9 +187,10 @@ def _refuse_constant(name: str) -> Any:
     raise ParseError(f"not valid JSON: {name} is not a JSON value")
 
 
-def load_json(text: str, what: str = "the document") -> Any:
+def load_json(text: str, what: str = "the document", *, mend: bool = False) -> Any:
     """JSON text as Python values. Raises LimitError over yaml_max_depth levels (checked before parsing),
-    ParseError for text that is not JSON, for NaN and Infinity, and for lone surrogates (text with no UTF-8 form)."""
+    ParseError for text that is not JSON, for NaN and Infinity, and for lone surrogates (text with no UTF-8 form);
+    with `mend` (text a page wrote), a lone surrogate becomes U+FFFD instead."""
     limit = settings.current().yaml_max_depth
     if json_depth(text) > limit:
         raise too_deep(limit, what)
@@ -201,6 +202,8 @@ def load_json(text: str, what: str = "the document") -> Any:
         raise
     except (ValueError, RecursionError) as exc:  # an integer of more than 4300 digits
         raise ParseError(f"not valid JSON: {exc}") from None
+    if mend:
+        return clean(value)
     if (bad := has_unencodable(value, what)) is not None:
         raise ParseError(bad)
     return value

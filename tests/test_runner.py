@@ -516,8 +516,8 @@ steps:
 
 
 def test_tainted_names_follow_what_each_template_reads():
-    from sop_engine.attempts import tainted_names
     from sop_engine.document import load_sop
+    from sop_engine.taint import tainted_names
 
     loaded = load_sop("""
 sop: 1

@@ -92,7 +92,7 @@ def from_page(got: Any, what: str) -> Any:
     if isinstance(got, dict) and "problem" in got:
         raise StepError(ErrorKind.ACTION, f"{what}: the result {got['problem']}")
     try:
-        return load_json(str(got), "the result")
+        return load_json(str(got), "the result", mend=True)
     except (ParseError, LimitError) as exc:
         raise StepError(ErrorKind.ACTION, f"{what}: the result: {exc}") from None
 

@@ -13,7 +13,6 @@ import httpx
 from playwright.async_api import Page
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..attempts import secret_texts, tainted_names
 from ..browser_options import run_browser
 from ..browser_session import BrowserSession
 from ..control import RunControl
@@ -30,6 +29,7 @@ from ..policy import PolicyError
 from ..states import ClaimLost, RunStatus, StepStatus, TransitionError
 from ..store import Store, data_dir
 from ..tables import CheckpointRow, RunRow, StepRunRow
+from ..taint import secret_texts, tainted_names
 from ..text import clean
 from .flow import Flow
 from .leaf import Leaf
@@ -80,7 +80,7 @@ class Execution(Flow, Leaf, People, Restart):
         self.control = control
         self.secret_names = self.sop.secret_inputs
         self.mask = Masker([inputs.get(n) for n in self.secret_names])
-        # names whose values carry a secret (attempts.tainted_names): shown as *** by name
+        # names whose values carry a secret (taint.tainted_names): shown as *** by name
         self.tainted = tainted_names(self.sop.steps, self.secret_names)
         # secrets as the page may show them, kept here only, to cover them in pictures
         self._clear: dict[str, None] = dict.fromkeys(t for n in self.secret_names for t in secret_texts(inputs.get(n)))

@@ -22,8 +22,6 @@ from ..attempts import (
     map_outputs,
     off_the_loop,
     render_fields,
-    secret_parts,
-    secret_texts,
 )
 from ..control import Waiting
 from ..controls import skipped_by_person
@@ -37,6 +35,7 @@ from ..masking import MASK
 from ..retries import RetryPolicy
 from ..states import StepStatus
 from ..steps import Condition, DialogAnswer, If, Loop, Probe, Step, uses_browser
+from ..taint import secret_parts, secret_texts
 from .outcome import LOST, RunFailed, RunPaused
 
 
