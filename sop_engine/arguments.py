@@ -34,7 +34,8 @@ def load_file(file: Path) -> LoadedSop:
         raise invalid(exc, f"{file} is not a valid SOP") from None
 
 
-def _refused(where: str, message: str) -> typer.Exit:
+def refused(where: str, message: str) -> typer.Exit:
+    """Refuses the command for one problem: `where` (an option, a file) and what is wrong with it."""
     return refuse(f"{where}: {message}", [Problem(where, message)])
 
 
@@ -46,14 +47,14 @@ def given_inputs(pairs: list[str], inputs_json: Path | None, types: dict[str, st
         try:
             loaded = json.loads(inputs_json.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise _refused(f"--inputs-json {inputs_json}", str(exc)) from None
+            raise refused(f"--inputs-json {inputs_json}", str(exc)) from None
         if not isinstance(loaded, dict):
-            raise _refused(f"--inputs-json {inputs_json}", "must hold a JSON object")
+            raise refused(f"--inputs-json {inputs_json}", "must hold a JSON object")
         given.update(loaded)
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise _refused(f"--input {pair!r}", "write NAME=VALUE")
+            raise refused(f"--input {pair!r}", "write NAME=VALUE")
         given[name.strip()] = parse_cli_value(value, types.get(name.strip()))
     return given
 
@@ -74,13 +75,13 @@ def from_file(file: Path, pairs: list[str], inputs_json: Path | None) -> Loader:
 
 
 def column_mapping(pairs: list[str]) -> dict[str, str]:
-    mapping = {}
-    for pair in pairs:
-        column, sep, name = pair.partition("=")
-        if not sep or not column or not name:
-            raise _refused(f"--map {pair!r}", "write COLUMN=INPUT")
-        mapping[column] = name
-    return mapping
+    from .datafile import column_mapping
+    from .document import DocumentError
+
+    try:
+        return column_mapping(pairs, "--map")
+    except DocumentError as exc:
+        raise invalid(exc, str(exc.problems[0]) if len(exc.problems) == 1 else "--map takes COLUMN=INPUT") from None
 
 
 def read_rows(
@@ -101,14 +102,14 @@ def read_rows(
         try:
             decode(b"", encoding)
         except Undecodable as exc:
-            raise _refused("--encoding", str(exc)) from None
+            raise refused("--encoding", str(exc)) from None
     try:
         text = decode(data.read_bytes(), encoding)
     except OSError as exc:
-        raise _refused(f"--data {data}", exc.strerror or str(exc)) from None
+        raise refused(f"--data {data}", exc.strerror or str(exc)) from None
     except Undecodable as exc:
         hint = "" if encoding else "; name its encoding with --encoding"
-        raise _refused(str(data), f"{exc}{hint}") from None
+        raise refused(str(data), f"{exc}{hint}") from None
     try:
         table = parse_data(text, str(data))
     except DocumentError as exc:
@@ -130,5 +131,5 @@ def checked_base_url(value: str | None) -> str | None:
 
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _refused("--base-url", f"must be an http(s) URL with a host, like http://127.0.0.1:8765 (not {value!r})")
+        raise refused("--base-url", f"must be an http(s) URL with a host, like http://127.0.0.1:8765 (not {value!r})")
     return value.rstrip("/")

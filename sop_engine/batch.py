@@ -21,6 +21,7 @@ from .tables import BatchItemRow, BatchRow, RunRow
 from .vault import Vault
 
 ENDED = {"completed", "failed", "cancelled"}
+ROW_STATUSES = ("completed", "failed", "running", "queued", "paused", "cancelled", "invalid")  # a result line's
 
 
 def default_concurrency() -> int:
@@ -236,10 +237,7 @@ class Batches:
             "status": status,
             "rows": batch.rows,
             "concurrency": batch.concurrency,
-            "counts": {
-                s: counts.get(s, 0)
-                for s in ("completed", "failed", "running", "queued", "paused", "cancelled", "invalid")
-            },
+            "counts": {s: counts.get(s, 0) for s in ROW_STATUSES},
             "rate_per_s": round(rate, 3),
             "eta_s": round(left / rate, 1) if rate else None,
             "created_at": batch.created_at.isoformat(),

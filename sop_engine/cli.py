@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .arguments import checked_base_url, column_mapping, from_file, given_inputs, load_file, read_rows
+from .arguments import checked_base_url, column_mapping, from_file, given_inputs, load_file, read_rows, refused
 from .browser import BrowserHost, BrowserNotFound
 from .console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, err, errors_as_json, out, print_batch_summary, refuse
 from .local_runs import NewBatch, resume_target, run_batch, run_document
@@ -133,7 +133,7 @@ def prune(
 
     match = re.fullmatch(r"(\d+)([dhm])", older_than.strip())
     if not match:
-        raise refuse("--older-than takes a number and d, h or m: 30d, 12h, 90m")
+        raise refused("--older-than", "takes a number and d, h or m: 30d, 12h, 90m")
     unit = {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
     cutoff = utcnow() - timedelta(**{unit: int(match.group(1))})
     store = Store()
@@ -177,12 +177,12 @@ def batch(
 
     errors_as_json(as_json)
     if rows is not None and data is not None and rows != data:
-        raise refuse("give the data file once: as the second argument or as --data")
+        raise refused("--data", f"give the data file once, as the second argument or as --data (not {rows} and {data})")
     data = data or rows
     if not (resume or retry_failed) and (file is None or data is None):
         raise refuse("give an SOP file and its data file, or --resume / --retry-failed BATCH_ID")
     if concurrency is not None and concurrency < 1:
-        raise refuse("--concurrency must be at least 1")
+        raise refused("--concurrency", "must be at least 1")
     mapping, base = column_mapping(map_), checked_base_url(base_url)
     new = None
     if not (resume or retry_failed):

@@ -43,7 +43,9 @@ def errors_as_json(on: bool) -> None:
 
 def refuse(summary: str, problems: Sequence[Problem] = (), code: int = EXIT_INVALID) -> typer.Exit:
     """Says why the command cannot go on: on stderr, the summary and a line per problem; with --json, on stdout
-    `{"error": summary, "problems": [{"where", "message"}, ...]}`. Returns the Exit to raise."""
+    `{"error": summary, "problems": [{"where", "message"}, ...]}`, never with no problem: the summary is the
+    one problem when none is given. Returns the Exit to raise."""
+    problems = list(problems) or [Problem("", summary)]
     if _errors_as_json:
         body = {"error": summary, "problems": [p.as_dict() for p in problems]}
         sys.stdout.write(json.dumps(body) + "\n")

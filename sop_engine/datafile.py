@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,9 +46,9 @@ def parse_data(text: str, name: str = "") -> DataFile:
         raise DocumentError([Problem(label, bad)])
     lowered = name.lower()
     stripped = text.lstrip()
+    if lowered.endswith((".jsonl", ".ndjson")) or (stripped.startswith("{") and not lowered.endswith(".json")):
+        return _json_lines(text, label)
     try:
-        if lowered.endswith((".jsonl", ".ndjson")) or (stripped.startswith("{") and not lowered.endswith(".json")):
-            return data_of_objects([load_json(line, "the line") for line in text.splitlines() if line.strip()], label)
         if lowered.endswith(".json") or stripped.startswith("["):
             data = load_json(text, "the file")
             if not isinstance(data, list):
@@ -57,11 +59,30 @@ def parse_data(text: str, name: str = "") -> DataFile:
     return _csv(text, label)
 
 
-def data_of_objects(items: list[Any], label: str = "data") -> DataFile:
-    """Rows given as objects (JSON): their columns are every key, in the order first seen."""
+def _json_lines(text: str, label: str) -> DataFile:
+    """JSON Lines: an error names its line as an editor counts it. Only a newline ends a line: U+2028 and
+    the other breaks `str.splitlines` knows may stand inside a JSON string."""
+    items, lines = [], []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(load_json(line, "the line"))
+        except (ParseError, LimitError) as exc:
+            # within one line, json's "line 1 column 5 (char 4)" only needs its column
+            said = re.sub(r": line 1 column (\d+) \(char \d+\)$", r" at column \1", str(exc))
+            raise DocumentError([Problem(f"{label} line {number}", said)]) from None
+        lines.append(number)
+    return data_of_objects(items, label, [f"{label} line {n}" for n in lines])
+
+
+def data_of_objects(items: list[Any], label: str = "data", places: list[str] | None = None) -> DataFile:
+    """Rows given as objects (JSON): their columns are every key, in the order first seen. `places` says
+    where each item is (its line), else it is named by its row number."""
     for number, item in enumerate(items, 1):
         if not isinstance(item, dict):
-            raise DocumentError([Problem(f"{label} row {number}", "is not an object")])
+            where = places[number - 1] if places else f"{label} row {number}"
+            raise DocumentError([Problem(where, "is not an object")])
     columns = dict.fromkeys(key for item in items for key in item)
     return DataFile(label, list(columns), items)
 
@@ -121,6 +142,20 @@ def _listed(names: list[str]) -> str:
     return ", ".join(f"'{name}'" for name in names)
 
 
+def column_mapping(pairs: Iterable[str], where: str = "--map") -> dict[str, str]:
+    """COLUMN=INPUT pairs (the command line's --map, the server's `mapping` field) as column -> input.
+    Raises DocumentError naming every pair that is not one."""
+    mapping, problems = {}, []
+    for pair in pairs:
+        column, sep, name = pair.partition("=")
+        if not sep or not column or not name:
+            problems.append(Problem(f"{where} {pair!r}", "write COLUMN=INPUT"))
+        mapping[column] = name
+    if problems:
+        raise DocumentError(problems)
+    return mapping
+
+
 def convert_cell(value: Any, type_name: str) -> Any:
     """A cell as the declared type: text from CSV is converted; a list or dict cell is written as JSON."""
     if not isinstance(value, str):
@@ -176,6 +211,7 @@ def check_columns(
             problems.append(Problem(where, f"{_listed(unknown)}: not an input of this SOP (its inputs: {known})"))
     unmatched = [c for c in data.columns if mapping.get(c, c) not in declared]
     supplied = {mapping.get(c, c) for c in data.columns} | set(fixed)
+    problems += _supplied_twice(data, mapping, declared)
     if missing := [name for name, spec in sop.inputs.items() if spec.required and name not in supplied]:
         problems.append(Problem(data.name, _missing(missing, unmatched, data.columns)))
     warnings = []
@@ -188,6 +224,20 @@ def check_columns(
     if problems:
         raise DocumentError(problems)
     return warnings
+
+
+def _supplied_twice(data: DataFile, mapping: dict[str, str], declared: set[str]) -> list[Problem]:
+    """An input that more than one of the file's columns would supply: which one a row uses is no guess."""
+    sources: dict[str, list[str]] = {}
+    for column in data.columns:
+        sources.setdefault(mapping.get(column, column), []).append(column)
+    problems = []
+    for name, columns in sources.items():
+        if name in declared and len(columns) > 1:
+            count = {2: "two", 3: "three"}.get(len(columns), str(len(columns)))
+            named = ", ".join(f"{c} (mapped)" if mapping.get(c, c) != c else c for c in columns)
+            problems.append(Problem(data.name, f"input '{name}' would come from {count} columns: {named}"))
+    return problems
 
 
 def _missing(missing: list[str], unmatched: list[str], columns: list[str]) -> str:

@@ -96,6 +96,29 @@ def test_a_document_that_is_not_utf8_is_refused_naming_the_byte(command: str, tm
     assert said["error"] == "bad.yaml is not a valid SOP" and said["problems"][0]["where"] == "bad.yaml"
 
 
+def test_columns_that_would_both_supply_an_input_refuse_the_data_file(tmp_path: Path):
+    (tmp_path / "d.csv").write_text("fullname,name\nA,B\n")
+    said = refusal(sop_engine("batch", SIGNUP, "d.csv", "--map", "fullname=name", "--json", cwd=tmp_path))
+    conflict = "input 'name' would come from two columns: fullname (mapped), name"
+    assert said == {"error": "d.csv does not fit the SOP", "problems": [{"where": "d.csv", "message": conflict}]}
+    (tmp_path / "e.csv").write_text("a,b\nA,B\n")
+    plain = sop_engine("batch", SIGNUP, "e.csv", "--map", "a=name", "--map", "b=name", cwd=tmp_path)
+    assert plain.returncode == 2 and "input 'name' would come from two columns: a (mapped), b (mapped)" in plain.stderr
+    assert not (tmp_path / "data").exists()  # no store opened: no batch, no run
+
+
+def test_a_json_lines_error_names_its_line(tmp_path: Path):
+    (tmp_path / "j.jsonl").write_text('{"name": "A"}\nnot json\n')
+    said = refusal(sop_engine("batch", SIGNUP, "j.jsonl", "--json", cwd=tmp_path))
+    assert said["problems"] == [{"where": "j.jsonl line 2", "message": "not valid JSON: Expecting value at column 1"}]
+
+
+def test_a_data_file_given_twice_is_a_problem_naming_both(tmp_path: Path):
+    said = refusal(sop_engine("batch", SIGNUP, "d.csv", "--data", "e.csv", "--json", cwd=tmp_path))
+    said_once = "give the data file once, as the second argument or as --data (not d.csv and e.csv)"
+    assert said["problems"] == [{"where": "--data", "message": said_once}]
+
+
 @pytest.mark.parametrize(
     ("args", "error", "problem"),
     [
@@ -106,7 +129,10 @@ def test_a_document_that_is_not_utf8_is_refused_naming_the_byte(command: str, tm
         (["run", SIGNUP, "-i", "name=A", "--base-url", "ftp://x"], "--base-url: must be an http(s) URL", "ftp"),
         (["batch", SIGNUP, "--data", "none.csv"], "--data none.csv: No such file or directory", "No such file"),
         (["batch", SIGNUP, "d.csv", "--map", "x"], "--map 'x': write COLUMN=INPUT", "COLUMN=INPUT"),
-        (["batch", "--resume", "no-such-batch"], "no batch no-such-batch in", ""),
+        (["batch", "--resume", "no-such-batch"], "no batch no-such-batch in", "no batch no-such-batch in"),
+        (["batch", SIGNUP, "d.csv", "--concurrency", "0"], "--concurrency: must be at least 1", "at least 1"),
+        (["batch"], "give an SOP file and its data file", "give an SOP file"),
+        (["run"], "give an SOP file, or --resume RUN_ID", "give an SOP file"),
     ],
 )
 def test_with_json_every_refusal_is_one_json_object(args: list[str], error: str, problem: str, tmp_path: Path):
@@ -116,7 +142,7 @@ def test_with_json_every_refusal_is_one_json_object(args: list[str], error: str,
     (tmp_path / "d.csv").write_text("name\nAda\n")
     said = refusal(sop_engine(*args, "--json", cwd=tmp_path))
     assert said["error"].startswith(error)
-    assert all(p.keys() == {"where", "message"} for p in said["problems"])
+    assert said["problems"] and all(p.keys() == {"where", "message"} for p in said["problems"])
     assert problem in " ".join(p["message"] for p in said["problems"]) or not problem
 
 

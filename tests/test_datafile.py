@@ -97,7 +97,7 @@ def test_a_row_that_does_not_fit_is_invalid_with_the_reason():
     ("text", "name", "message"),
     [
         ("[" * 100_000 + "]" * 100_000, "rows.json", "rows.json: the file nests deeper than 64 levels"),
-        ('{"a": ' * 100_000, "rows.jsonl", "rows.jsonl: the line nests deeper than 64 levels"),
+        ('{"a": ' * 100_000, "rows.jsonl", "rows.jsonl line 1: the line nests deeper than 64 levels"),
         ('[{"a": NaN}]', "rows.json", "rows.json: not valid JSON: NaN is not a JSON value"),
         ('[{"a": "\\ud800"}]', "rows.json", "rows.json: the file[0]['a'] holds text that cannot be encoded"),
         ("name\nAda\ud800\n", "rows.csv", "rows.csv: the file holds text that cannot be encoded as UTF-8"),

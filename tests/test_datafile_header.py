@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sop_engine.datafile import check_columns, data_of_objects, fit_rows, parse_data
+from sop_engine.datafile import check_columns, column_mapping, data_of_objects, fit_rows, parse_data
 from sop_engine.decoding import Undecodable, decode
 from sop_engine.document import DocumentError, load_sop
 
@@ -119,3 +119,44 @@ def test_bytes_in_another_encoding_are_named_by_offset_or_read_with_it():
     for name in ("no-such-codec", "rot13"):
         with pytest.raises(Undecodable, match=f"unknown encoding '{name}'"):
             decode(b"", name)
+
+
+def test_a_mapping_pair_without_an_equals_sign_is_a_problem_naming_it():
+    with pytest.raises(DocumentError) as caught:
+        column_mapping(["fullname", "full name=name", "=email", "plan="], "mapping")
+    assert [str(p) for p in caught.value.problems] == [
+        "mapping 'fullname': write COLUMN=INPUT",
+        "mapping '=email': write COLUMN=INPUT",
+        "mapping 'plan=': write COLUMN=INPUT",
+    ]
+    assert column_mapping(["full name=name", "mail=email"]) == {"full name": "name", "mail": "email"}
+
+
+def test_two_columns_that_would_supply_one_input_refuse_the_file():
+    assert problems("fullname,name,email\nA,B,c\n", mapping={"fullname": "name"}) == [
+        "d.csv: input 'name' would come from two columns: fullname (mapped), name"
+    ]
+    assert problems("a,b,email\nA,B,c\n", mapping={"a": "name", "b": "name"}) == [
+        "d.csv: input 'name' would come from two columns: a (mapped), b (mapped)"
+    ]
+    # a column mapped to its own name, or a mapped column the file does not have, supplies nothing twice
+    data = parse_data("name,email\nA,c\n", "d.csv")
+    assert check_columns(SOP, data, {"name": "name", "b": "name"}, {}) == [
+        "the mapping names columns the file does not have: b"
+    ]
+
+
+def test_a_json_lines_error_names_the_line_as_an_editor_counts_it():
+    with pytest.raises(DocumentError) as caught:
+        parse_data('{"name": "A"}\n\nnot json\n', "j.jsonl")
+    [problem] = caught.value.problems
+    assert problem.where == "j.jsonl line 3"
+    assert problem.message == "not valid JSON: Expecting value at column 1"
+    with pytest.raises(DocumentError) as caught:
+        parse_data('{"name": "A"}\n[1]\n', "j.jsonl")
+    assert str(caught.value) == "j.jsonl line 2: is not an object"
+
+
+def test_a_line_separator_inside_a_json_lines_string_is_no_line_break():
+    data = parse_data('{"name": "A\u2028B", "email": "x\x85y"}\n{"name": "C"}\n', "j.jsonl")
+    assert data.rows == [{"name": "A\u2028B", "email": "x\x85y"}, {"name": "C"}]

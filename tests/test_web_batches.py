@@ -134,3 +134,67 @@ async def test_batch_page_shows_rows_and_progress(browser_host, server, api):
         await expect(page.locator("#run-status")).to_have_text("failed")
     finally:
         await context.close()
+
+
+def test_a_data_file_that_cannot_be_read_or_does_not_fit_is_a_422_naming_the_problem(api, server):
+    sop_id = batch_sop(api, server)
+    before = len(api.get("/api/batches").json()["batches"])
+
+    def upload(name: str, content: bytes | str, **form: str):
+        return api.post("/api/batches", data={"sop_id": sop_id, **form}, files={"file": (name, content, "text/csv")})
+
+    unmapped = upload("d.csv", "fullname,plan\nAda,pro\n", mapping="fullname")
+    assert unmapped.status_code == 422, unmapped.text
+    assert {"where": "mapping 'fullname'", "message": "write COLUMN=INPUT"} in unmapped.json()["problems"]
+    latin = upload("kunden.csv", "name,plan\nJos\u00e9,pro\n".encode("latin-1"))
+    assert latin.status_code == 422, latin.text
+    [problem] = latin.json()["problems"]
+    assert problem["where"] == "kunden.csv" and latin.json()["error"].startswith("kunden.csv: is not utf-8 text")
+    assert problem["message"].startswith("is not utf-8 text: the byte 0xe9 at offset 13 does not decode")
+    unknown = upload("kunden.csv", "name\nA\n", encoding="klingon")
+    assert unknown.status_code == 422
+    assert unknown.json()["problems"] == [{"where": "encoding", "message": "unknown encoding 'klingon'"}]
+    as_json = api.post("/api/batches", json={"sop_id": sop_id, "rows": [{"name": "A"}], "encoding": "klingon"})
+    assert as_json.status_code == 422 and "klingon" in as_json.text
+    twice = upload("d.csv", "fullname,name\nA,B\n", mapping="fullname=name")
+    assert twice.status_code == 422
+    conflict = "input 'name' would come from two columns: fullname (mapped), name"
+    assert twice.json()["problems"] == [{"where": "d.csv", "message": conflict}]
+    lines = upload("j.jsonl", '{"name": "A"}\nnot json\n')
+    assert lines.status_code == 422
+    said = "not valid JSON: Expecting value at column 1"
+    assert lines.json()["problems"] == [{"where": "j.jsonl line 2", "message": said}]
+    assert len(api.get("/api/batches").json()["batches"]) == before  # nothing was made
+
+
+def test_an_upload_in_the_encoding_it_names_keeps_its_file_name_as_the_source(api, server):
+    sop_id = batch_sop(api, server)
+    reply = api.post(
+        "/api/batches",
+        data={"sop_id": sop_id, "encoding": "cp1252", "mapping": " fullname=name , "},
+        files={"file": ("../../etc/Kunden \u202e\u00fc.csv", "fullname,plan\nJos\u00e9,pro\n".encode("cp1252"))},
+    )
+    assert reply.status_code == 201, reply.text
+    assert reply.json()["source"] == "Kunden \u00fc.csv" and reply.json()["warnings"] == []
+    batch = wait_batch(api, reply.json()["id"])
+    assert batch["rows_page"][0]["outputs"] == {"submitted_name": "Jos\u00e9", "submitted_plan": "pro"}
+    bom = api.post(
+        "/api/batches",
+        data={"sop_id": sop_id, "encoding": "utf-8"},
+        files={"file": ("C:\\data\\" + "x" * 300 + ".csv", "\ufeffname,plan\nAda,pro\n".encode(), "text/csv")},
+    )
+    assert bom.status_code == 201, bom.text
+    assert bom.json()["warnings"] == [] and bom.json()["source"].startswith("xxx") and len(bom.json()["source"]) <= 200
+    assert api.get(f"/api/batches/{bom.json()['id']}", params={"status": "bogus"}).status_code == 400
+    said = api.get(f"/api/batches/{bom.json()['id']}", params={"status": "bogus"}).json()["error"]
+    assert "completed, failed, running, queued, paused, cancelled, invalid" in said
+
+
+def test_the_openapi_document_lists_a_new_batch_s_warnings():
+    from web.api.openapi import document
+
+    schemas = document()["components"]["schemas"]
+    created = document()["paths"]["/api/batches"]["post"]["responses"]["201"]["content"]["application/json"]
+    name = created["schema"]["$ref"].rsplit("/", 1)[1]
+    assert schemas[name]["properties"]["warnings"]["items"] == {"type": "string"}
+    assert "warnings" in schemas[name]["required"]

@@ -98,3 +98,26 @@ async def test_a_token_that_is_not_text_is_refused_cleanly(server, api):
         await client.connect(server.url, auth={"token": "\ud800"}, transports=["websocket"], wait_timeout=5)
     assert "UnicodeEncodeError" not in server.log.read_text()
     assert api.get("/api/sops").status_code == 200
+
+
+def test_a_document_that_is_not_utf8_is_a_422_naming_the_byte(api):
+    text = "sop: 1\nid: latin-doc\nname: Caf\u00e9\nsteps: [{id: a, action: log, message: hi}]\n"
+    reply = api.post("/api/sops", content=text.encode("latin-1"))
+    assert reply.status_code == 422, reply.text
+    [problem] = reply.json()["problems"]
+    assert problem["where"] == "the body"
+    assert problem["message"].startswith("is not utf-8 text: the byte 0xe9 at offset 30 does not decode")
+    uploaded = api.post("/api/sops", files={"file": ("latin.yaml", text.encode("latin-1"), "text/yaml")})
+    assert uploaded.status_code == 422 and uploaded.json()["problems"][0]["where"] == "latin.yaml"
+    with_bom = b"\xef\xbb\xbf" + text.replace("Caf\u00e9", "Cafe").encode()
+    assert api.post("/api/sops", content=with_bom).status_code == 201
+
+
+def test_a_template_in_a_typed_field_logs_no_serializer_warning(api, server):
+    seen = len(server.log.read_text())
+    text = (
+        "sop: 1\nid: typed-template\ninputs: {n: {type: integer, default: 1}}\n"
+        "steps:\n  - {id: a, action: assert, selector: li, count: '{{ n }}', inputs: [n]}\n"
+    )
+    assert api.post("/api/sops", content=text).status_code in (200, 201)
+    assert "PydanticSerializationUnexpectedValue" not in server.log.read_text()[seen:]

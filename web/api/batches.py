@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sop_engine import settings
-from sop_engine.batch import results_csv, results_jsonl
-from sop_engine.datafile import DataFile, check_columns, data_of_objects, fit_rows, parse_data
+from sop_engine.batch import ROW_STATUSES, results_csv, results_jsonl
+from sop_engine.datafile import DataFile, check_columns, column_mapping, data_of_objects, fit_rows, parse_data
 from sop_engine.document import DocumentError
 
 from ..access import name_of, require_control
@@ -20,8 +20,19 @@ from ..errors import BadRequest, Invalid, NotFound, Refused
 from ..responses import Json
 from ..state import ServerState, state_of
 from .endpoints import Query, endpoint
-from .reading import checked, json_body, model, parse_json, query_int, query_text, upload_text
-from .serialize import PRIORITIES, BatchDetailOut, BatchListOut, BatchOut, RetriedOut
+from .reading import (
+    checked,
+    file_name,
+    json_body,
+    known_encoding,
+    model,
+    parse_json,
+    query_int,
+    query_text,
+    text_of,
+    upload,
+)
+from .serialize import PRIORITIES, BatchCreatedOut, BatchDetailOut, BatchListOut, BatchOut, RetriedOut
 
 
 class BatchRequest(BaseModel):
@@ -35,6 +46,7 @@ class BatchRequest(BaseModel):
     priority: Literal["high", "normal", "low"] = "normal"
     version: int | None = Field(None, ge=1, le=2**62)
     strict_columns: bool = False  # columns that match no input refuse the batch, not only warn
+    encoding: str | None = Field(None, max_length=100)  # an uploaded file's, when not UTF-8 (JSON rows are text)
 
 
 def _bounded(rows: list[Any]) -> list[Any]:
@@ -46,34 +58,52 @@ def _bounded(rows: list[Any]) -> list[Any]:
 
 
 async def _batch_request(request: Request) -> tuple[BatchRequest, DataFile]:
-    """The request, and its rows as a data file: a CSV upload's columns are its header, JSON rows' their keys."""
+    """The request, and its rows as a data file named by its source: a CSV upload's columns are its header, JSON
+    rows' their keys."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         body = await json_body(request)
         if isinstance(body, dict) and isinstance(body.get("rows"), list):
             _bounded(body["rows"])
         batch = model(BatchRequest, body)
+        known_encoding(batch.encoding)  # JSON rows are text already: only checked
         return batch, data_of_objects(batch.rows, "rows")
-    text, filename = await upload_text(request)
-    form = await request.form()
+    raw, sent, form = await upload(request)
+    name = file_name(sent)
+    encoding = known_encoding(str(form.get("encoding") or "")) if form.get("encoding") else None
+    mapping = _mapping(str(form.get("mapping") or ""))
+    hint = "" if encoding else "; name its encoding with the form field 'encoding'"
+    text = await off_loop(text_of, raw, name, encoding, hint)
     try:
-        table = await off_loop(parse_data, text, filename)
+        table = await off_loop(parse_data, text, name)
     except DocumentError as exc:
-        raise Invalid("the data file is not valid", problems=[p.as_dict() for p in exc.problems]) from None
+        raise Invalid("the data file is not valid", problems=_problems(exc)) from None
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     checked(_bounded(table.rows), "the data file")
-    mapping = dict(p.split("=", 1) for p in str(form.get("mapping", "")).split(",") if "=" in p)
-    named = ("sop_id", "concurrency", "priority", "version", "strict_columns")
+    named = ("sop_id", "concurrency", "priority", "version", "strict_columns", "encoding")
     fields = {k: form[k] for k in named if form.get(k)}
     inputs = parse_json(str(form["inputs"]), "the form field 'inputs'") if form.get("inputs") else {}
     return model(BatchRequest, {**fields, "rows": table.rows, "mapping": mapping, "inputs": inputs}), table
+
+
+def _mapping(text: str) -> dict[str, str]:
+    """The form field `mapping`, `col=input,…`, read as the command line reads its --map values."""
+    try:
+        return column_mapping([p.strip() for p in text.split(",") if p.strip()], "mapping")
+    except DocumentError as exc:
+        said = str(exc.problems[0]) if len(exc.problems) == 1 else "the mapping takes col=input,…"
+        raise Invalid(said, problems=_problems(exc)) from None
+
+
+def _problems(exc: DocumentError) -> list[dict[str, str]]:
+    return [p.as_dict() for p in exc.problems]
 
 
 @endpoint(
     "POST",
     "/batches",
     "Start a batch: a run per row",
-    BatchOut,
+    BatchCreatedOut,
     body=BatchRequest,
     body_types=("multipart/form-data",),
     status=201,
@@ -89,13 +119,13 @@ async def create_batch(request: Request) -> Response:
     try:
         warnings = check_columns(loaded.sop, table, body.mapping, body.inputs, body.strict_columns)
     except DocumentError as exc:
-        raise Invalid("the rows do not fit the SOP", problems=[p.as_dict() for p in exc.problems]) from None
+        raise Invalid("the rows do not fit the SOP", problems=_problems(exc)) from None
     rows = await off_loop(fit_rows, loaded.sop, table, body.mapping, body.inputs)
     batch = await off_loop(
         state.batches.create,
         loaded,
         rows,
-        "upload",
+        table.name,
         body.concurrency,
         PRIORITIES[body.priority],
         created_by=name_of(request),
@@ -129,7 +159,7 @@ async def list_batches(request: Request) -> Response:
     "A batch with a page of its rows",
     BatchDetailOut,
     query=(
-        Query("status"),
+        Query("status", enum=ROW_STATUSES),
         Query("limit", "integer", minimum=1, maximum=1000),
         Query("offset", "integer", minimum=0),
     ),
@@ -138,7 +168,7 @@ async def get_batch(request: Request) -> Response:
     state, batch = await _batch(request)
     limit = query_int(request, "limit", 100, low=1, high=1000)
     offset = query_int(request, "offset", 0)
-    status = query_text(request, "status")
+    status = query_text(request, "status", ROW_STATUSES) if request.query_params.get("status") else None
     # the summary first: rows read after it are as new at least, so a batch said done shows its rows done
     summary = await off_loop(state.batches.summary, batch.id)
     lines = await off_loop(state.batches.results, batch.id)

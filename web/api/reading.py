@@ -3,12 +3,15 @@ The request body's size is bounded before it reaches here (web/guard.py)."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
+from sop_engine.decoding import Undecodable, decode
 from sop_engine.limits import LimitError, load_json
 from sop_engine.text import has_unencodable
 
@@ -71,13 +74,42 @@ async def body_model(request: Request, kind: type[Model], *, empty: Any = ...) -
     return model(kind, await json_body(request, empty=empty))
 
 
-async def upload_text(request: Request, field: str = "file") -> tuple[str, str]:
-    """(text, file name) of a multipart upload."""
+async def upload(request: Request, field: str = "file") -> tuple[bytes, str, FormData]:
+    """(bytes, file name, the whole form) of a multipart upload; the name as sent, for problems to name."""
     form = await request.form(max_files=1, max_fields=20)
     upload = form.get(field)
     if not isinstance(upload, UploadFile):
         raise BadRequest(f"send the file as the form field '{field}'")
-    return decoded(await upload.read(), f"the file '{field}'"), upload.filename or ""
+    return await upload.read(), upload.filename or "", form
+
+
+def file_name(sent: str, default: str = "upload") -> str:
+    """An uploaded file's name as it may be stored and shown: the name only (no folders, whichever their
+    separator), no control characters, valid text, at most 200 characters (its ending kept)."""
+    name = re.split(r"[\\/]", sent)[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C" or c == " ").strip()
+    name = name.encode("utf-8", "replace").decode("utf-8")[-200:].strip()
+    return name if name not in ("", ".", "..") else default
+
+
+def text_of(raw: bytes, where: str, encoding: str | None = None, hint: str = "") -> str:
+    """A file's or a document's bytes as text (sop_engine.decoding: UTF-8 unless `encoding` names another, a
+    byte-order mark dropped): bytes that are not text in it are a 422 naming `where` and the first such byte,
+    as the command line names them."""
+    try:
+        return decode(raw, encoding)
+    except Undecodable as exc:
+        raise Invalid(f"{where}: {exc}", problems=[{"where": where, "message": f"{exc}{hint}"}]) from None
+
+
+def known_encoding(name: str | None, where: str = "encoding") -> str | None:
+    """`name` when it names a text encoding (None for UTF-8); else a 422 naming it."""
+    if name:
+        try:
+            decode(b"", name)
+        except Undecodable as exc:
+            raise Invalid(f"{where}: {exc}", problems=[{"where": where, "message": str(exc)}]) from None
+    return name or None
 
 
 def query_int(request: Request, name: str, default: int, low: int = 0, high: int = BIGGEST) -> int:

@@ -235,6 +235,10 @@ class BatchOut(_Out):
     counts: dict[str, int]
 
 
+class BatchCreatedOut(BatchOut):
+    warnings: list[str]  # columns that match no input, mapped columns the file does not have
+
+
 class BatchListOut(_Out):
     batches: list[BatchOut]
 

@@ -15,14 +15,16 @@ from ..guard import DOCUMENT_TYPES
 from ..responses import Json
 from ..state import state_of
 from .endpoints import Query, endpoint
-from .reading import decoded, query_int, upload_text
+from .reading import file_name, query_int, text_of, upload
 from .serialize import SopDetailOut, SopListOut, SopOut, document_json
 
 
 async def _document_text(request: Request) -> str:
+    """The document's text: UTF-8, a byte-order mark dropped; other bytes are a 422 naming the first."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return (await upload_text(request))[0]
-    return decoded(await request.body())
+        raw, name, _ = await upload(request)
+        return text_of(raw, file_name(name, "the file"))
+    return text_of(await request.body(), "the body")
 
 
 def _load(text: str) -> LoadedSop:
@@ -31,7 +33,8 @@ def _load(text: str) -> LoadedSop:
         loaded = load_sop(text)
     except DocumentError as exc:
         raise Invalid("the document is not a valid SOP", problems=[p.as_dict() for p in exc.problems]) from None
-    where = has_unencodable(loaded.sop.model_dump(mode="python"))
+    # warnings=False: a typed field may hold its template (count: "{{ n }}") until its step runs
+    where = has_unencodable(loaded.sop.model_dump(mode="python", warnings=False))
     if where is not None:
         raise Invalid(f"the document holds text that is not valid Unicode ({where})")
     return loaded
