@@ -14,6 +14,7 @@ from playwright.async_api import Dialog, Page
 from .steps import DialogAnswer
 
 DISMISS = DialogAnswer(accept=False)
+MAX_MESSAGE = 2000  # characters of a dialog's message kept
 MAX_KEPT = 50  # dialogs kept per tab for its next step; a page that opens them in a loop is not kept whole
 
 
@@ -56,7 +57,10 @@ class DialogDesk:
     async def _answer(self, page: Page, dialog: Dialog) -> None:
         tab = self.tab_of(page)
         key, answer = self._answers.get(tab or "", (f"tab:{tab or 'unnamed'}", self.default))
-        record = {"type": dialog.type, "message": self.mask(dialog.message)}
+        text = dialog.message
+        if len(text) > MAX_MESSAGE:  # the page writes it: kept bounded in results and the log
+            text = text[:MAX_MESSAGE] + f"… ({len(dialog.message)} characters)"
+        record = {"type": dialog.type, "message": self.mask(text)}
         if tab is not None:  # before any await: the step in flight reads it when its action returns
             kept = self._seen.setdefault(tab, [])
             kept.append(record)

@@ -47,6 +47,7 @@ class Settings:
     template_max_range: int  # items a template's range() may produce
     batch_max_rows: int  # rows one batch may have in the server (each becomes a run)
     write_retry_seconds: int  # how long a worker retries a failed database write before it lets the run go
+    download_max_bytes: int  # the most a download step may save, whatever its max_size says
 
     @property
     def database(self) -> str:
@@ -77,4 +78,5 @@ def current() -> Settings:
         template_max_range=_int("SOP_TEMPLATE_MAX_RANGE", 100_000),
         batch_max_rows=_int("SOP_BATCH_MAX_ROWS", 10_000),
         write_retry_seconds=_int("SOP_WRITE_RETRY_SECONDS", 60),
+        download_max_bytes=_int("SOP_DOWNLOAD_MAX_BYTES", 100 * MIB),
     )

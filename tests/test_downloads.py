@@ -71,6 +71,19 @@ steps:
         assert not list(folder.glob("get-orders*"))  # the failure screenshot only
 
 
+async def test_the_machine_caps_what_a_download_may_save(run_sop, store, monkeypatch):
+    """A document may not raise its max_size over SOP_DOWNLOAD_MAX_BYTES (a server's disk is not the SOP's)."""
+    monkeypatch.setenv("SOP_DOWNLOAD_MAX_BYTES", "30")
+    outcome = await run_sop("""
+sop: 1
+id: capped
+steps:
+  - {id: open, action: navigate, url: "$SITE/download.html"}
+  - {id: get, action: download, url: "$SITE/files/orders.csv", max_size: 1000000000}
+""")
+    assert "larger than max_size (30 bytes" in failed(store, outcome, "get")
+
+
 async def test_download_needs_exactly_one_source():
     for fields in ("", ', selector: "#csv", url: "/x"'):
         try:

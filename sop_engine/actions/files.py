@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from playwright.async_api import Download as PlaywrightDownload
 
+from .. import settings
 from ..errors import ErrorKind, StepError
 from ..limits import LimitError, ParseError, load_json
 from ..policy import PolicyError
@@ -21,6 +22,11 @@ from .context import ActionContext
 from .targets import locate, shown, target_of
 
 CHUNK = 64 * 1024
+
+
+def _limit(step: Download) -> int:
+    """The step's max_size, within the most this machine lets a download save (SOP_DOWNLOAD_MAX_BYTES)."""
+    return min(step.max_size, settings.current().download_max_bytes)
 
 
 def _too_big(what: str, size: int, limit: int) -> StepError:
@@ -50,9 +56,9 @@ async def _by_click(step: Download, f: dict[str, Any], ctx: ActionContext) -> di
             raise StepError(ErrorKind.ACTION, f"{what}: the download failed ({failure})", selector=shown(f))
         temporary = await got.path()
     size = temporary.stat().st_size
-    if size > step.max_size:
+    if size > _limit(step):
         await got.delete()  # the browser's own copy
-        raise _too_big(what, size, step.max_size)
+        raise _too_big(what, size, _limit(step))
     name = got.suggested_filename or "download"
     path = ctx.artifact(f["file"] or name)
     await got.save_as(path)
@@ -91,7 +97,7 @@ async def _by_url(step: Download, f: dict[str, Any], ctx: ActionContext) -> dict
             raise StepError(ErrorKind.HTTP, f"{what} answered {response.status_code}", url=url)
         name = _suggested(response)
         path = ctx.artifact(f["file"] or name)
-        size = await _save(response, path, step.max_size, what)
+        size = await _save(response, path, _limit(step), what)
     finally:
         await response.aclose()
     return {"path": str(path), "name": name, "size": size}
