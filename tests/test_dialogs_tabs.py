@@ -240,3 +240,19 @@ async def test_a_popup_the_run_never_named_is_guarded_too(browser_host, site):
         assert guard_of(popup) is session.guard
     finally:
         await session.close()
+
+
+async def test_a_dialogs_message_is_kept_bounded(run_sop):
+    outcome = await run_sop("""
+sop: 1
+id: long-alert
+outputs: [said]
+steps:
+  - {id: open, action: navigate, url: "$SITE/dialogs.html"}
+  - id: shout
+    action: evaluate
+    script: "() => { alert('x'.repeat(50000)); return 1 }"
+    outputs: {said: "{{ result.dialogs[0].message }}"}
+""")
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    assert outcome.outputs == {"said": "x" * 2000 + "… (50000 characters)"}
