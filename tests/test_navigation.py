@@ -80,8 +80,8 @@ class StepRun:
         self.secret_selectors: list[str] = []
         self._http: httpx.AsyncClient | None = None
 
-    async def page(self) -> Any:
-        return await self.session.page("main")
+    async def page(self, reopen: bool = False) -> Any:
+        return await self.session.page("main", reopen)
 
     def artifact(self, name: str) -> Path:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
