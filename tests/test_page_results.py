@@ -1,12 +1,14 @@
-"""What a page hands back to a step is JSON text bounded in the page: a window, a DOM node or a huge string
-fails the step at once, never reaching the engine (a window's value graph once ate the server's memory)."""
+"""What a page hands back to a step is JSON text bounded in the page: a window or a huge string fails the step
+at once, never reaching the engine (a window's value graph once ate the server's memory); an http answer is
+read up to its limit."""
 
 from __future__ import annotations
 
 import pytest
 
-from sop_engine.actions import reading
+from sop_engine.actions import http, reading
 from sop_engine.states import RunStatus
+from tests.loopback import LoopbackServer, Reply
 
 
 @pytest.mark.parametrize(
@@ -62,3 +64,20 @@ steps:
     assert outcome.status == RunStatus.FAILED
     error = next(row for row in store.steps(outcome.run_id) if row.key == "all").error
     assert "characters of JSON, over the limit of 200" in error["message"]
+
+
+async def test_an_http_answer_over_the_limit_fails_its_step(run_sop, store, monkeypatch):
+    monkeypatch.setattr(http, "RESPONSE_MAX_BYTES", 1000)
+    with LoopbackServer(lambda request: Reply(200, b"x" * 5000 if request.path == "/big" else b'{"ok": 1}')) as site:
+        outcome = await run_sop(f"""
+sop: 1
+id: big-answer
+outputs: [small]
+defaults: {{on_error: continue}}
+steps:
+  - {{id: big, action: http, url: "{site.url}/big"}}
+  - {{id: small, action: http, url: "{site.url}/small", outputs: {{small: json}}}}
+""")
+    error = next(row for row in store.steps(outcome.run_id) if row.key == "big").error
+    assert error["message"] == f"GET {site.url}/big: the answer is over 1000 bytes"
+    assert outcome.outputs == {"small": {"ok": 1}}

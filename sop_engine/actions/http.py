@@ -12,12 +12,19 @@ from ..policy import NetworkPolicy, PolicyError
 from ..steps import Http
 from .context import ActionContext
 
+RESPONSE_MAX_BYTES = 10 * 1024 * 1024  # of an answer's body kept for the step's result
+
 
 async def request(step: Http, fields: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     policy = ctx.policy
     url = policy.absolute(str(fields["url"]), step.method)
     try:
-        response = await _send(step, url, fields, ctx, policy)
+        streamed = await _send(step, url, fields, ctx, policy)
+        try:
+            body = await _bounded_body(streamed, f"{step.method} {url}")
+        finally:
+            await streamed.aclose()
+        response = httpx.Response(streamed.status_code, headers=streamed.headers, content=body)
     except httpx.TimeoutException:
         raise StepError(ErrorKind.TIMEOUT, f"{step.method} {url} got no answer in time", url=url) from None
     except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
@@ -41,6 +48,18 @@ async def request(step: Http, fields: dict[str, Any], ctx: ActionContext) -> dic
     return {"status": response.status_code, "json": body_json, "text": response.text, "headers": dict(response.headers)}
 
 
+async def _bounded_body(response: httpx.Response, what: str) -> bytes:
+    """The body, read as it comes, up to RESPONSE_MAX_BYTES: a server answering gigabytes fails the step."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > RESPONSE_MAX_BYTES:
+            raise StepError(
+                ErrorKind.HTTP, f"{what}: the answer is over {RESPONSE_MAX_BYTES} bytes", url=str(response.url)
+            )
+    return bytes(body)
+
+
 async def _send(
     step: Http, url: str, fields: dict[str, Any], ctx: ActionContext, policy: NetworkPolicy
 ) -> httpx.Response:
@@ -58,7 +77,7 @@ async def _send(
     for _ in range(client.max_redirects + 1):
         try:
             await policy.check_request(str(request.url))
-            response = await client.send(request, follow_redirects=False)
+            response = await client.send(request, follow_redirects=False, stream=True)
         except PolicyError as exc:
             via = f" (redirected to {request.url})" if len(hops) > 1 else ""
             raise PolicyError(f"{step.method} {url}{via}: {exc.message}", url=str(request.url)) from None
