@@ -17,6 +17,7 @@ from .liveness import orphaned, worker_name
 from .runner import Runner, shown_inputs
 from .states import RunStatus, TransitionError
 from .store import RunHeld
+from .store.runs import new_run_row
 from .tables import BatchItemRow, BatchRow, RunRow
 from .vault import Vault
 
@@ -48,16 +49,14 @@ class Batches:
         vault: Vault | None,
     ) -> RunRow:
         assert row.inputs is not None
-        return RunRow(
-            id=uuid.uuid4().hex,
-            document_id=document_id,
-            sop_id=loaded.sop.id,
-            sop_version=version,
-            status=RunStatus.QUEUED.value,
-            priority=priority,
-            inputs=shown_inputs(loaded, row.inputs),
+        return new_run_row(
+            document_id,
+            loaded.sop.id,
+            version,
+            shown_inputs(loaded, row.inputs),
+            RunStatus.QUEUED.value,
+            priority,
             secrets=vault.seal(row.inputs) if vault else None,
-            created_at=utcnow(),
             batch_id=batch_id,
             row_number=row.number,
         )

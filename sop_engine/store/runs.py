@@ -150,11 +150,18 @@ class Runs(Database):
 
 
 def _new_run(document: SopDocumentRow, inputs: dict[str, Any], status: str, priority: int, **extra: Any) -> RunRow:
+    return new_run_row(document.id, document.sop_id, document.version, inputs, status, priority, **extra)  # type: ignore[arg-type]
+
+
+def new_run_row(
+    document_id: int, sop_id: str, version: int, inputs: dict[str, Any], status: str, priority: int, **extra: Any
+) -> RunRow:
+    """A run's row as it is first written (by a single run or a batch's), its id new."""
     return RunRow(
         id=uuid.uuid4().hex,
-        document_id=document.id,
-        sop_id=document.sop_id,  # type: ignore[arg-type]
-        sop_version=document.version,
+        document_id=document_id,
+        sop_id=sop_id,
+        sop_version=version,
         status=status,
         priority=priority,
         inputs=inputs,
