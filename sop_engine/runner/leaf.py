@@ -34,7 +34,7 @@ from ..loops import (
 from ..masking import MASK
 from ..retries import RetryPolicy
 from ..states import StepStatus
-from ..steps import Condition, DialogAnswer, If, Loop, Probe, Step, uses_browser
+from ..steps import Condition, DialogAnswer, If, Loop, Probe, Step, as_written, uses_browser
 from ..taint import secret_parts, secret_texts
 from .outcome import LOST, RunFailed, RunPaused
 
@@ -61,14 +61,17 @@ class Leaf:
             self._clear[text] = None
 
     def _learn_secrets(self, step: Step, template: Any, fields: Any) -> None:
-        """Before the step acts: the rendered templates that read a tainted name become secrets, and a
-        field filled with one is remembered, to be covered in pictures of its tab."""
+        """Before the step acts (before its fields are checked, so that an error quoting them is masked): the
+        rendered templates that read a tainted name become secrets."""
         for value in secret_parts(template, fields, self.tainted):
             self.hide(value)
-        if step.action in ("fill", "type", "select") and isinstance(fields, dict):
+
+    def _remember_filled(self, step: Step, fields: dict[str, Any]) -> None:
+        """A field filled with a secret (its checked target) is covered in every picture of its tab."""
+        if step.action in ("fill", "type", "select"):
             values = [fields.get("value"), fields.get("label")]
             if self.mask(values) != values:
-                where = json.dumps([target_of(fields), fields.get("frame")], sort_keys=True)
+                where = json.dumps(as_written([target_of(fields), fields.get("frame")]), sort_keys=True)
                 self._filled.setdefault(step.tab, set()).add(where)
 
     def secret_locators(self, tab: str, page: Page) -> list[Locator]:
@@ -231,6 +234,7 @@ class Leaf:
             fields = await off_the_loop(template, lambda: render_fields(template, variables))
             self._learn_secrets(step, template, fields)
             acting, fields = checked_fields(step, template, fields)
+            self._remember_filled(step, fields)
             ctx.timeout = acting.timeout or self.sop.defaults.timeout
             answer = await self._dialog_answer(step, variables)
             try:
