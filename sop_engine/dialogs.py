@@ -57,10 +57,10 @@ class DialogDesk:
     async def _answer(self, page: Page, dialog: Dialog) -> None:
         tab = self.tab_of(page)
         key, answer = self._answers.get(tab or "", (f"tab:{tab or 'unnamed'}", self.default))
-        text = dialog.message
+        text = self.mask(dialog.message)  # masked whole first: a cut must not leave half a secret showing
         if len(text) > MAX_MESSAGE:  # the page writes it: kept bounded in results and the log
             text = text[:MAX_MESSAGE] + f"… ({len(dialog.message)} characters)"
-        record = {"type": dialog.type, "message": self.mask(text)}
+        record = {"type": dialog.type, "message": text}
         if tab is not None:  # before any await: the step in flight reads it when its action returns
             kept = self._seen.setdefault(tab, [])
             kept.append(record)
