@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run demo test bench lint fmt clean
+.PHONY: setup browser services run demo test bench lint fmt clean cluster
 
 setup: $(STAMP) browser node_modules/.installed
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 browser: $(STAMP)
 	@bash scripts/ensure-browser.sh $(BIN)/python
 
+# PostgreSQL and Redis for the tests (each test run starts its own on loopback); `make run` needs neither
+services:
+	@bash scripts/ensure-services.sh
+
 # the page's third-party JavaScript (the Socket.IO client), from the npm registry, never a CDN
 node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "Node.js and npm are needed for the web page's packages"; exit 1; }
@@ -30,7 +34,7 @@ run: setup
 demo: setup
 	$(BIN)/sop-engine demo
 
-test: setup
+test: setup services
 	$(BIN)/ruff check sop_engine web tests bench
 	$(BIN)/python -m pytest
 

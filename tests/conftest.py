@@ -18,6 +18,7 @@ from sop_engine.runner import Runner, RunOutcome
 from sop_engine.static_site import serve_folder
 from sop_engine.store import Store
 from tests.loopback import LoopbackServer, Reply, Request, json_reply
+from tests.services import Postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 SITES = ROOT / "fixtures" / "sites"
@@ -55,17 +56,40 @@ async def browser_host() -> AsyncIterator[BrowserHost]:
     await host.close()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL cluster for the session, started as the project's scripts start it; a database per test."""
+    cluster = Postgres().start()
+    yield cluster
+    cluster.stop()
+
+
+# the store's tests run on both: `pytestmark = both_databases` in their module
+both_databases = pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+SECRET_KEY = "yS3tWJpcsBfS2zOQ3aOuA1lyKuA8lHc2ToGvyS8kJ0Y="  # a Fernet key the tests' processes share on PostgreSQL
+
+
 @pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def database(request: pytest.FixtureRequest) -> str:
+    """The database a test's store is on: sqlite unless the test is parametrised with both."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str, request: pytest.FixtureRequest) -> Path:
     folder = tmp_path / "data"
     monkeypatch.setenv("SOP_DATA_DIR", str(folder))
     monkeypatch.delenv("SOP_DATABASE_URL", raising=False)
+    if database == "postgresql":
+        monkeypatch.setenv("SOP_DATABASE_URL", request.getfixturevalue("postgres").new_database())
+        monkeypatch.setenv("SOP_SECRET_KEY", SECRET_KEY)
     return folder
 
 
 @pytest.fixture
-def store(data_dir: Path) -> Iterator[Store]:
+def store(data_dir: Path, database: str) -> Iterator[Store]:
     store = Store()
+    assert store.dialect == database, f"the store is on {store.dialect}, not {database}"
     yield store
     store.close()
 

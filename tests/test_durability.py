@@ -19,7 +19,7 @@ from sop_engine.browser import BrowserHost
 from sop_engine.document import load_sop
 from sop_engine.runner import Runner
 from sop_engine.states import RunStatus
-from tests.conftest import ServerProcess, post_sop, start_run, wait_for, wait_run
+from tests.conftest import ServerProcess, both_databases, post_sop, start_run, wait_for, wait_run
 from tests.loopback import LoopbackServer, Reply, Request, html_reply
 
 ITEMS = ["a", "b", "c", "d", "e", "f"]
@@ -177,6 +177,7 @@ async def run_and_kill_chromium(store, host, loaded, key: str, marker: str, sett
     return run.id, await asyncio.wait_for(task, 60)
 
 
+@both_databases
 async def test_chromium_killed_mid_run_relaunches_and_completes(store, site_counter):
     marker = f"--sop-fault-test={uuid.uuid4().hex}"
     host = BrowserHost(extra_args=[marker])
@@ -236,6 +237,7 @@ steps:
     assert outcome.status == RunStatus.COMPLETED and outcome.outputs == {"n": 1}
 
 
+@both_databases
 async def test_chromium_killed_during_a_browser_step_retries_that_step(store, site_counter):
     marker = f"--sop-fault-test={uuid.uuid4().hex}"
     host = BrowserHost(extra_args=[marker])

@@ -23,6 +23,7 @@ from sop_engine.events import utcnow
 from sop_engine.migrations import BASELINE, NewerDatabase, scripts
 from sop_engine.store import RELEASED, Store
 from sop_engine.tables import BatchItemRow, BatchRow, RunRow
+from tests.conftest import both_databases
 
 OLD = Path(__file__).resolve().parent / "fixtures_db" / "sop-0.1.0.db"
 TABLES = ("sop_documents", "batches", "batch_items", "runs", "step_runs", "run_events", "audit", "checkpoints")
@@ -204,6 +205,7 @@ def test_two_processes_opening_an_old_database_at_once_migrate_it_once(old_db: P
 SOP = "sop: 1\nid: mine\nsteps:\n  - {id: a, action: navigate, url: 'http://127.0.0.1:1/'}\n"
 
 
+@both_databases
 def test_creators_of_documents_runs_and_batches(store: Store):
     first = store.save_document(load_sop(SOP), created_by="alice")
     assert store.save_document(load_sop(SOP), created_by="bob").created_by == "alice"  # same text, same row
@@ -238,6 +240,7 @@ def test_creators_of_documents_runs_and_batches(store: Store):
     assert store.run("r2").created_by == "carol"  # type: ignore[union-attr]
 
 
+@both_databases
 def test_a_released_claim_puts_the_run_back_in_the_queue_with_its_event(store: Store):
     document = store.save_document(load_sop(SOP))
     run = store.create_run(document, {}, "queued")

@@ -18,7 +18,7 @@ import pytest
 from sop_engine.document import load_sop
 from sop_engine.states import ClaimLost, TransitionError
 from sop_engine.store import RunHeld, Store
-from tests.conftest import SOPS, Gate, ServerProcess, post_sop, start_run, wait_for, wait_run
+from tests.conftest import SOPS, Gate, ServerProcess, both_databases, post_sop, start_run, wait_for, wait_run
 from tests.loopback import LoopbackServer, Reply, Request, json_reply
 
 
@@ -47,6 +47,7 @@ steps:
 """
 
 
+@both_databases
 def test_the_gate_refuses_what_the_table_forbids_and_changes_nothing(store: Store):
     document = store.save_document(load_sop(GATED))
     run = store.create_run(document, {}, "queued")
@@ -71,6 +72,7 @@ def test_the_gate_refuses_what_the_table_forbids_and_changes_nothing(store: Stor
     assert [e.seq for e in store.events(run.id)] == [1, 2, 3]
 
 
+@both_databases
 def test_two_claims_race_and_one_wins(store: Store):
     document = store.save_document(load_sop(GATED))
     runs = [store.create_run(document, {}, "queued") for _ in range(20)]
@@ -91,6 +93,7 @@ def test_two_claims_race_and_one_wins(store: Store):
         assert claimed.data["status"] == "running"
 
 
+@both_databases
 def test_a_holder_that_lost_its_claim_writes_nothing_more(store: Store):
     document = store.save_document(load_sop(GATED))
     run = store.create_run(document, {}, "queued")
@@ -101,6 +104,7 @@ def test_a_holder_that_lost_its_claim_writes_nothing_more(store: Store):
     assert [e.type for e in store.events(run.id)] == ["run.updated", "run.updated"]
 
 
+@both_databases
 def test_claim_run_refuses_a_live_holder_unless_forced(store: Store):
     document = store.save_document(load_sop(GATED))
     run = store.create_run(document, {}, "queued")

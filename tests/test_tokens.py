@@ -14,6 +14,7 @@ import pytest
 
 from sop_engine.store import Store, TokenNameTaken
 from sop_engine.tables import ROLES
+from tests.conftest import both_databases
 from web.auth import VERDICT_SECONDS, Role, Tokens, User, can, hash_token, token_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +96,7 @@ def test_only_the_hash_is_stored(store: Store, data_dir: Path):
     assert not hasattr(store.tokens()[0], "token_hash")
 
 
+@both_databases
 def test_store_refuses_a_taken_name_and_an_unknown_role(store: Store):
     store.add_token("alice", "viewer", hash_token("one"))
     store.revoke_token("alice")
@@ -106,6 +108,7 @@ def test_store_refuses_a_taken_name_and_an_unknown_role(store: Store):
     assert store.revoke_token("nobody") is False
 
 
+@both_databases
 def test_a_revoked_token_stops_working_within_the_verdict_time(store: Store):
     store.add_token("alice", "admin", hash_token("tok"))
     clock = Clock()
@@ -119,6 +122,7 @@ def test_a_revoked_token_stops_working_within_the_verdict_time(store: Store):
     assert Tokens(store).user("tok") is None
 
 
+@both_databases
 def test_use_is_recorded(store: Store):
     store.add_token("alice", "viewer", hash_token("tok"))
     assert store.tokens()[0].last_used_at is None
@@ -126,6 +130,7 @@ def test_use_is_recorded(store: Store):
     assert store.tokens()[0].last_used_at is not None
 
 
+@both_databases
 def test_unknown_empty_and_oversized_tokens_are_nobody(store: Store):
     tokens = Tokens(store)
     assert tokens.user(None) is None and tokens.user("") is None
@@ -152,6 +157,7 @@ def test_tokens_from_the_environment(monkeypatch: pytest.MonkeyPatch, caplog: py
     assert not any(secret in caplog.text for secret in ("broken-secret", "tok4", "tok5"))
 
 
+@both_databases
 def test_the_first_start_makes_an_admin_token_kept_in_data_token(store: Store, data_dir: Path):
     made = Tokens().startup(store)
     assert made is not None
@@ -167,6 +173,7 @@ def test_the_first_start_makes_an_admin_token_kept_in_data_token(store: Store, d
     assert [t.name for t in store.tokens()] == ["admin"]
 
 
+@both_databases
 def test_a_new_first_token_when_the_kept_one_was_revoked(store: Store):
     made = Tokens().startup(store)
     store.revoke_token("admin")
@@ -177,6 +184,7 @@ def test_a_new_first_token_when_the_kept_one_was_revoked(store: Store):
     assert Tokens(store).user(made) is None  # type: ignore[arg-type]
 
 
+@both_databases
 def test_no_first_token_when_there_is_one(store: Store, monkeypatch: pytest.MonkeyPatch):
     store.add_token("alice", "admin", hash_token("tok"))
     assert Tokens().startup(store) is None
@@ -284,6 +292,7 @@ def test_new_token_replaces_the_kept_one(tmp_path: Path):
         assert later.status(new) == 200 and later.status(old) == 401
 
 
+@both_databases
 def test_renew_keeps_other_tokens_and_works_without_a_kept_one(store: Store, data_dir: Path):
     store.add_token("alice", "admin", hash_token("alice-tok"))
     first = Tokens().startup(store, renew=True)  # no file yet: nothing to revoke

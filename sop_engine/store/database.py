@@ -70,6 +70,11 @@ class Database:
         self._writer: Any = None  # one connection for the hot path of run writes, one writer at a time
         self._writing = threading.Lock()
 
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`: what the server reports, so a silent fallback shows."""
+        return self.engine.dialect.name
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
