@@ -64,8 +64,16 @@ def postgres() -> Iterator[Postgres]:
     cluster.stop()
 
 
-# the store's tests run on both: `pytestmark = both_databases` in their module
-both_databases = pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+# the store's, API's, controls', batches' and durability tests run on both: `pytestmark = both_databases` in
+# their module (or on a test): each of its tests that uses a store or a server runs on SQLite and on PostgreSQL
+both_databases = pytest.mark.both_databases
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_databases") and "database" in metafunc.fixturenames:
+        metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+
+
 SECRET_KEY = "yS3tWJpcsBfS2zOQ3aOuA1lyKuA8lHc2ToGvyS8kJ0Y="  # a Fernet key the tests' processes share on PostgreSQL
 
 
@@ -152,14 +160,18 @@ def free_port() -> int:
 class ServerProcess:
     """`sop-engine serve` in a subprocess, with its own data folder and a known token."""
 
-    def __init__(self, data: Path, concurrency: int = 4, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data: Path, concurrency: int = 4, env: dict[str, str] | None = None, database_url: str | None = None
+    ) -> None:
         self.data = data
         self.concurrency = concurrency
         self.env = env or {}
+        self.database_url = database_url  # None: SQLite in the data folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: Any = None
         self.log = data / "server.log"
+        self.health: dict[str, Any] = {}
 
     def start(self) -> ServerProcess:
         import os
@@ -170,14 +182,12 @@ class ServerProcess:
         import httpx
 
         self.data.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "SOP_DATA_DIR": str(self.data),
-            "SOP_API_TOKEN": TOKEN,
-            "SOP_API_TOKENS": TOKENS,
-            **self.env,
-        }
+        env = {**os.environ, "SOP_DATA_DIR": str(self.data), "SOP_API_TOKEN": TOKEN, "SOP_API_TOKENS": TOKENS}
         env.pop("SOP_DATABASE_URL", None)
+        env["SOP_DRAIN_SECONDS"] = "0"  # a stopped test server hands its runs back at once
+        if self.database_url:
+            env.update(SOP_DATABASE_URL=self.database_url, SOP_SECRET_KEY=SECRET_KEY)
+        env.update(self.env)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -200,7 +210,9 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/api/sops", headers=self.auth(), timeout=2).status_code == 200:
+                health = httpx.get(f"{self.url}/healthz", timeout=2)
+                if health.status_code == 200:
+                    self.health = health.json()
                     return self
             except httpx.HTTPError:
                 pass
@@ -231,10 +243,34 @@ class ServerProcess:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("server") / "data").start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def postgresql_server(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Iterator[ServerProcess]:
+    data = tmp_path_factory.mktemp("pg-server") / "data"
+    process = ServerProcess(data, database_url=postgres.new_database("server")).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def server(database: str, request: pytest.FixtureRequest) -> ServerProcess:
+    """The tests' shared server, on the test's database; it must say it is on that one (no silent fallback)."""
+    process: ServerProcess = request.getfixturevalue(f"{database}_server")
+    import httpx
+
+    assert httpx.get(f"{process.url}/healthz", timeout=10).json()["database"] == database
+    return process
+
+
+@pytest.fixture
+def database_url(database: str, request: pytest.FixtureRequest) -> str | None:
+    """For a server of a test's own: None (SQLite in its data folder) or a new PostgreSQL database."""
+    return request.getfixturevalue("postgres").new_database() if database == "postgresql" else None
 
 
 @pytest.fixture

@@ -88,9 +88,10 @@ steps:
 """
 
 
-def test_runs_survive_repeated_server_kills(tmp_path, site_counter):
+@both_databases
+def test_runs_survive_repeated_server_kills(tmp_path, site_counter, database_url):
     rng = random.Random()
-    server = ServerProcess(tmp_path / "data", concurrency=4).start()
+    server = ServerProcess(tmp_path / "data", concurrency=4, database_url=database_url).start()
     kills = 0
     try:
         with server.client() as api:
@@ -101,7 +102,7 @@ def test_runs_survive_repeated_server_kills(tmp_path, site_counter):
             time.sleep(rng.uniform(0.4, 1.6))
             server.stop(kill=True)
             kills += 1
-            server = ServerProcess(tmp_path / "data", concurrency=4)
+            server = ServerProcess(tmp_path / "data", concurrency=4, database_url=database_url)
             server.port = server.port  # a fresh port each time: the old socket may linger
             server.start()
         with server.client() as api:
@@ -133,14 +134,15 @@ steps:
 """
 
 
-def test_a_non_idempotent_step_interrupted_is_not_repeated(tmp_path, site_counter):
-    server = ServerProcess(tmp_path / "data").start()
+@both_databases
+def test_a_non_idempotent_step_interrupted_is_not_repeated(tmp_path, site_counter, database_url):
+    server = ServerProcess(tmp_path / "data", database_url=database_url).start()
     try:
         with server.client() as api:
             run_id = start_run(api, post_sop(api, PAY), {"base": site_counter.url})
             wait_for(lambda: site_counter.slow_calls["pay-once"] == 1, timeout=20)
         server.stop(kill=True)
-        server = ServerProcess(tmp_path / "data").start()
+        server = ServerProcess(tmp_path / "data", database_url=database_url).start()
         with server.client() as api:
             run = wait_run(api, run_id, "paused", timeout=30)
             assert run["waiting"]["kind"] == "failed" and run["waiting"]["key"] == "pay"

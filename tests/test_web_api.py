@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import ALICE, SOPS, post_sop, start_run, wait_run
+from tests.conftest import ALICE, SOPS, both_databases, post_sop, start_run, wait_run
 
 SLEEPY = """
 sop: 1
@@ -16,6 +16,8 @@ steps:
   - {id: a, action: sleep, duration: 50ms}
   - {id: b, action: set, inputs: [n], values: {double: "{{ n * 2 }}"}}
 """
+
+pytestmark = both_databases
 
 
 def test_every_api_route_needs_a_token(server):

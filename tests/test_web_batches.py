@@ -8,7 +8,9 @@ import json
 
 from playwright.async_api import expect
 
-from tests.conftest import fixture_sop, post_sop, sign_in, wait_for
+from tests.conftest import both_databases, fixture_sop, post_sop, sign_in, wait_for
+
+pytestmark = both_databases
 
 
 def batch_sop(api, server) -> str:

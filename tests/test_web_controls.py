@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ALICE, post_sop, start_run, wait_for, wait_run
+from tests.conftest import ALICE, both_databases, post_sop, start_run, wait_for, wait_run
 from tests.loopback import LoopbackServer, Reply, Request, json_reply
 
 STEPS = """
@@ -17,6 +17,8 @@ steps:
   - {id: three, action: sleep, duration: 150ms}
   - {id: four, action: set, values: {last: done}}
 """
+
+pytestmark = both_databases
 
 
 def status_of(run: dict) -> dict[str, str]:

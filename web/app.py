@@ -22,7 +22,7 @@ from sop_engine.policy import NetworkPolicy
 from sop_engine.runner import Runner
 from sop_engine.store import Store
 
-from . import api, errors, pages
+from . import api, errors, health, pages
 from .auth import Tokens
 from .config import ServerConfig, asset_dir, vendor_dir
 from .controls import Controls
@@ -77,11 +77,11 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         try:
             yield
         finally:
-            await pool.stop()
+            await pool.drain(options.drain_seconds)
             await browser.close()
             store.close()
 
-    routes: list[Any] = [Mount("/api", routes=api.routes()), *pages.routes]
+    routes: list[Any] = [Mount("/api", routes=api.routes()), *pages.routes, *health.routes]
     routes.append(Mount("/static", app=StaticFiles(directory=asset_dir("static")), name="static"))
     vendor = vendor_dir()
     if vendor is not None:

@@ -25,7 +25,9 @@ app.add_typer(tokens_app, name="token")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    concurrency: Annotated[int, typer.Option(help="Runs executed at once.")] = 4,
+    concurrency: Annotated[
+        int, typer.Option(min=0, max=64, help="Runs executed at once; 0: API, page and feed only.")
+    ] = 4,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     new_token: Annotated[
         bool,
@@ -54,6 +56,27 @@ def serve(
         where = f", or the one in {token_file()}" if token_file().exists() else ""
         out.print(f"[dim]sign in with a token (sop-engine token add NAME --role admin{where})[/]")
     uvicorn.run(application, host=host, port=port, log_level="warning", lifespan="on")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Runs executed at once.")] = 4,
+    base_url: Annotated[
+        str | None, typer.Option(help="The server's address: runs' relative URLs (/demo/…) go there.")
+    ] = None,
+    headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
+) -> None:
+    """Execute queued runs, with no HTTP server: as many worker processes as you like, on any host that
+    reaches the database (on PostgreSQL, with the servers' SOP_SECRET_KEY). Drains on SIGTERM."""
+    import asyncio
+    import logging
+
+    from .worker import work
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    with _store():  # refuses here, with its reason, what the worker could not open
+        pass
+    asyncio.run(work(concurrency, base_url, headed))
 
 
 @tokens_app.command("add")
@@ -107,9 +130,14 @@ def token_list() -> None:
 
 @contextlib.contextmanager
 def _store() -> Iterator[Store]:
-    from sop_engine.store import Store
+    from sop_engine.migrations import NewerDatabase
+    from sop_engine.store import CannotOpen, Store
 
-    store = Store()
+    try:
+        store = Store()
+    except (CannotOpen, NewerDatabase) as exc:
+        err.print(f"[red]{_escape(str(exc))}[/]")
+        raise typer.Exit(EXIT_INVALID) from None
     try:
         yield store
     finally:

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .auth import Tokens, token_of
 from .errors import RETRY_AFTER, TooLarge
 
-OPEN = ("/static/", "/demo/", "/login", "/favicon.ico")
+OPEN = ("/static/", "/demo/", "/login", "/favicon.ico", "/healthz")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON = ("application/json",)
 # what a cookie-signed request may send, by route: what the page itself sends there

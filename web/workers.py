@@ -38,6 +38,8 @@ class WorkerPool:
     CHECK_EVERY = 5.0  # seconds between looks for runs whose worker stopped
 
     def __init__(self, store: Store, runner: Runner, concurrency: int = 4, poll_seconds: float = 1.0) -> None:
+        from .jobs import queue_for
+
         self.store = store
         self.runner = runner
         self.concurrency = concurrency
@@ -50,14 +52,42 @@ class WorkerPool:
         # a claim and its registration in `live` happen under this lock, and so does every control: a control
         # comes wholly before a claim (which then reads it from the database) or after the run is live here
         self.claiming = asyncio.Lock()
+        self.draining = False  # on its way out: it claims nothing more
+        # on PostgreSQL, runs come as Procrastinate jobs; on SQLite, the pool's workers poll the runs table
+        self.jobs = queue_for(store.url, self)
+
+    @property
+    def queue(self) -> str:
+        """How runs reach this pool: `procrastinate` (PostgreSQL) or `local` (polling the runs table)."""
+        return "procrastinate" if self.jobs is not None else "local"
 
     async def start(self) -> None:
         await self.recover()
-        self._tasks = [asyncio.create_task(self._work(i), name=f"worker-{i}") for i in range(self.concurrency)]
+        if self.jobs is not None:
+            await self.jobs.open()
+            await self.jobs.reconcile()
+            if self.concurrency > 0:
+                self.jobs.work(self.concurrency)
+            self._tasks = [asyncio.create_task(self.jobs.reconciling(self.CHECK_EVERY), name="reconciler")]
+        else:
+            self._tasks = [asyncio.create_task(self._work(i), name=f"worker-{i}") for i in range(self.concurrency)]
         self._tasks.append(asyncio.create_task(self._watch(), name="recovery"))
+
+    async def drain(self, grace: float) -> None:
+        """SIGTERM: claims nothing more, lets the runs going here finish for up to `grace` seconds, then hands
+        back the rest (paused ones at once: they wait for a person) and stops."""
+        self.draining = True
+        if self.jobs is not None:
+            self.jobs.stop_fetching()
+        going = [live.done.wait() for live in self.live.values() if live.control.waiting is None]
+        if going and grace > 0:
+            log.info("draining: waiting up to %.0f s for %d run(s) to finish", grace, len(going))
+            await asyncio.wait([asyncio.ensure_future(g) for g in going], timeout=grace)
+        await self.stop()
 
     async def stop(self) -> None:
         """Runs in flight go back to the queue (paused ones stay paused), to go on after a restart."""
+        self.draining = True
         skips = {run_id: set(live.control.skips) for run_id, live in self.live.items()}
         for live in list(self.live.values()):
             live.control.stopping = True
@@ -69,10 +99,40 @@ class WorkerPool:
         self._tasks = []
         for run_id, keys in skips.items():
             await self._keep_skips(run_id, keys)
+        if self.jobs is not None:
+            await self.jobs.stop()
+            with contextlib.suppress(Exception):  # jobs for the runs handed back; else another process's round
+                await self.jobs.reconcile()
+            await self.jobs.close()
 
     def wake(self) -> None:
-        """A run was queued: a free worker takes it now rather than at its next poll."""
+        """A run was queued: a free worker takes it now rather than at its next poll (on PostgreSQL: its job
+        is deferred now rather than at the reconciler's next round)."""
+        if self.jobs is not None:
+            self.jobs.due()
         self._wake.set()
+
+    async def take(self, run_id: str) -> None:
+        """A job delivered this run: the worker claims it through the gate and executes it, or drops the job
+        when the run cannot be claimed (another worker has it, it ended, or this process drains)."""
+        if self.draining or run_id in self.live:
+            return
+        async with self.claiming:
+            try:
+                claim = await asyncio.to_thread(self.store.claim_run, run_id, self.name)
+            except TransitionError as exc:  # RunHeld included: a live worker executes it
+                log.debug("job for run %s dropped: %s", run_id, exc)
+                return
+            if claim.event is None:  # this process holds it already
+                return
+            live = self._register(claim.run)
+        try:
+            await self.runner.tell(claim.event)
+            await self._execute(claim.run, live)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a worker outlives any run
+            log.exception("run %s ended with an error", run_id)
 
     async def record(self, run_id: str, type_: str, data: dict[str, Any], **values: Any) -> None:
         """A state change made outside a run's execution, stored and sent to the feed like any other."""
@@ -125,9 +185,11 @@ class WorkerPool:
         """Claims and runs queued runs, for as long as the pool lives: a database failure makes it wait and
         try again, never ends it."""
         pause = BACKOFF[0]
-        while True:
+        while not self.draining:
             try:
                 async with self.claiming:
+                    if self.draining:
+                        return
                     claim = await asyncio.to_thread(self.store.claim_next_run, self.name)
                     live = self._register(claim.run) if claim is not None else None
             except STORE_DOWN as exc:
@@ -184,6 +246,7 @@ class WorkerPool:
         log.warning("run %s released, the database is unavailable: %s", run_id, _first(exc))
         try:
             await asyncio.to_thread(self.store.release_claim, run_id, self.name)
+            self.wake()
         except STORE_DOWN as again:
             log.warning("run %s could not be released (%s): recovery will take it back", run_id, _first(again))
 

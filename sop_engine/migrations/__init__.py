@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 BASELINE = "0001_baseline"  # the tables of the release before migrations
 HERE = Path(__file__).resolve().parent
+JOB_TABLE = "procrastinate_jobs"
 LOCK_KEY = 0x50E_3A1E  # the PostgreSQL advisory lock that one process at a time migrates under
 
 
@@ -62,6 +63,8 @@ def bring_up_to_date(engine: Engine, metadata: MetaData) -> None:
         if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE does this already
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
         tables = set(inspect(conn).get_table_names())
+        if conn.dialect.name == "postgresql" and JOB_TABLE not in tables:
+            _job_queue_schema(conn)
         context = MigrationContext.configure(conn)
         if not tables & set(metadata.tables):
             metadata.create_all(conn)
@@ -81,6 +84,14 @@ def bring_up_to_date(engine: Engine, metadata: MetaData) -> None:
         from alembic import command
 
         command.upgrade(config(connection=conn), "heads")
+
+
+def _job_queue_schema(conn: Connection) -> None:
+    """The job queue's tables and functions on PostgreSQL: Procrastinate's own schema, as it ships it, applied
+    under the same lock as the migrations (its later releases bring their own migration scripts)."""
+    from procrastinate.schema import SchemaManager
+
+    conn.exec_driver_sql(SchemaManager.get_schema().replace("%", "%%"))
 
 
 def _lookup(revision: str) -> Any:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .batches import Batches
-from .database import READ, Database, data_dir, default_database_url, make_engine
+from .database import READ, CannotOpen, Database, data_dir, default_database_url, make_engine
+from .deliveries import Deliveries, Undelivered
 from .documents import Documents
 from .journal import Journal
 from .queue import RELEASED, Claim, Queue, RunHeld
@@ -12,18 +13,20 @@ from .tokens import TokenInfo, TokenNameTaken, Tokens
 
 __all__ = [
     "READ",
+    "CannotOpen",
     "Claim",
     "RELEASED",
     "RunHeld",
     "Store",
     "TokenInfo",
     "TokenNameTaken",
+    "Undelivered",
     "data_dir",
     "default_database_url",
     "make_engine",
 ]
 
 
-class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Database):
+class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, Database):
     """Every method lets sqlalchemy's OperationalError through when the database is locked or gone,
     so that callers can retry."""

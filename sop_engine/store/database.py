@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event as sa_event
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -25,6 +26,20 @@ def data_dir() -> Path:
 
 def default_database_url() -> str:
     return settings.current().database
+
+
+class CannotOpen(RuntimeError):
+    """The store will not open: the message says why and what to do."""
+
+
+def _shared_key_check(url: str) -> None:
+    # every process of a cluster must open the sealed inputs and checkpoints that any other one wrote
+    if not url.startswith("sqlite") and not settings.current().secret_key:
+        raise CannotOpen(
+            "SOP_SECRET_KEY is not set: with a shared database every process (servers and workers) needs the "
+            "same key, or none can open what another sealed. Make one with: "
+            'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+        )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -59,6 +74,7 @@ class Database:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_database_url()
+        _shared_key_check(self.url)
         self.engine = make_engine(self.url)
         self._reads = self.engine.execution_options(**{READ: True})
         try:
@@ -74,6 +90,11 @@ class Database:
     def dialect(self) -> str:
         """`sqlite` or `postgresql`: what the server reports, so a silent fallback shows."""
         return self.engine.dialect.name
+
+    def ping(self) -> None:
+        """Raises when the database does not answer."""
+        with self.reading() as s:
+            s.execute(text("SELECT 1"))
 
     def close(self) -> None:
         if self._writer is not None:

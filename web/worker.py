@@ -1,0 +1,46 @@
+"""The `sop-engine worker` process: executes queued runs with its own Chromium and browser contexts, serves no
+HTTP. It runs on any host that reaches the database; on SIGTERM (or Ctrl-C) it drains: it claims nothing
+more, lets its runs finish for SOP_DRAIN_SECONDS, then hands the rest back to the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from sop_engine import settings
+from sop_engine.browser import BrowserHost
+from sop_engine.policy import NetworkPolicy
+from sop_engine.runner import Runner
+from sop_engine.store import Store
+
+from .workers import WorkerPool
+
+log = logging.getLogger("sop_engine.web.worker")
+
+
+async def work(concurrency: int, base_url: str | None, headed: bool = False) -> None:
+    """Until SIGTERM or SIGINT. `base_url`: the server's address, where runs' relative URLs go (its own
+    origin stays closed to them but for the demo pages, as in the server)."""
+    options = settings.current()
+    store = Store()
+    browser = BrowserHost(headed=headed, extra_args=list(options.browser_args))
+    own = dict.fromkeys([base_url, options.public_origin])
+    policy = NetworkPolicy.for_server(own, base_url=base_url or options.public_origin)
+    runner = Runner(store, browser, [], policy=policy)
+    pool = WorkerPool(store, runner, concurrency)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stopping.set)
+    try:
+        await pool.start()
+        log.warning(
+            "worker %s: %d run(s) at once, queue %s, database %s", pool.name, concurrency, pool.queue, store.dialect
+        )
+        await stopping.wait()
+        log.warning("worker %s: draining", pool.name)
+        await pool.drain(options.drain_seconds)
+    finally:
+        await browser.close()
+        store.close()
