@@ -242,6 +242,54 @@ class ServerProcess:
         return httpx.Client(base_url=self.url, headers=self.auth(token), timeout=15)
 
 
+class WorkerProcess:
+    """`sop-engine worker` in a subprocess, on a shared database; `ready` once it has started its pool."""
+
+    def __init__(self, data: Path, database_url: str, concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+        self.data = data
+        self.database_url = database_url
+        self.concurrency = concurrency
+        self.env = env or {}
+        self.proc: Any = None
+        self.log = data / f"worker-{next(_workers)}.log"
+
+    def start(self) -> WorkerProcess:
+        import os
+        import subprocess
+        import sys
+
+        self.data.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "SOP_DATA_DIR": str(self.data), "SOP_DATABASE_URL": self.database_url}
+        env.update({"SOP_SECRET_KEY": SECRET_KEY, "SOP_DRAIN_SECONDS": "0", **self.env})
+        command = [sys.executable, "-m", "web", "worker", "--concurrency", str(self.concurrency)]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self._started(), timeout=60)
+        return self
+
+    def _started(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the worker exited: {self.log.read_text()[-2000:]}")
+        return "run(s) at once" in self.log.read_text()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, kill: bool = False) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.kill() if kill else self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=60)
+        except Exception:
+            self.proc.kill()
+            return self.proc.wait(timeout=10)
+
+
+_workers = iter(range(10**6))
+
+
 @pytest.fixture(scope="session")
 def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("server") / "data").start()

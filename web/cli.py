@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 tokens_app = typer.Typer(no_args_is_help=True, help="API tokens: named, with a role, stored hashed.")
 app.add_typer(tokens_app, name="token")
+db_app = typer.Typer(no_args_is_help=True, help="The database: its schema.")
+app.add_typer(db_app, name="db")
 
 
 @app.command()
@@ -77,6 +79,18 @@ def worker(
     with _store():  # refuses here, with its reason, what the worker could not open
         pass
     asyncio.run(work(concurrency, base_url, headed))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database (SOP_DATABASE_URL, or SQLite in the data folder) to this release's schema: the
+    migrations, and on PostgreSQL the job queue's tables. Servers and workers also do it at start, one at a
+    time (under a lock); this does it before, as a deployment step."""
+    from alembic.migration import MigrationContext
+
+    with _store() as store, store.engine.connect() as conn:
+        heads = ", ".join(sorted(MigrationContext.configure(conn).get_current_heads())) or "none"
+        out.print(f"{store.dialect} database at revision {heads}")
 
 
 @tokens_app.command("add")
