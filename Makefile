@@ -31,6 +31,10 @@ node_modules/.installed: package.json package-lock.json
 run: setup
 	$(BIN)/sop-engine serve
 
+# PostgreSQL, Redis, two servers that only serve and two workers, on this machine: prints the page's URLs
+cluster: setup services
+	$(BIN)/python scripts/cluster.py
+
 demo: setup
 	$(BIN)/sop-engine demo
 
