@@ -13,6 +13,7 @@ import httpx
 from playwright.async_api import Page
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..artifacts import Artifacts
 from ..browser_options import run_browser
 from ..browser_session import BrowserSession
 from ..control import RunControl
@@ -33,7 +34,7 @@ from ..taint import secret_texts, tainted_names
 from ..text import clean
 from .flow import Flow
 from .leaf import Leaf
-from .outcome import RunFailed, RunOutcome, RunPaused, artifacts_root
+from .outcome import RunFailed, RunOutcome, RunPaused
 from .people import People
 from .restart import Restart
 
@@ -95,7 +96,7 @@ class Execution(Flow, Leaf, People, Restart):
         self.run_status = RunStatus(run.status) if run else RunStatus.QUEUED
         self.batch_id = run.batch_id if run else None
         self.limit = asyncio.Semaphore(self.sop.max_parallel)
-        self.artifacts_dir = artifacts_root() / run_id
+        self.artifact_store = Artifacts.configured()  # where its screenshots and downloads go
         self.base_dir = loaded.base_dir or (Path.cwd() if runner.policy.local_files else data_dir() / "uploads")
         self._policy_error: PolicyError | None = None
         try:
