@@ -236,6 +236,9 @@ steps:
             assert picture.headers["content-type"] == "image/png"
             assert picture.headers["content-disposition"] == 'inline; filename="shot-page.png"'
             assert picture.headers["content-security-policy"] == "sandbox"
+            head = api.head(url)
+            assert head.status_code == 200 and head.content == b""
+            assert head.headers["content-length"] == str(len(picture.content))
             csv = api.get(f"/api/artifacts/{run_id}/csv-orders.csv")
             assert csv.content == ORDERS and csv.headers["content-disposition"].startswith("attachment")
             for bad in (

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from sop_engine.artifacts import Artifacts, UnsafeName, split_relative
+from sop_engine import settings
+from sop_engine.artifacts import Artifacts, UnsafeName, shown_url, split_relative
 from sop_engine.document import DocumentError, resolve_inputs
 from sop_engine.states import RunStatus
 
@@ -224,9 +225,10 @@ def _opened(store: Artifacts, relative: str) -> tuple[IO[bytes], int, str] | Non
         return None
 
 
-async def _chunks(handle: IO[bytes]) -> AsyncIterator[bytes]:
+async def _chunks(handle: IO[bytes], body: bool) -> AsyncIterator[bytes]:
+    """The file's bytes, a chunk at a time; none for a HEAD request."""
     try:
-        while chunk := await off_loop(handle.read, CHUNK):
+        while body and (chunk := await off_loop(handle.read, CHUNK)):
             yield chunk
     finally:
         await off_loop(handle.close)
@@ -236,11 +238,11 @@ async def _chunks(handle: IO[bytes]) -> AsyncIterator[bytes]:
 async def artifact(request: Request) -> Response:
     """Served as a download, never as a page of this server: a saved HTML file cannot act in its origin. Streamed
     from the artifact store in chunks, each read in a thread."""
-    store = Artifacts.configured()
     try:
-        found = await off_loop(_opened, store, request.path_params["path"])
-    except Exception as exc:  # the store, not the request: its message may name more than a client should see
-        log.warning("the artifact store %s did not answer: %s", store.shown, type(exc).__name__)
+        found = await off_loop(_opened, Artifacts.configured(), request.path_params["path"])
+    except Exception as exc:  # the store, not the request; its message is not quoted: it may say too much
+        where = shown_url(settings.current().artifacts_url)
+        log.warning("the artifact store %s did not answer: %s", where, type(exc).__name__)
         raise ArtifactsUnavailable("the artifact store is unavailable for now: try again shortly") from None
     if found is None:
         raise NotFound("no such artifact")
@@ -249,7 +251,7 @@ async def artifact(request: Request) -> Response:
     quoted = quote(name)
     filename = f'filename="{name}"' if quoted == name else f"filename*=utf-8''{quoted}"
     return StreamingResponse(
-        _chunks(handle),
+        _chunks(handle, body=request.method != "HEAD"),
         media_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
         headers={
             "Content-Length": str(size),
