@@ -80,6 +80,9 @@ class StepContext:
         self.artifacts.append(f"{self.run_id}/{named}")
         return where
 
+    async def artifact_copy(self, name: str) -> Path:
+        return await self.execution.artifact_copy(name)
+
     async def adopt_tab(self, name: str, page: Page) -> None:
         await self.execution.browser.adopt(name, page)
 

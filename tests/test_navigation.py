@@ -89,6 +89,12 @@ class StepRun:
     async def save_artifact(self, name: str, content: bytes | Path) -> str:
         return self.artifact_store.keep(self.run_id, name, content)
 
+    async def artifact_copy(self, name: str) -> Path:
+        copy = self.artifacts_dir.parent.parent / "copies" / name
+        copy.parent.mkdir(exist_ok=True)
+        self.artifact_store.fetch(self.run_id, name, copy)
+        return copy
+
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:
             self._http = self.policy.http_client()

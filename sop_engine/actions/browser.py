@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -202,23 +200,23 @@ async def check(step: Check, f: dict[str, Any], ctx: ActionContext) -> dict[str,
 async def upload(step: Upload, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     page = await ctx.page()
     given = [str(n) for n in (f["files"] if isinstance(f["files"], list) else [f["files"]])]
-    async with _own_files(ctx, given) as (copies, gone):
-        paths = [(g, copies.get(g) or _resolved(g, ctx.base_dir)) for g in given if g not in gone]
-        if not ctx.policy.local_files:
-            root = ctx.base_dir.resolve()
-            outside = [str(p) for g, p in paths if g not in copies and not p.is_relative_to(root)]
-            if outside:
-                raise StepError(
-                    ErrorKind.ACTION,
-                    f"upload: only files in the SOP's folder can be sent from the server: {', '.join(outside)}",
-                    selector=shown(f),
-                )
-        missing = [*gone, *(str(p) for g, p in paths if g not in copies and not p.is_file())]
-        if missing:
-            raise StepError(ErrorKind.ACTION, f"upload: no such file: {', '.join(missing)}", selector=shown(f))
-        locator = await locate(step, f, ctx)
-        async with translated(page, f"upload to {shown(f)}", locator, ctx.timeout, shown(f)):
-            await locator.set_input_files([p for _, p in paths], timeout=_ms(ctx.timeout))
+    copies, gone = await _own_files(ctx, given)
+    paths = [(g, copies.get(g) or _resolved(g, ctx.base_dir)) for g in given if g not in gone]
+    if not ctx.policy.local_files:
+        root = ctx.base_dir.resolve()
+        outside = [str(p) for g, p in paths if g not in copies and not p.is_relative_to(root)]
+        if outside:
+            raise StepError(
+                ErrorKind.ACTION,
+                f"upload: only files in the SOP's folder can be sent from the server: {', '.join(outside)}",
+                selector=shown(f),
+            )
+    missing = [*gone, *(str(p) for g, p in paths if g not in copies and not p.is_file())]
+    if missing:
+        raise StepError(ErrorKind.ACTION, f"upload: no such file: {', '.join(missing)}", selector=shown(f))
+    locator = await locate(step, f, ctx)
+    async with translated(page, f"upload to {shown(f)}", locator, ctx.timeout, shown(f)):
+        await locator.set_input_files([p for _, p in paths], timeout=_ms(ctx.timeout))
     return {"files": [p.name for _, p in paths]}
 
 
@@ -227,32 +225,22 @@ def _resolved(given: str, base_dir: Path) -> Path:
     return (path if path.is_absolute() else base_dir / path).resolve()
 
 
-@asynccontextmanager
-async def _own_files(ctx: ActionContext, given: list[str]) -> AsyncIterator[tuple[dict[str, Path], list[str]]]:
-    """The run's own files among `given` (a screenshot it took, named by the `path` its step gave back), copied
-    out of the artifact store into a temporary folder, for Playwright sends only local files; and those of them
-    that are gone. A name that only looks like one of them (a link leading out of the run's folder) is in
-    neither: it is checked as any other path."""
-    store, run_id = ctx.artifact_store, ctx.run_id
-    own = {g: name for g in given if (name := store.artifact_at(run_id, g)) is not None}
-    if not own:
-        yield {}, []
-        return
-    folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="sop-upload-"))
+async def _own_files(ctx: ActionContext, given: list[str]) -> tuple[dict[str, Path], list[str]]:
+    """The run's own files among `given` (a screenshot it took, named by the `path` its step gave back) as local
+    copies, for Playwright sends only local files; and those of them that are gone. A name that only looks like
+    one of them (a link leading out of the run's folder) is in neither: it is checked as any other path."""
     copies: dict[str, Path] = {}
     gone: list[str] = []
-    try:
-        for g, name in own.items():
-            try:
-                await asyncio.to_thread(store.fetch, run_id, name, folder / name)
-                copies[g] = folder / name
-            except FileNotFoundError:
-                gone.append(g)
-            except UnsafeName:
-                pass
-        yield copies, gone
-    finally:
-        await asyncio.to_thread(shutil.rmtree, folder, True)
+    for g in given:
+        name = ctx.artifact_store.artifact_at(ctx.run_id, g)
+        try:
+            if name is not None:
+                copies[g] = await ctx.artifact_copy(name)
+        except FileNotFoundError:
+            gone.append(g)
+        except UnsafeName:
+            pass
+    return copies, gone
 
 
 EXECUTORS = {

@@ -34,6 +34,11 @@ class ActionContext(Protocol):
         """Keeps `content` (bytes, or a local file's) as one of the run's files; gives back where it is now."""
         ...
 
+    async def artifact_copy(self, name: str) -> Path:
+        """A local copy of the run's file `name` for the browser to read (an upload), kept while the run's
+        browser is open; FileNotFoundError when there is no such file."""
+        ...
+
     async def adopt_tab(self, name: str, page: Page) -> None: ...  # a page the step opened becomes a tab
 
     async def close_tab(self, name: str) -> bool: ...
