@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from .actions import EXECUTORS
 from .actions.pages import opening_tab
+from .artifacts import Artifacts
 from .control import Waiting
 from .durations import format_duration
 from .errors import BROWSER_GONE, ErrorKind, StepError, is_retryable
@@ -63,16 +64,24 @@ class StepContext:
         and the elements whose text shows one."""
         return self.execution.secret_locators(self.tab, page)
 
-    def artifact(self, name: str) -> Path:
-        folder = self.execution.artifacts_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{file_safe(self.key)}-{file_safe(name)}"
-        self.artifacts.append(f"{self.execution.run_id}/{path.name}")
-        return path
+    @property
+    def run_id(self) -> str:
+        return self.execution.run_id
 
     @property
-    def artifacts_dir(self) -> Path:
-        return self.execution.artifacts_dir
+    def artifact_store(self) -> Artifacts:
+        return self.execution.artifact_store
+
+    async def save_artifact(self, name: str, content: bytes | Path) -> str:
+        """Keeps `content` (bytes, or a local file's) as one of the run's files, named after the step; gives back
+        where it is now. It is recorded with the step only once it is stored."""
+        named = f"{file_safe(self.key)}-{file_safe(name)}"
+        where = await asyncio.to_thread(self.artifact_store.keep, self.run_id, named, content)
+        self.artifacts.append(f"{self.run_id}/{named}")
+        return where
+
+    async def artifact_copy(self, name: str) -> Path:
+        return await self.execution.artifact_copy(name)
 
     async def adopt_tab(self, name: str, page: Page) -> None:
         await self.execution.browser.adopt(name, page)

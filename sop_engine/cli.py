@@ -124,11 +124,10 @@ def prune(
 ) -> None:
     """Delete the artifacts (screenshots) and checkpoints of runs that ended longer ago than the age."""
     import re
-    import shutil
     from datetime import timedelta
 
+    from .artifacts import Artifacts
     from .events import utcnow
-    from .runner import artifacts_root
     from .store import Store
 
     match = re.fullmatch(r"(\d+)([dhm])", older_than.strip())
@@ -138,15 +137,16 @@ def prune(
     cutoff = utcnow() - timedelta(**{unit: int(match.group(1))})
     store = Store()
     run_ids = store.runs_ended_before(cutoff)
-    folders = [artifacts_root() / rid for rid in run_ids if (artifacts_root() / rid).is_dir()]
+    artifacts = Artifacts.configured()  # a folder, or shared storage (SOP_ARTIFACTS_URL)
+    with_files = [rid for rid in run_ids if artifacts.has_run(rid)]
     if not dry_run:
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
+        for rid in with_files:
+            artifacts.delete_run(rid)
         store.drop_checkpoints(run_ids)
     store.close()
     verb = "would delete" if dry_run else "deleted"
     out.print(
-        f"{verb} the artifacts of {len(folders)} run(s) and the checkpoints of {len(run_ids)} ended before "
+        f"{verb} the artifacts of {len(with_files)} run(s) and the checkpoints of {len(run_ids)} ended before "
         f"{cutoff:%Y-%m-%d %H:%M} UTC"
     )
 

@@ -5,10 +5,12 @@ nothing else in the code base reads `os.environ`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 MIB = 1024 * 1024
 
@@ -21,6 +23,19 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name}={raw!r} is not a whole number") from None
+
+
+def _json_object(name: str) -> dict[str, Any]:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):  # the value is not quoted back: it may hold credentials
+        raise SystemExit(f"{name} is not a JSON object")
+    return value
 
 
 def _list(name: str) -> tuple[str, ...]:
@@ -49,6 +64,10 @@ class Settings:
     write_retry_seconds: int  # how long a worker retries a failed database write before it lets the run go
     download_max_bytes: int  # the most a download step may save, whatever its max_size says
     drain_seconds: int  # on SIGTERM, how long a process lets its runs finish before it hands them back
+    artifacts_url: str  # SOP_ARTIFACTS_URL: where runs keep their files, a folder or any fsspec URL (s3://bucket/x)
+    # SOP_ARTIFACTS_OPTIONS: that store's fsspec options (JSON), e.g. {"endpoint_url": ...}; never shown: they may
+    # hold credentials
+    artifacts_options: dict[str, Any] = field(repr=False, compare=False)
 
     @property
     def database(self) -> str:
@@ -60,8 +79,9 @@ class Settings:
 
 def current() -> Settings:
     env = os.environ.get
+    data_dir = Path(env("SOP_DATA_DIR", "data"))
     return Settings(
-        data_dir=Path(env("SOP_DATA_DIR", "data")),
+        data_dir=data_dir,
         database_url=env("SOP_DATABASE_URL") or None,
         secret_key=env("SOP_SECRET_KEY") or None,
         browser=env("SOP_BROWSER") or None,
@@ -81,4 +101,6 @@ def current() -> Settings:
         write_retry_seconds=_int("SOP_WRITE_RETRY_SECONDS", 60),
         download_max_bytes=_int("SOP_DOWNLOAD_MAX_BYTES", 100 * MIB),
         drain_seconds=_int("SOP_DRAIN_SECONDS", 20),
+        artifacts_url=env("SOP_ARTIFACTS_URL") or str(data_dir / "artifacts"),
+        artifacts_options=_json_object("SOP_ARTIFACTS_OPTIONS"),
     )

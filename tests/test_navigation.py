@@ -13,6 +13,7 @@ import pytest_asyncio
 from cryptography.fernet import Fernet
 
 from sop_engine.actions import EXECUTORS
+from sop_engine.artifacts import Artifacts
 from sop_engine.browser import BrowserHost
 from sop_engine.browser_session import BrowserSession
 from sop_engine.document import load_sop, resolve_inputs
@@ -73,7 +74,9 @@ class StepRun:
         self.session = session
         self.policy = policy
         self.base_dir = folder
-        self.artifacts_dir = folder / "artifacts"
+        self.run_id = "run"
+        self.artifact_store = Artifacts(str(folder / "artifacts"))
+        self.artifacts_dir = folder / "artifacts" / self.run_id
         self.timeout = 10.0
         self.variables: dict[str, Any] = {}
         self.key = "step"
@@ -83,9 +86,14 @@ class StepRun:
     async def page(self, reopen: bool = False) -> Any:
         return await self.session.page("main", reopen)
 
-    def artifact(self, name: str) -> Path:
-        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        return self.artifacts_dir / name
+    async def save_artifact(self, name: str, content: bytes | Path) -> str:
+        return self.artifact_store.keep(self.run_id, name, content)
+
+    async def artifact_copy(self, name: str) -> Path:
+        copy = self.artifacts_dir.parent.parent / "copies" / name
+        copy.parent.mkdir(exist_ok=True)
+        self.artifact_store.fetch(self.run_id, name, copy)
+        return copy
 
     def http_client(self) -> httpx.AsyncClient:
         if self._http is None:

@@ -14,6 +14,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from ..artifacts import UnsafeName
 from ..durations import format_duration
 from ..errors import BROWSER_GONE, ErrorKind, StepError
 from ..policy import PolicyError, clean
@@ -198,30 +199,48 @@ async def check(step: Check, f: dict[str, Any], ctx: ActionContext) -> dict[str,
 
 async def upload(step: Upload, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
     page = await ctx.page()
-    names = f["files"] if isinstance(f["files"], list) else [f["files"]]
-    paths = [(p if p.is_absolute() else ctx.base_dir / p).resolve() for p in map(Path, map(str, names))]
+    given = [str(n) for n in (f["files"] if isinstance(f["files"], list) else [f["files"]])]
+    copies, gone = await _own_files(ctx, given)
+    paths = [(g, copies.get(g) or _resolved(g, ctx.base_dir)) for g in given if g not in gone]
     if not ctx.policy.local_files:
-        roots = [ctx.base_dir.resolve(), *_artifact_roots(ctx)]
-        outside = [str(p) for p in paths if not any(p.is_relative_to(root) for root in roots)]
+        root = ctx.base_dir.resolve()
+        outside = [str(p) for g, p in paths if g not in copies and not p.is_relative_to(root)]
         if outside:
             raise StepError(
                 ErrorKind.ACTION,
                 f"upload: only files in the SOP's folder can be sent from the server: {', '.join(outside)}",
                 selector=shown(f),
             )
-    missing = [str(p) for p in paths if not p.is_file()]
+    missing = [*gone, *(str(p) for g, p in paths if g not in copies and not p.is_file())]
     if missing:
         raise StepError(ErrorKind.ACTION, f"upload: no such file: {', '.join(missing)}", selector=shown(f))
     locator = await locate(step, f, ctx)
     async with translated(page, f"upload to {shown(f)}", locator, ctx.timeout, shown(f)):
-        await locator.set_input_files(paths, timeout=_ms(ctx.timeout))
-    return {"files": [p.name for p in paths]}
+        await locator.set_input_files([p for _, p in paths], timeout=_ms(ctx.timeout))
+    return {"files": [p.name for _, p in paths]}
 
 
-def _artifact_roots(ctx: ActionContext) -> list[Path]:
-    """The run's own artifacts (a screenshot it took) may be uploaded too."""
-    folder = getattr(ctx, "artifacts_dir", None) or getattr(getattr(ctx, "execution", None), "artifacts_dir", None)
-    return [Path(folder).resolve()] if folder else []
+def _resolved(given: str, base_dir: Path) -> Path:
+    path = Path(given)
+    return (path if path.is_absolute() else base_dir / path).resolve()
+
+
+async def _own_files(ctx: ActionContext, given: list[str]) -> tuple[dict[str, Path], list[str]]:
+    """The run's own files among `given` (a screenshot it took, named by the `path` its step gave back) as local
+    copies, for Playwright sends only local files; and those of them that are gone. A name that only looks like
+    one of them (a link leading out of the run's folder) is in neither: it is checked as any other path."""
+    copies: dict[str, Path] = {}
+    gone: list[str] = []
+    for g in given:
+        name = ctx.artifact_store.artifact_at(ctx.run_id, g)
+        try:
+            if name is not None:
+                copies[g] = await ctx.artifact_copy(name)
+        except FileNotFoundError:
+            gone.append(g)
+        except UnsafeName:
+            pass
+    return copies, gone
 
 
 EXECUTORS = {

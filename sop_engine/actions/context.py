@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import httpx
 from playwright.async_api import Page
 
+from ..artifacts import Artifacts
 from ..control import Waiting
 from ..policy import NetworkPolicy
 
@@ -23,10 +24,20 @@ class ActionContext(Protocol):
         """The step's tab; `reopen`: open it again if a step closed it (navigate)."""
         ...
 
-    def artifact(self, name: str) -> Path: ...
+    @property
+    def run_id(self) -> str: ...
 
     @property
-    def artifacts_dir(self) -> Path: ...  # the run's files (screenshots, downloads)
+    def artifact_store(self) -> Artifacts: ...  # the runs' files (screenshots, downloads); it blocks: use a thread
+
+    async def save_artifact(self, name: str, content: bytes | Path) -> str:
+        """Keeps `content` (bytes, or a local file's) as one of the run's files; gives back where it is now."""
+        ...
+
+    async def artifact_copy(self, name: str) -> Path:
+        """A local copy of the run's file `name` for the browser to read (an upload), kept while the run's
+        browser is open; FileNotFoundError when there is no such file."""
+        ...
 
     async def adopt_tab(self, name: str, page: Page) -> None: ...  # a page the step opened becomes a tab
 

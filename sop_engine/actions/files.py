@@ -1,11 +1,18 @@
-"""Files of a run: a download saved into its artifacts, bounded in size; a file of its artifacts read back."""
+"""Files of a run: a download saved into its artifacts, bounded in size; a file of its artifacts read back.
+
+A download lands in a local temporary file first (the browser's own, or one of ours), is measured there, and
+only then goes into the artifact store (a folder or S3: artifacts.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
+import os
+import tempfile
 from email.message import Message
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -13,6 +20,7 @@ import httpx
 from playwright.async_api import Download as PlaywrightDownload
 
 from .. import settings
+from ..artifacts import UnsafeName, checked_part
 from ..errors import ErrorKind, StepError
 from ..limits import LimitError, ParseError, load_json
 from ..policy import PolicyError
@@ -55,15 +63,15 @@ async def _by_click(step: Download, f: dict[str, Any], ctx: ActionContext) -> di
         if failure:
             raise StepError(ErrorKind.ACTION, f"{what}: the download failed ({failure})", selector=shown(f))
         temporary = await got.path()
-    size = temporary.stat().st_size
-    if size > _limit(step):
-        await got.delete()  # the browser's own copy
-        raise _too_big(what, size, _limit(step))
-    name = got.suggested_filename or "download"
-    path = ctx.artifact(f["file"] or name)
-    await got.save_as(path)
-    await got.delete()
-    return {"path": str(path), "name": name, "size": size}
+    try:  # the browser's own copy goes, whatever happens to it
+        size = temporary.stat().st_size
+        if size > _limit(step):
+            raise _too_big(what, size, _limit(step))
+        name = got.suggested_filename or "download"
+        path = await ctx.save_artifact(f["file"] or name, temporary)
+    finally:
+        await got.delete()
+    return {"path": path, "name": name, "size": size}
 
 
 async def _by_url(step: Download, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
@@ -96,25 +104,26 @@ async def _by_url(step: Download, f: dict[str, Any], ctx: ActionContext) -> dict
         if response.status_code >= 400:
             raise StepError(ErrorKind.HTTP, f"{what} answered {response.status_code}", url=url)
         name = _suggested(response)
-        path = ctx.artifact(f["file"] or name)
-        size = await _save(response, path, _limit(step), what)
+        handle, temporary = tempfile.mkstemp(prefix="sop-download-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                size = await _save(response, out, _limit(step), what)
+            path = await ctx.save_artifact(f["file"] or name, Path(temporary))
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)  # a partial file is not kept, and a kept one is in the store now
     finally:
         await response.aclose()
-    return {"path": str(path), "name": name, "size": size}
+    return {"path": path, "name": name, "size": size}
 
 
-async def _save(response: httpx.Response, path: Path, limit: int, what: str) -> int:
+async def _save(response: httpx.Response, out: io.BufferedWriter, limit: int, what: str) -> int:
     size = 0
-    try:
-        with path.open("wb") as out:
-            async for chunk in response.aiter_bytes(CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise _too_big(what, size, limit)
-                out.write(chunk)
-    except BaseException:
-        path.unlink(missing_ok=True)  # a partial file is not kept
-        raise
+    async for chunk in response.aiter_bytes(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise _too_big(what, size, limit)
+        out.write(chunk)
     return size
 
 
@@ -134,26 +143,39 @@ def _suggested(response: httpx.Response) -> str:
 
 
 async def read_file(step: ReadFile, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
-    root = ctx.artifacts_dir.resolve()
-    given = Path(str(f["path"]))
-    path = (given if given.is_absolute() else root / given).resolve()  # symlinks followed, then checked
-    if not path.is_relative_to(root):
-        raise StepError(ErrorKind.ACTION, f"read_file: {str(given)!r} is not in the run's artifacts folder")
-    if not path.is_file():
-        raise StepError(ErrorKind.ACTION, f"read_file: no such file in the run's artifacts: {given.name!r}")
-    size = path.stat().st_size
+    """`path`: a file's name in the run's artifacts, or where a step said it put one (its `path` output)."""
+    store, given = ctx.artifact_store, str(f["path"])
+    shown = PurePosixPath(given).name
+    name = _plain(given) or store.artifact_at(ctx.run_id, given)
+    try:
+        size = None if name is None else await asyncio.to_thread(store.size, ctx.run_id, name)
+    except UnsafeName:  # a link that leads out of the run's folder
+        name = None
+    if name is None:
+        raise StepError(ErrorKind.ACTION, f"read_file: {given!r} is not in the run's artifacts folder")
+    if size is None:
+        raise StepError(ErrorKind.ACTION, f"read_file: no such file in the run's artifacts: {shown!r}")
     if size > step.max_size:
-        raise StepError(ErrorKind.ACTION, f"read_file: {given.name!r} is {size} bytes, over max_size ({step.max_size})")
-    text = path.read_bytes()[: step.max_size].decode("utf-8", errors="replace").removeprefix("\ufeff")
+        raise StepError(ErrorKind.ACTION, f"read_file: {shown!r} is {size} bytes, over max_size ({step.max_size})")
+    data = await asyncio.to_thread(store.read, ctx.run_id, name, step.max_size)
+    text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
     if step.format == "text":
         return {"text": text, "size": size}
     if step.format == "json":
         try:
-            return {"value": load_json(text, f"the file {given.name!r}"), "size": size}
+            return {"value": load_json(text, f"the file {shown!r}"), "size": size}
         except (LimitError, ParseError) as exc:
             raise StepError(ErrorKind.ACTION, f"read_file: {exc}") from None
     rows = list(csv.DictReader(io.StringIO(text, newline=""), restkey="_extra"))
     return {"rows": rows, "count": len(rows), "size": size}
+
+
+def _plain(given: str) -> str | None:
+    """`given` when it is a bare file name, else None."""
+    try:
+        return checked_part(given)
+    except UnsafeName:
+        return None
 
 
 EXECUTORS = {"download": download, "read_file": read_file}

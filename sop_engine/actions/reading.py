@@ -14,7 +14,7 @@ from playwright.async_api import Page, expect
 from ..errors import ErrorKind, StepError
 from ..expressions import evaluate_condition
 from ..limits import LimitError, ParseError, load_json
-from ..policy import NetworkPolicy, PolicyError
+from ..policy import NetworkPolicy
 from ..policy.guard import guard_of
 from ..steps import Assert, Evaluate, Extract, Screenshot, Scroll, Wait
 from .browser import _ms, _settle, translated
@@ -186,20 +186,16 @@ async def screenshot(step: Screenshot, f: dict[str, Any], ctx: ActionContext) ->
     page = await ctx.page()
     secret_locators = getattr(ctx, "secret_locators", None)
     mask = (await secret_locators(page)) if secret_locators is not None else None
-    path = ctx.artifact(f["file"] or "screenshot.png")
-    try:
-        locator = await locate(step, f, ctx) if target_of(f) is not None else None
-        async with translated(
-            page, f"screenshot of {shown(f)}" if locator else "screenshot", locator, ctx.timeout, shown(f)
-        ):
-            if locator is not None:
-                await locator.screenshot(path=path, timeout=_ms(ctx.timeout), mask=mask or None)
-            else:
-                await page.screenshot(path=path, full_page=step.full_page, timeout=_ms(ctx.timeout), mask=mask or None)
-    except PolicyError:
-        path.unlink(missing_ok=True)  # a picture of a page it may not be on is not kept
-        raise
-    return {"path": str(path)}
+    locator = await locate(step, f, ctx) if target_of(f) is not None else None
+    # kept only once the step is through: a picture of a page it may not be on (a PolicyError) never is
+    async with translated(
+        page, f"screenshot of {shown(f)}" if locator else "screenshot", locator, ctx.timeout, shown(f)
+    ):
+        if locator is not None:
+            picture = await locator.screenshot(timeout=_ms(ctx.timeout), mask=mask or None)
+        else:
+            picture = await page.screenshot(full_page=step.full_page, timeout=_ms(ctx.timeout), mask=mask or None)
+    return {"path": await ctx.save_artifact(f["file"] or "screenshot.png", picture)}
 
 
 async def scroll(step: Scroll, f: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..events import StoreUnavailable, call_store
 from .execution import Execution, StoredRun
 from .lifecycle import Runner
-from .outcome import FrameSink, RunFailed, RunOutcome, RunPaused, artifacts_root, shown_inputs
+from .outcome import FrameSink, RunFailed, RunOutcome, RunPaused, shown_inputs
 
 __all__ = [
     "Execution",
@@ -18,7 +18,6 @@ __all__ = [
     "Runner",
     "StoreUnavailable",
     "StoredRun",
-    "artifacts_root",
     "call_store",
     "shown_inputs",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 from collections import ChainMap
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,7 @@ import httpx
 from playwright.async_api import Page
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..artifacts import Artifacts
 from ..browser_options import run_browser
 from ..browser_session import BrowserSession
 from ..control import RunControl
@@ -33,7 +36,7 @@ from ..taint import secret_texts, tainted_names
 from ..text import clean
 from .flow import Flow
 from .leaf import Leaf
-from .outcome import RunFailed, RunOutcome, RunPaused, artifacts_root
+from .outcome import RunFailed, RunOutcome, RunPaused
 from .people import People
 from .restart import Restart
 
@@ -95,7 +98,8 @@ class Execution(Flow, Leaf, People, Restart):
         self.run_status = RunStatus(run.status) if run else RunStatus.QUEUED
         self.batch_id = run.batch_id if run else None
         self.limit = asyncio.Semaphore(self.sop.max_parallel)
-        self.artifacts_dir = artifacts_root() / run_id
+        self.artifact_store = Artifacts.configured()  # where its screenshots and downloads go
+        self._copies: Path | None = None  # local copies of its files that its pages may read (uploads)
         self.base_dir = loaded.base_dir or (Path.cwd() if runner.policy.local_files else data_dir() / "uploads")
         self._policy_error: PolicyError | None = None
         try:
@@ -189,11 +193,23 @@ class Execution(Flow, Leaf, People, Restart):
             self._http = self.policy.http_client()
         return self._http
 
+    async def artifact_copy(self, name: str) -> Path:
+        """A local copy of the run's file `name`, for the browser (an upload): a page reads the file it was
+        given when it likes (a later submit too), so the copy lasts until the browser closes."""
+        if self._copies is None:
+            self._copies = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="sop-run-"))
+        copy = self._copies / name
+        await asyncio.to_thread(self.artifact_store.fetch, self.run_id, name, copy)
+        return copy
+
     async def close(self) -> None:
         await self.browser.close()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._copies is not None:
+            await asyncio.to_thread(shutil.rmtree, self._copies, True)
+            self._copies = None
 
     # the run ---------------------------------------------------------------------------------
 

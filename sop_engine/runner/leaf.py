@@ -272,12 +272,10 @@ class Leaf:
         page = self.browser.current(ctx.tab)
         if page is None:
             return
-        path = ctx.artifact("failure.png")
-        try:
+        with contextlib.suppress(Exception):  # a screenshot is a courtesy; the step's own error is what matters
             mask = await ctx.secret_locators(page)
-            await page.screenshot(path=path, timeout=5000, mask=mask, mask_color=MASK_COLOR)
-        except Exception:  # a screenshot is a courtesy; the step's own error is what matters
-            ctx.artifacts.pop()
+            picture = await page.screenshot(timeout=5000, mask=mask, mask_color=MASK_COLOR)
+            await ctx.save_artifact("failure.png", picture)
 
     async def _send_frame(self, step: Step, key: str) -> None:
         frames = self.runner.frames

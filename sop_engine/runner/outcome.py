@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from ..control import Waiting
@@ -11,7 +10,6 @@ from ..document import LoadedSop
 from ..masking import MASK, Masker
 from ..restart import INTERRUPTED
 from ..states import RunStatus
-from ..store import data_dir
 
 __all__ = ["INTERRUPTED", "LOST", "FrameSink", "RunFailed", "RunOutcome", "RunPaused"]
 
@@ -51,10 +49,6 @@ class FrameSink(Protocol):
     def watching(self, run_id: str) -> bool: ...
 
     async def frame(self, run_id: str, key: str, jpeg: bytes) -> None: ...
-
-
-def artifacts_root() -> Path:
-    return data_dir() / "artifacts"
 
 
 def shown_inputs(loaded: LoadedSop, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import logging
+import mimetypes
+from collections.abc import AsyncIterator
+from pathlib import PurePosixPath
+from typing import IO, Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 
+from sop_engine import settings
+from sop_engine.artifacts import Artifacts, UnsafeName, shown_url, split_relative
 from sop_engine.document import DocumentError, resolve_inputs
-from sop_engine.runner import artifacts_root
 from sop_engine.states import RunStatus
 
 from ..access import may_control, name_of, require_control, user_of
 from ..db import off_loop
-from ..errors import Invalid, NotFound
+from ..errors import ApiError, Invalid, NotFound
 from ..responses import Json
 from ..state import state_of
 from .endpoints import Query, endpoint
@@ -22,6 +28,7 @@ from .reading import body_model, json_body, model, query_int, query_text
 from .serialize import PRIORITIES, AuditOut, EventListOut, RunListOut, RunOut, Viewer, run_json
 
 KEY = r"[A-Za-z0-9_.\[\]-]{1,512}"
+log = logging.getLogger("sop_engine.web")
 
 
 class RunRequest(BaseModel):
@@ -198,31 +205,57 @@ async def run_control(request: Request) -> Response:
 
 
 INLINE = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
+CHUNK = 64 * 1024  # what one read from the artifact store gives the response
 
 
-def _artifact_path(relative: str) -> Any:
-    root = artifacts_root().resolve()
-    if "\x00" in relative or "\\" in relative:
-        return None
+class ArtifactsUnavailable(ApiError):
+    """503: the artifact store (a shared folder, S3) did not answer; nothing is wrong with the request."""
+
+    status = 503
+
+
+def _opened(store: Artifacts, relative: str) -> tuple[IO[bytes], int, str] | None:
+    """The run's file `<run id>/<name>` opened, with its size and name; None when there is no such file (or the
+    name could reach outside a run's folder)."""
     try:
-        path = (root / relative).resolve()
-    except (OSError, ValueError):
+        run_id, name = split_relative(relative)
+        size = store.size(run_id, name)
+        return None if size is None else (store.open(run_id, name), size, name)
+    except (UnsafeName, FileNotFoundError):
         return None
-    if not path.is_relative_to(root) or len(path.relative_to(root).parts) != 2 or not path.is_file():
-        return None
-    return path
+
+
+async def _chunks(handle: IO[bytes], body: bool) -> AsyncIterator[bytes]:
+    """The file's bytes, a chunk at a time; none for a HEAD request."""
+    try:
+        while body and (chunk := await off_loop(handle.read, CHUNK)):
+            yield chunk
+    finally:
+        await off_loop(handle.close)
 
 
 @endpoint("GET", "/artifacts/{path:path}", "A file a run made (screenshot, download)", None)
 async def artifact(request: Request) -> Response:
-    """Served as a download, never as a page of this server: a saved HTML file cannot act in its origin."""
-    path = await off_loop(_artifact_path, request.path_params["path"])
-    if path is None:
+    """Served as a download, never as a page of this server: a saved HTML file cannot act in its origin. Streamed
+    from the artifact store in chunks, each read in a thread."""
+    try:
+        found = await off_loop(_opened, Artifacts.configured(), request.path_params["path"])
+    except Exception as exc:  # the store, not the request; its message is not quoted: it may say too much
+        where = shown_url(settings.current().artifacts_url)
+        log.warning("the artifact store %s did not answer: %s", where, type(exc).__name__)
+        raise ArtifactsUnavailable("the artifact store is unavailable for now: try again shortly") from None
+    if found is None:
         raise NotFound("no such artifact")
-    inline = path.suffix.lower() in INLINE
-    return FileResponse(
-        path,
-        content_disposition_type="inline" if inline else "attachment",
-        filename=path.name,
-        headers={"Content-Security-Policy": "sandbox"},  # nosniff is on every response (web/guard.py)
+    handle, size, name = found
+    disposition = "inline" if PurePosixPath(name).suffix.lower() in INLINE else "attachment"
+    quoted = quote(name)
+    filename = f'filename="{name}"' if quoted == name else f"filename*=utf-8''{quoted}"
+    return StreamingResponse(
+        _chunks(handle, body=request.method != "HEAD"),
+        media_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f"{disposition}; {filename}",
+            "Content-Security-Policy": "sandbox",  # nosniff is on every response (web/guard.py)
+        },
     )
