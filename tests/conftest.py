@@ -79,8 +79,9 @@ SECRET_KEY = "yS3tWJpcsBfS2zOQ3aOuA1lyKuA8lHc2ToGvyS8kJ0Y="  # a Fernet key the 
 
 @pytest.fixture
 def database(request: pytest.FixtureRequest) -> str:
-    """The database a test's store is on: sqlite unless the test is parametrised with both."""
-    return getattr(request, "param", "sqlite")
+    """The database a test's store is on: sqlite unless the test is parametrised with both (or the whole suite
+    is sent to PostgreSQL with SOP_TEST_DATABASE=postgresql, to try every test there)."""
+    return getattr(request, "param", os.environ.get("SOP_TEST_DATABASE", "sqlite"))
 
 
 @pytest.fixture
