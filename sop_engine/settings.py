@@ -48,6 +48,7 @@ class Settings:
     batch_max_rows: int  # rows one batch may have in the server (each becomes a run)
     write_retry_seconds: int  # how long a worker retries a failed database write before it lets the run go
     download_max_bytes: int  # the most a download step may save, whatever its max_size says
+    redis_url: str | None  # SOP_REDIS_URL: the live feed and the controls between processes go through it
 
     @property
     def database(self) -> str:
@@ -79,4 +80,5 @@ def current() -> Settings:
         batch_max_rows=_int("SOP_BATCH_MAX_ROWS", 10_000),
         write_retry_seconds=_int("SOP_WRITE_RETRY_SECONDS", 60),
         download_max_bytes=_int("SOP_DOWNLOAD_MAX_BYTES", 100 * MIB),
+        redis_url=env("SOP_REDIS_URL") or None,
     )

@@ -175,9 +175,9 @@ class ServerProcess:
             "SOP_DATA_DIR": str(self.data),
             "SOP_API_TOKEN": TOKEN,
             "SOP_API_TOKENS": TOKENS,
-            **self.env,
         }
         env.pop("SOP_DATABASE_URL", None)
+        env.update(self.env)  # a test's own SOP_DATABASE_URL (processes sharing a database) wins
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [
