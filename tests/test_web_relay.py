@@ -21,7 +21,9 @@ from sop_engine.store import Store
 from tests.conftest import SECRET_KEY, TOKEN, ServerProcess, post_sop, start_run, wait_run
 from tests.services import Redis
 from web.audience import ALL_RUNS, RedisAudience, run_room
-from web.relay import ACK, control_channel, reply_channel
+from web.feed import feed_for_worker
+from web.relay import ACK, control_channel, relay_for_worker, reply_channel
+from web.workers import WorkerPool
 
 HELD = """
 sop: 1
@@ -275,12 +277,7 @@ async def test_a_holder_that_does_not_answer_gets_a_503_in_bounded_time(cluster,
         await heard.aclose()
         await listener.aclose()
     assert await call(audit_of, cluster.api, run_id) == []  # nothing was applied
-    await heard_unsubscribed_then_cancel(cluster, run_id)
-
-
-async def heard_unsubscribed_then_cancel(cluster: SimpleNamespace, run_id: str) -> None:
-    """Nobody listens for the made-up holder any more: the cancel goes through the gate here."""
-    assert (await call(cluster.api.post, f"/api/runs/{run_id}/cancel")).status_code == 200
+    assert (await call(cluster.api.post, f"/api/runs/{run_id}/cancel")).status_code == 200  # nobody listens now
 
 
 async def test_malformed_messages_on_the_channels_are_ignored(cluster, redis_server, gate):
@@ -313,6 +310,62 @@ async def test_malformed_messages_on_the_channels_are_ignored(cluster, redis_ser
     assert await call(audit_of, cluster.api, run_id) == [("admin", "pause", None), ("admin", "resume", None)]
     assert "ignored a control request that does not fit" in cluster.b.log.read_text()
     assert "ignored an answer that does not fit" in cluster.a.log.read_text()
+
+
+# a process that executes runs and serves no clients (the worker command) ----------------------------
+
+
+@pytest.fixture
+def in_cluster(cluster: SimpleNamespace, redis_server: Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """This test process as one more process of the cluster: its store on the shared database."""
+    monkeypatch.setenv("SOP_DATABASE_URL", cluster.database)
+    monkeypatch.setenv("SOP_SECRET_KEY", SECRET_KEY)
+    monkeypatch.setenv("SOP_REDIS_URL", redis_server.url)
+    store = Store()
+    yield store
+    store.close()
+
+
+async def test_a_worker_feed_reaches_the_clients_of_a_server(cluster, watcher, in_cluster, monkeypatch):
+    run_id = await held_run(cluster, "worker-host:4545:1", monkeypatch)
+    feed = feed_for_worker(in_cluster)
+    assert feed is not None
+    try:
+        assert (await watcher.client.call("subscribe", {"run_id": run_id, "since": 0}, timeout=5))["ok"]
+        await watcher.until(lambda: watcher.seqs(run_id))  # the replay: the run's creation
+        stored = in_cluster.record(run_id, "step.updated", {"key": "one", "status": "running"})
+        await feed.emit(stored)
+        await watcher.until(lambda: stored.seq in watcher.seqs(run_id))
+        sent = next(d for n, d in watcher.events if n == "step.updated" and d["seq"] == stored.seq)
+        assert sent == stored.as_dict()  # the payload a server's own feed sends
+        assert feed.watching(run_id)  # A's client watches it: the worker takes pictures
+        await feed.frame(run_id, "one", b"\xff\xd8 not really a jpeg")
+        await watcher.until(lambda: any(n == "frame" for n, _ in watcher.events))
+        frame = next(d for n, d in watcher.events if n == "frame")
+        assert frame == {"run_id": run_id, "key": "one", "image": "data:image/jpeg;base64,/9ggbm90IHJlYWxseSBhIGpwZWc="}
+    finally:
+        await feed.close()
+    assert (await call(cluster.api.post, f"/api/runs/{run_id}/cancel")).status_code == 200
+
+
+async def test_a_worker_takes_the_controls_of_the_runs_it_holds(cluster, in_cluster, monkeypatch):
+    pool = WorkerPool(in_cluster, Runner(in_cluster, None), concurrency=1)  # type: ignore[arg-type]
+    relay = relay_for_worker(in_cluster, pool)
+    assert relay is not None
+    await relay.start()
+    try:
+        run_id = await held_run(cluster, pool.name, monkeypatch)  # held by this process
+        assert (await call(cluster.api.post, f"/api/runs/{run_id}/cancel")).status_code == 200
+        assert (await call(cluster.api.get, f"/api/runs/{run_id}")).json()["status"] == "cancelled"
+        assert await call(audit_of, cluster.api, run_id) == [("admin", "cancel", None)]
+    finally:
+        await relay.stop()
+
+
+def test_without_redis_a_worker_has_neither(store, monkeypatch):
+    monkeypatch.delenv("SOP_REDIS_URL", raising=False)
+    assert feed_for_worker(store) is None
+    assert relay_for_worker(store, WorkerPool(store, Runner(store, None), concurrency=1)) is None  # type: ignore[arg-type]
 
 
 # who watches, through Redis ---------------------------------------------------------------------

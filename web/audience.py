@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +26,7 @@ PREFIX = "sop:watch:"
 TTL = 15  # seconds a server's mark outlives its last refresh: a server that died stops counting after this
 REFRESH = 5.0  # seconds between a server's refreshes of the rooms its clients are in
 REMEMBERED = 10_000  # runs whose last answer a process keeps (an ended run's is dropped at its end)
+QUIET = 5.0  # seconds a process asks Redis nothing after a failure: each event would wait for its timeout
 
 
 def run_room(run_id: str) -> str:
@@ -106,22 +108,23 @@ class RedisAudience:
         self._watched: dict[str, bool] = {}  # run id -> watched at its last event
         self._marked: set[str] = set()  # rooms this server is named in
         self._task: asyncio.Task[None] | None = None
-        self._failing = False
+        self._quiet_until = 0.0
 
     # asking ---------------------------------------------------------------------------------
 
     async def look(self, run_id: str) -> Seen:
         """Events always go out (listeners may be anywhere; a publish costs what this question does)."""
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                run, every = await pipe.exists(PREFIX + run_room(run_id)).exists(PREFIX + ALL_RUNS).execute()
-        except (RedisError, OSError) as exc:
-            self._warn("cannot ask Redis who watches runs", exc)
-            run = every = False  # without Redis, only this server's own clients are known
-            if self.sio is not None:
-                run, every = bool(_rooms(self.sio).get(run_room(run_id))), bool(_rooms(self.sio).get(ALL_RUNS))
-        else:
-            self._failing = False
+        run = every = False  # without Redis, only this server's own clients are known
+        if self.sio is not None:
+            run, every = bool(_rooms(self.sio).get(run_room(run_id))), bool(_rooms(self.sio).get(ALL_RUNS))
+        if time.monotonic() >= self._quiet_until:
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    run, every = await pipe.exists(PREFIX + run_room(run_id)).exists(PREFIX + ALL_RUNS).execute()
+            except (RedisError, OSError) as exc:
+                self._failed("cannot ask Redis who watches runs", exc)
+            else:
+                self._quiet_until = 0.0
         self._remember(run_id, bool(run))
         return Seen(True, bool(run or every))
 
@@ -170,9 +173,7 @@ class RedisAudience:
                     pipe.srem(PREFIX + room, self.name)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            self._warn("cannot tell Redis which runs are watched here", exc)
-        else:
-            self._failing = False
+            self._failed("cannot tell Redis which runs are watched here", exc)
 
     async def _refreshing(self) -> None:
         while True:
@@ -194,7 +195,7 @@ class RedisAudience:
         self._marked.clear()
         await self.redis.aclose()
 
-    def _warn(self, what: str, exc: BaseException) -> None:
-        if not self._failing:  # once per outage, not once per event
+    def _failed(self, what: str, exc: BaseException) -> None:
+        if not self._quiet_until:  # once per outage, not once per event
             log.warning("%s: %s", what, exc)
-        self._failing = True
+        self._quiet_until = time.monotonic() + QUIET

@@ -13,9 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import socketio
-from redis.asyncio import Redis
-
 from sop_engine import settings
 from sop_engine.events import Event
 from sop_engine.liveness import worker_name
@@ -23,6 +20,7 @@ from sop_engine.progress import ENDED
 from sop_engine.states import RUN_TERMINAL
 from sop_engine.store import Store
 
+from . import broker
 from .audience import ALL_RUNS, Audience, RedisAudience, run_room
 
 SOCKET_NAMES = {
@@ -99,8 +97,8 @@ class WorkerFeed(Feed):
     through Redis."""
 
     def __init__(self, store: Store, url: str) -> None:
-        self.manager = socketio.AsyncRedisManager(url, write_only=True)
-        super().__init__(store, RedisAudience(Redis.from_url(url), worker_name()), self._publish)
+        self.manager = broker.socket_manager(url, write_only=True)
+        super().__init__(store, RedisAudience(broker.connect(url), worker_name()), self._publish)
 
     async def _publish(self, name: str, data: dict[str, Any], rooms: list[str] | str) -> None:
         await self.manager.emit(name, data, namespace="/", room=rooms)  # logs a failure; never raises

@@ -13,13 +13,13 @@ from typing import Any
 
 import socketio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
 from sop_engine.events import Event
 from sop_engine.liveness import worker_name
 from sop_engine.store import Store
 
+from . import broker
 from .access import may_read
 from .audience import ALL_RUNS, LocalAudience, RedisAudience, run_room
 from .auth import Tokens, token_from_environ
@@ -54,7 +54,7 @@ def _subscription(data: Any) -> Subscribe | str:
 def client_manager(redis_url: str | None) -> socketio.AsyncManager | None:
     """The Socket.IO server's: with Redis, an event emitted by any process reaches the clients of every
     server; None (python-socketio's own, for this process's clients) without it."""
-    return socketio.AsyncRedisManager(redis_url) if redis_url else None
+    return broker.socket_manager(redis_url) if redis_url else None
 
 
 class LiveFeed(Feed):
@@ -64,7 +64,7 @@ class LiveFeed(Feed):
         self.sio = sio
         self.tokens = tokens
         self.redis_url = redis_url
-        audience = RedisAudience(Redis.from_url(redis_url), worker_name(), sio) if redis_url else LocalAudience(sio)
+        audience = RedisAudience(broker.connect(redis_url), worker_name(), sio) if redis_url else LocalAudience(sio)
         super().__init__(store, audience, lambda name, data, rooms: sio.emit(name, data, to=rooms))
         sio.on("connect", self.on_connect)
         sio.on("subscribe", self.on_subscribe)

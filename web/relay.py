@@ -32,6 +32,7 @@ from sop_engine import settings
 from sop_engine.states import TransitionError
 from sop_engine.store import Store
 
+from . import broker
 from .controls import Controls
 from .db import AsyncStore
 from .errors import ApiError, Invalid, NotFound, Refused
@@ -42,6 +43,7 @@ log = logging.getLogger("sop_engine.web.relay")
 ACK = 3.0  # seconds a holder has to say it has a request
 DONE = 30.0  # seconds it has to apply it (taking a run back from its worker may take 15)
 MAX_MESSAGE = 256 * 1024  # bytes: a request is a small JSON object, a form's values included
+STOPPING = 5.0  # seconds the requests being applied have to finish when the process stops
 RETRY = (0.5, 10.0)  # seconds between tries to listen again after Redis went away, doubling up to the second
 ID = r"^[0-9a-f]{32}$"
 ARGUMENTS = ("key", "on", "values", "who", "action")  # what a control may take besides the run and its document
@@ -80,15 +82,15 @@ class ControlReply(BaseModel):
     error: str | None = Field(None, max_length=10_000)
 
 
-class HolderSilent(ApiError):
-    """503: the process holding the run did not answer in time."""
+class HolderUnavailable(ApiError):
+    """503: the process holding the run did not answer in time, or cannot apply the control now."""
 
     status = 503
 
 
 def _refusal(status: int, message: str) -> ApiError:
     """The holder's refusal, raised here as it was there (a batch's cancel passes over a Refused)."""
-    known: dict[int, type[ApiError]] = {404: NotFound, 409: Refused, 422: Invalid, 503: HolderSilent}
+    known: dict[int, type[ApiError]] = {404: NotFound, 409: Refused, 422: Invalid, 503: HolderUnavailable}
     if status in known:
         return known[status](message)
     error = ApiError(message)
@@ -126,14 +128,14 @@ class ControlRelay:
         """The relay of a process's Controls (None without Redis): it takes controls when its pool executes runs."""
         if not url:
             return None
-        relay = cls(Redis.from_url(url), controls, serves=controls.pool.concurrency > 0)
+        relay = cls(broker.connect(url), controls, serves=controls.pool.concurrency > 0)
         controls.relay = relay
         return relay
 
     # sending --------------------------------------------------------------------------------
 
     async def forward(self, holder: str, control: str, arguments: dict[str, Any]) -> bool:
-        """Has `holder` apply the control and returns True, or raises its refusal (or HolderSilent); False
+        """Has `holder` apply the control and returns True, or raises its refusal (or HolderUnavailable); False
         when no process listens on its channel (or Redis is away): the caller applies it itself."""
         values = arguments.get("values")
         request = ControlRequest(
@@ -156,12 +158,12 @@ class ControlRelay:
                 async with asyncio.timeout(ACK):
                     await pending.received.wait()
             except TimeoutError:
-                raise HolderSilent(f"the run is executed by {holder}, which did not answer: try again") from None
+                raise HolderUnavailable(f"the run is executed by {holder}, which did not answer: try again") from None
             try:
                 async with asyncio.timeout(DONE):
                     reply = await pending.done
             except TimeoutError:
-                raise HolderSilent(
+                raise HolderUnavailable(
                     f"the run is executed by {holder}, which took the {control} but did not finish it within "
                     f"{DONE:.0f}s: it may still take effect; look at the run again"
                 ) from None
@@ -200,7 +202,9 @@ class ControlRelay:
             try:
                 given["values"] = controls.pool.runner.vault.open(request.values)
             except ValueError:
-                raise HolderSilent(f"{self.name} cannot read the form's values: is SOP_SECRET_KEY the same?") from None
+                raise HolderUnavailable(
+                    f"{self.name} cannot read the form's values: is SOP_SECRET_KEY the same?"
+                ) from None
         wanted = inspect.signature(getattr(type(controls), request.control)).parameters
         if "loaded" in wanted:
             given["loaded"] = await asyncio.to_thread(controls.pool.document, run.document_id)
@@ -257,9 +261,9 @@ class ControlRelay:
                             self.listening.set()
                     elif message["type"] == "message":
                         self._received(message["channel"].decode(errors="replace"), message["data"])
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # Redis went away (or worse): listen again, never stop listening
                 self.listening.clear()
-                log.warning("not listening to Redis (%s): trying again in %.1fs", exc, pause)
+                log.warning("not listening to Redis (%s): trying again in %.1fs", exc or type(exc).__name__, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RETRY[1])
             finally:
@@ -277,10 +281,15 @@ class ControlRelay:
             log.warning("the control relay is not listening to Redis yet: controls wait for it")
 
     async def stop(self) -> None:
-        for task in [self._listener, *self._tasks]:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*[t for t in [self._listener, *self._tasks] if t is not None], return_exceptions=True)
+        """Takes no more requests; those being applied get a few seconds to finish and answer."""
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOPPING)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.redis.aclose()
 
 
