@@ -23,6 +23,13 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r} is not a whole number") from None
 
 
+def _redis_url(name: str) -> str | None:
+    raw = os.environ.get(name, "").strip()
+    if raw and raw.partition("://")[0] not in ("redis", "rediss", "unix"):  # the value may hold a password
+        raise SystemExit(f"{name} is not a Redis URL: redis://host:6379/0, rediss://… or unix://…")
+    return raw or None
+
+
 def _list(name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
 
@@ -80,5 +87,5 @@ def current() -> Settings:
         batch_max_rows=_int("SOP_BATCH_MAX_ROWS", 10_000),
         write_retry_seconds=_int("SOP_WRITE_RETRY_SECONDS", 60),
         download_max_bytes=_int("SOP_DOWNLOAD_MAX_BYTES", 100 * MIB),
-        redis_url=env("SOP_REDIS_URL") or None,
+        redis_url=_redis_url("SOP_REDIS_URL"),
     )

@@ -251,10 +251,11 @@ async def held_run(cluster: SimpleNamespace, worker: str, monkeypatch: pytest.Mo
 
 async def test_a_control_for_a_holder_nobody_listens_for_is_applied_here(cluster, monkeypatch):
     run_id = await held_run(cluster, "gone-host:4242:1", monkeypatch)
-    started = time.monotonic()
     reply = await call(cluster.api.post, f"/api/runs/{run_id}/pause")
-    assert reply.status_code == 409 and "gone-host:4242:1" in reply.json()["error"]  # as without Redis
-    assert time.monotonic() - started < ACK
+    assert (reply.status_code, reply.json()["error"]) == (  # refused here, as without Redis
+        409,
+        "the run is executed by gone-host:4242:1, not this server: it can only be cancelled here",
+    )
     assert (await call(cluster.api.post, f"/api/runs/{run_id}/cancel")).status_code == 200  # through the gate
     assert (await call(cluster.api.get, f"/api/runs/{run_id}")).json()["status"] == "cancelled"
 
@@ -270,7 +271,7 @@ async def test_a_holder_that_does_not_answer_gets_a_503_in_bounded_time(cluster,
         started = time.monotonic()
         reply = await call(cluster.api.post, f"/api/runs/{run_id}/pause")
         assert reply.status_code == 503 and mute in reply.json()["error"]
-        assert time.monotonic() - started < ACK + 5
+        assert time.monotonic() - started < ACK + 10  # the holder's silence is noticed, never waited out
         request = json.loads((await heard.get_message(timeout=5))["data"])
         assert (request["control"], request["run_id"], request["who"]) == ("pause", run_id, "admin")
     finally:

@@ -117,7 +117,7 @@ class Controls:
     def _check(self, control: str, run: Any, live: LiveRun | None, row: Any = None) -> None:
         """Refuses (409) a control that the engine's table does not allow now (sop_engine.controls)."""
         waiting = live.control.waiting.as_dict() if live and live.control.waiting else run.waiting
-        if row is None:  # what web.api.serialize.run_controls_for lists (web.api imports this module, not back)
+        if row is None:  # as web.api.serialize.run_controls_for lists them to whoever may control the run
             allowed = run_controls(run.status, run.waiting)
         else:
             allowed = step_controls(row.status, row.key, run.status, waiting)
