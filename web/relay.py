@@ -137,6 +137,9 @@ class ControlRelay:
     async def forward(self, holder: str, control: str, arguments: dict[str, Any]) -> bool:
         """Has `holder` apply the control and returns True, or raises its refusal (or HolderUnavailable); False
         when no process listens on its channel (or Redis is away): the caller applies it itself."""
+        if not self.listening.is_set():  # its answer would not be heard: as without Redis
+            log.warning("not listening to Redis: a %s on a run %s holds is applied here", control, holder)
+            return False
         values = arguments.get("values")
         request = ControlRequest(
             id=uuid.uuid4().hex,
