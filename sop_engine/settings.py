@@ -38,6 +38,13 @@ def _json_object(name: str) -> dict[str, Any]:
     return value
 
 
+def _redis_url(name: str) -> str | None:
+    raw = os.environ.get(name, "").strip()
+    if raw and raw.partition("://")[0] not in ("redis", "rediss", "unix"):  # the value may hold a password
+        raise SystemExit(f"{name} is not a Redis URL: redis://host:6379/0, rediss://… or unix://…")
+    return raw or None
+
+
 def _list(name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
 
@@ -64,6 +71,7 @@ class Settings:
     write_retry_seconds: int  # how long a worker retries a failed database write before it lets the run go
     download_max_bytes: int  # the most a download step may save, whatever its max_size says
     drain_seconds: int  # on SIGTERM, how long a process lets its runs finish before it hands them back
+    redis_url: str | None  # SOP_REDIS_URL: the live feed and the controls between processes go through it
     artifacts_url: str  # SOP_ARTIFACTS_URL: where runs keep their files, a folder or any fsspec URL (s3://bucket/x)
     # SOP_ARTIFACTS_OPTIONS: that store's fsspec options (JSON), e.g. {"endpoint_url": ...}; never shown: they may
     # hold credentials
@@ -103,4 +111,5 @@ def current() -> Settings:
         drain_seconds=_int("SOP_DRAIN_SECONDS", 20),
         artifacts_url=env("SOP_ARTIFACTS_URL") or str(data_dir / "artifacts"),
         artifacts_options=_json_object("SOP_ARTIFACTS_OPTIONS"),
+        redis_url=_redis_url("SOP_REDIS_URL"),
     )

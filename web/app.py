@@ -28,7 +28,8 @@ from .config import ServerConfig, asset_dir, vendor_dir
 from .controls import Controls
 from .db import AsyncStore
 from .guard import Guard, socket_origin_check
-from .live import LiveFeed
+from .live import LiveFeed, client_manager
+from .relay import ControlRelay
 from .state import ServerState
 from .workers import WorkerPool
 
@@ -55,6 +56,7 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         async_mode="asgi",
         cors_allowed_origins=socket_origin_check(options.public_origin),
         max_http_buffer_size=64 * 1024,  # a socket message is a small JSON object
+        client_manager=client_manager(options.redis_url),
         logger=False,
         engineio_logger=False,
     )
@@ -65,19 +67,26 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         tokens.attach(store)
         load_examples(store, config)
         browser = BrowserHost(headed=config.headed, extra_args=list(options.browser_args))
-        feed = LiveFeed(sio, store, tokens)
+        feed = LiveFeed(sio, store, tokens, options.redis_url)
         own = dict.fromkeys([config.base_url, config.local_url, options.public_origin])  # in order, once each
         policy = NetworkPolicy.for_server(own, base_url=config.local_url)
         runner = Runner(store, browser, [feed], frames=feed, policy=policy)
         pool = WorkerPool(store, runner, config.concurrency)
         db = AsyncStore(store)
         controls = Controls(db, pool)
+        relay = ControlRelay.attach(controls, options.redis_url)  # None without Redis
         app.state.server = ServerState(store, db, browser, runner, pool, feed, controls, tokens, Batches(runner))
+        await feed.start()
+        if relay is not None:
+            await relay.start()
         await pool.start()
         try:
             yield
         finally:
+            if relay is not None:
+                await relay.stop()
             await pool.drain(options.drain_seconds)
+            await feed.stop()
             await browser.close()
             store.close()
 

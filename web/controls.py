@@ -1,6 +1,7 @@
 """Run and step controls, as the engine's table says (sop_engine.controls): allowed, or refused with 409.
 
-A control on a run a worker of this server is executing answers it (through its RunControl). A control
+A control on a run a worker of this server is executing answers it (through its RunControl); with Redis, one
+on a run that another process executes goes to that process, which applies it (web/relay.py). A control
 that changes what is already recorded (retry after the run ended, rerun, a decision on a run paused before
 a restart) takes the run back from its worker if needed, resets the step rows, and queues the run again:
 the next execution picks up from the database."""
@@ -8,9 +9,10 @@ the next execution picks up from the database."""
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sop_engine.actions.human import check_form_values
 from sop_engine.controls import (
@@ -28,18 +30,29 @@ from sop_engine.events import utcnow
 from sop_engine.states import RUN_TERMINAL, RunStatus
 from sop_engine.steps import Input
 
-from .api.serialize import Viewer, run_controls_for
 from .errors import Invalid, NotFound, Refused
 from .workers import LiveRun, WorkerPool
 
+if TYPE_CHECKING:
+    from .relay import ControlRelay
 
-def _serialised(control: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """A control runs under the pool's claim lock: a run claimed at this moment is live before it looks."""
+
+def _control(control: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """A control runs under the pool's claim lock: a run claimed at this moment is live before it looks.
+    With a relay, one on a run another process holds is applied there instead (not under this lock: the
+    wait is for that process)."""
+    signature = inspect.signature(control)
 
     @functools.wraps(control)
-    async def serialised(self: Controls, *args: Any, **kwargs: Any) -> None:
+    async def serialised(self: Controls, run_id: str, *args: Any, **kwargs: Any) -> None:
+        holder = await self._holder(run_id)
+        if holder is not None:
+            given = signature.bind(self, run_id, *args, **kwargs).arguments
+            sent = {name: value for name, value in given.items() if name not in ("self", "loaded")}
+            if await self.relay.forward(holder, control.__name__, sent):  # type: ignore[union-attr]
+                return
         async with self.pool.claiming:
-            await control(self, *args, **kwargs)
+            await control(self, run_id, *args, **kwargs)
 
     return serialised
 
@@ -48,6 +61,28 @@ def _serialised(control: Callable[..., Awaitable[None]]) -> Callable[..., Awaita
 class Controls:
     store: Any  # web.db.AsyncStore: every call awaited, in a thread
     pool: WorkerPool
+    relay: ControlRelay | None = None  # with Redis: controls on runs other processes execute
+
+    async def here(self, control: str, run_id: str, **arguments: Any) -> None:
+        """Applies a control in this process, whoever holds the run (a control another process sent here)."""
+        async with self.pool.claiming:
+            await getattr(type(self), control).__wrapped__(self, run_id, **arguments)
+
+    async def _holder(self, run_id: str) -> str | None:
+        """The other process executing the run, when the relay may reach it."""
+        if self.relay is None or run_id in self.pool.live:
+            return None
+        run = await self.store.run(run_id)
+        if run is None or run.worker is None or run.worker == self.pool.name:
+            return None
+        return run.worker
+
+    def reaches(self, run: Any) -> bool:
+        """Whether a control here reaches the run's execution: a worker of this process executes it, or,
+        with Redis, the relay sends it to the process that does (the API's `Viewer.live`)."""
+        if run.id in self.pool.live:
+            return True
+        return self.relay is not None and run.worker is not None and run.worker != self.pool.name
 
     async def _audit(self, run_id: str, who: str, action: str, target: str | None = None, **values: Any) -> None:
         """Every control goes to the run's audit trail and its event log, in one transaction."""
@@ -82,9 +117,8 @@ class Controls:
     def _check(self, control: str, run: Any, live: LiveRun | None, row: Any = None) -> None:
         """Refuses (409) a control that the engine's table does not allow now (sop_engine.controls)."""
         waiting = live.control.waiting.as_dict() if live and live.control.waiting else run.waiting
-        viewer = Viewer(True, live is not None)
-        if row is None:
-            allowed = run_controls_for(run, viewer) if live else run_controls(run.status, waiting)
+        if row is None:  # as web.api.serialize.run_controls_for lists them to whoever may control the run
+            allowed = run_controls(run.status, run.waiting)
         else:
             allowed = step_controls(row.status, row.key, run.status, waiting)
             if run.status == RunStatus.RUNNING and live is None:
@@ -95,7 +129,7 @@ class Controls:
 
     # run controls ----------------------------------------------------------------------------
 
-    @_serialised
+    @_control
     async def pause(self, run_id: str, who: str) -> None:
         run = await self._run(run_id)
         live, waiting = self._waiting(run_id)
@@ -107,7 +141,7 @@ class Controls:
         live.control.pause_requested = True  # type: ignore[union-attr]
         await self._audit(run_id, who, "pause")
 
-    @_serialised
+    @_control
     async def resume(self, run_id: str, who: str, action: str = "resume") -> None:
         run = await self._run(run_id)
         live, waiting = self._waiting(run_id)
@@ -125,7 +159,7 @@ class Controls:
         self._answer(live, action)
         await self._audit(run_id, who, action)
 
-    @_serialised
+    @_control
     async def cancel(self, run_id: str, who: str) -> None:
         run = await self._run(run_id)
         if run.status in RUN_TERMINAL:
@@ -145,7 +179,7 @@ class Controls:
 
     # step controls ---------------------------------------------------------------------------
 
-    @_serialised
+    @_control
     async def skip(self, run_id: str, key: str, who: str) -> None:
         """The step is marked skipped (its outputs read as none) and the run goes on from there: it is
         never run, not even by a replay of a `resume_from` range."""
@@ -170,7 +204,7 @@ class Controls:
         else:  # pending or blocked, recorded now; the execution (here, or after the queue) reads it
             await self._audit(run_id, who, "skip", key, step=(key, {"status": "skipped", "reason": f"{PERSON}{who}"}))
 
-    @_serialised
+    @_control
     async def retry(self, run_id: str, key: str, who: str, loaded: LoadedSop) -> None:
         run = await self._run(run_id)
         row = await self._step_row(run_id, key)
@@ -185,7 +219,7 @@ class Controls:
         self.pool.wake()
         await self._audit(run_id, who, "retry", key, reset=(keys, f"retried by {who}"), run=self._requeue())
 
-    @_serialised
+    @_control
     async def rerun(self, run_id: str, key: str, who: str, loaded: LoadedSop) -> None:
         run = await self._run(run_id)
         row = await self._step_row(run_id, key)
@@ -198,7 +232,7 @@ class Controls:
             run_id, who, "rerun", key, reset=(keys, f"rerun by {who}"), run=self._requeue(), data={"reset": keys}
         )
 
-    @_serialised
+    @_control
     async def breakpoint(self, run_id: str, key: str, on: bool, who: str, loaded: LoadedSop) -> None:
         run = await self._run(run_id)
         if run.status in RUN_TERMINAL:
@@ -215,7 +249,7 @@ class Controls:
             live.control.breakpoints = set(points)
         await self._audit(run_id, who, "breakpoint", key, run={"breakpoints": sorted(points)}, data={"on": on})
 
-    @_serialised
+    @_control
     async def submit(self, run_id: str, key: str, values: dict[str, Any], who: str, loaded: LoadedSop) -> None:
         live, waiting = self._waiting(run_id)
         if waiting is None or waiting.key != key or waiting.kind not in ("input", "approval"):

@@ -7,8 +7,8 @@ A client connects with its token (`auth: {token}` or the page's cookie), then
 from __future__ import annotations
 
 import asyncio
-import base64
-import time
+import contextlib
+import logging
 from typing import Any
 
 import socketio
@@ -16,25 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from sop_engine.events import Event
-from sop_engine.progress import ENDED
-from sop_engine.states import RUN_TERMINAL
+from sop_engine.liveness import worker_name
 from sop_engine.store import Store
 
+from . import broker
 from .access import may_read
+from .audience import ALL_RUNS, LocalAudience, RedisAudience, run_room
 from .auth import Tokens, token_from_environ
+from .feed import SOCKET_NAMES, Feed, socket_name
 
-SOCKET_NAMES = {
-    "run.created": "run.updated",
-    "run.updated": "run.updated",
-    "step.updated": "step.updated",
-    "step.retried": "step.updated",
-    "steps.added": "step.updated",
-    "control": "run.updated",
-    "run.restored": "run.updated",
-    "loop.sized": "step.updated",
-    "log": "log",
-}
-_TERMINAL = ENDED
+__all__ = ["ALL_RUNS", "SOCKET_NAMES", "LiveFeed", "client_manager", "run_room"]
+log = logging.getLogger("sop_engine.web.live")
+SUBSCRIBED_WITHIN = 10.0  # seconds a server waits at start for its Redis subscription, then starts anyway
 
 
 class Subscribe(BaseModel):
@@ -58,21 +51,21 @@ def _subscription(data: Any) -> Subscribe | str:
     return found
 
 
-def run_room(run_id: str) -> str:
-    return f"run:{run_id}"
+def client_manager(redis_url: str | None) -> socketio.AsyncManager | None:
+    """The Socket.IO server's: with Redis, an event emitted by any process reaches the clients of every
+    server; None (python-socketio's own, for this process's clients) without it."""
+    return broker.socket_manager(redis_url) if redis_url else None
 
 
-ALL_RUNS = "runs"
+class LiveFeed(Feed):
+    """The runner's sink (web/feed.py) in a server, and the Socket.IO handlers."""
 
-
-class LiveFeed:
-    """An EventSink and FrameSink for the runner, and the Socket.IO handlers."""
-
-    def __init__(self, sio: socketio.AsyncServer, store: Store, tokens: Tokens) -> None:
+    def __init__(self, sio: socketio.AsyncServer, store: Store, tokens: Tokens, redis_url: str | None = None) -> None:
         self.sio = sio
-        self.store = store
         self.tokens = tokens
-        self._typical: dict[str, tuple[float, dict[str, float]]] = {}
+        self.redis_url = redis_url
+        audience = RedisAudience(broker.connect(redis_url), worker_name(), sio) if redis_url else LocalAudience(sio)
+        super().__init__(store, audience, lambda name, data, rooms: sio.emit(name, data, to=rooms))
         sio.on("connect", self.on_connect)
         sio.on("subscribe", self.on_subscribe)
         sio.on("unsubscribe", self.on_unsubscribe)
@@ -98,62 +91,52 @@ class LiveFeed:
             if not may_read(user, None):
                 return {"ok": False, "error": "not allowed"}
             await self.sio.enter_room(sid, ALL_RUNS)
+            await self.audience.mark(ALL_RUNS)
             return {"ok": True}
         run_id = str(wanted.run_id)
         run = await asyncio.to_thread(self.store.run, run_id)
         if run is None or not may_read(user, run):
             return {"ok": False, "error": f"no run {run_id}"}
         await self.sio.enter_room(sid, run_room(run_id))
+        await self.audience.mark(run_room(run_id))  # whichever process executes it sends progress and frames
         missed = await asyncio.to_thread(self.store.events, run_id, wanted.since, 10_000)
         for row in missed:  # the client drops any it also gets live: it applies a sequence number once
             event = Event(row.run_id, row.seq, row.type, row.data, row.at)
-            await self.sio.emit(SOCKET_NAMES.get(row.type, "run.updated"), event.as_dict(), to=sid)
+            await self.sio.emit(socket_name(row.type), event.as_dict(), to=sid)
         return {"ok": True, "replayed": len(missed)}
 
     async def on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
         wanted = _subscription(data)
         if isinstance(wanted, str):
             return {"ok": False, "error": wanted}
-        await self.sio.leave_room(sid, ALL_RUNS if wanted.all else run_room(str(wanted.run_id)))
+        room = ALL_RUNS if wanted.all else run_room(str(wanted.run_id))
+        await self.sio.leave_room(sid, room)
+        await self.audience.release(room)
         return {"ok": True}
 
-    # sinks ----------------------------------------------------------------------------------
+    # lifetime -------------------------------------------------------------------------------
 
-    def _listeners(self, run_id: str) -> bool:
-        rooms = self.sio.manager.rooms.get("/", {})
-        return bool(rooms.get(run_room(run_id))) or bool(rooms.get(ALL_RUNS))
+    async def start(self) -> None:
+        """With Redis, the server listens to the other processes' events from now on, not from its first
+        client's connection: a client that subscribes then misses none (its replay covers what came before)."""
+        self.audience.start()
+        if self.redis_url is None:
+            return
+        if not self.sio.manager_initialized:
+            self.sio.manager_initialized = True
+            self.sio.manager.initialize()
+        manager: Any = self.sio.manager
+        try:
+            async with asyncio.timeout(SUBSCRIBED_WITHIN):
+                while manager.pubsub is None or not manager.pubsub.subscribed:
+                    await asyncio.sleep(0.01)  # python-socketio's task subscribes; it says so only by this flag
+        except TimeoutError:
+            log.warning("not subscribed to Redis after %ss: the live feed of other processes waits", SUBSCRIBED_WITHIN)
 
-    async def emit(self, event: Event) -> None:
-        if not self._listeners(event.run_id):
-            return  # nobody watches: the event is in the database for whoever comes later
-        rooms = [run_room(event.run_id), ALL_RUNS]
-        await self.sio.emit(SOCKET_NAMES.get(event.type, "run.updated"), event.as_dict(), to=rooms)
-        ended = event.type == "step.updated" and event.data.get("status") in _TERMINAL | {"pending"}
-        if ended or event.type == "loop.sized":
-            progress = await asyncio.to_thread(self.progress, event.run_id, event.seq)
-            await self.sio.emit("progress", progress, to=rooms)
-
-    def progress(self, run_id: str, seq: int) -> dict[str, Any]:
-        return {"run_id": run_id, "seq": seq, **self.store.progress(run_id), "eta_s": self.eta(run_id)}
-
-    def eta(self, run_id: str) -> float | None:
-        """Seconds left, from how long the steps still pending took in the SOP's earlier runs; none once the
-        run ended."""
-        run = self.store.run(run_id)
-        if run is None or run.status in RUN_TERMINAL:
-            return None
-        cached = self._typical.get(run.sop_id)
-        if cached is None or time.monotonic() - cached[0] > 30:
-            cached = self._typical[run.sop_id] = (time.monotonic(), self.store.typical_durations(run.sop_id))
-        typical = cached[1]
-        if not typical:
-            return None
-        left = [row.step_id for row in self.store.steps(run_id) if row.status in ("pending", "running")]
-        return round(sum(typical.get(step_id, 0.0) for step_id in left), 1)
-
-    def watching(self, run_id: str) -> bool:
-        return bool(self.sio.manager.rooms.get("/", {}).get(run_room(run_id)))
-
-    async def frame(self, run_id: str, key: str, jpeg: bytes) -> None:
-        image = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
-        await self.sio.emit("frame", {"run_id": run_id, "key": key, "image": image}, to=run_room(run_id))
+    async def stop(self) -> None:
+        await self.audience.stop()
+        task = getattr(self.sio.manager, "thread", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
