@@ -5,13 +5,15 @@ client on server A sees every event of a run that a person pauses and resumes th
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import socketio
 
-from tests.conftest import ServerProcess, WorkerProcess, post_sop, start_run, wait_for, wait_run
+from tests.conftest import TOKEN, Gate, ServerProcess, WorkerProcess, post_sop, start_run, wait_for, wait_run
 from tests.loopback import LoopbackServer, Reply, Request, html_reply, json_reply
 from tests.services import Redis
 
@@ -56,8 +58,9 @@ class CountingSite:
         return html_reply(f"<!doctype html><p id=tag>{query.get('tag', '')}</p>")
 
 
-@pytest.fixture
-def cluster(tmp_path, postgres):
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, postgres):
+    tmp_path = tmp_path_factory.mktemp("cluster")
     url = postgres.new_database("cluster")
     redis = Redis(tmp_path / "redis").start()
     env = {"SOP_REDIS_URL": redis.url}
@@ -121,3 +124,47 @@ def test_a_cluster_survives_killed_workers_and_shows_one_live_feed(cluster):
 
 def _ended(batch: dict) -> dict | None:
     return batch if batch["status"] != "running" else None
+
+
+HELD = """
+sop: 1
+id: SOP_ID
+inputs: {url: {}}
+steps:
+  - {id: held, action: http, url: "{{ url }}", inputs: [url], timeout: 60s}
+  - {id: after, action: log, message: "went on"}
+  - {id: last, action: sleep, duration: 50ms}
+"""
+
+
+async def test_a_page_on_one_server_sees_a_run_paused_and_resumed_through_the_other(cluster, gate: Gate):
+    a, b = cluster["servers"]
+    client = socketio.AsyncClient(reconnection=False)
+    seen: list[dict] = []
+    for name in ("run.updated", "step.updated", "log"):
+        client.on(name, lambda data: seen.append(data))
+    await client.connect(a.url, auth={"token": TOKEN}, transports=["websocket"], wait_timeout=10)
+    try:
+        with a.client() as api_a, b.client() as api_b:
+            run_id = await asyncio.to_thread(
+                start_run, api_a, await asyncio.to_thread(post_sop, api_a, HELD), {"url": gate.url}
+            )
+            assert (await client.call("subscribe", {"run_id": run_id, "since": 0}, timeout=10))["ok"]
+            assert await asyncio.to_thread(gate.called.wait, 60)
+            assert (await asyncio.to_thread(api_b.post, f"/api/runs/{run_id}/pause")).status_code == 200
+            gate.open.set()
+            await asyncio.to_thread(wait_run, api_b, run_id, "paused", 60)
+            assert (await asyncio.to_thread(api_b.post, f"/api/runs/{run_id}/resume")).status_code == 200
+            run = await asyncio.to_thread(wait_run, api_a, run_id, "completed", 60)
+            last = run["seq"]
+            async with asyncio.timeout(30):
+                while not any(e.get("seq") == last for e in seen if e.get("run_id") == run_id):
+                    await asyncio.sleep(0.05)
+    finally:
+        await client.disconnect()
+    seqs = sorted({e["seq"] for e in seen if e.get("run_id") == run_id})
+    assert seqs == list(range(1, last + 1))  # every event, none missing, whichever process wrote it
+    statuses = [e["data"].get("status") for e in seen if e.get("run_id") == run_id and e["type"] == "run.updated"]
+    assert "paused" in statuses and statuses[-1] == "completed"
+    controls = [e["data"]["control"] for e in seen if e.get("run_id") == run_id and e["type"] == "control"]
+    assert controls == ["pause", "resume"]

@@ -14,6 +14,8 @@ from sop_engine.policy import NetworkPolicy
 from sop_engine.runner import Runner
 from sop_engine.store import Store
 
+from .feed import feed_for_worker
+from .relay import relay_for_worker
 from .workers import WorkerPool
 
 log = logging.getLogger("sop_engine.web.worker")
@@ -27,13 +29,17 @@ async def work(concurrency: int, base_url: str | None, headed: bool = False) -> 
     browser = BrowserHost(headed=headed, extra_args=list(options.browser_args))
     own = dict.fromkeys([base_url, options.public_origin])
     policy = NetworkPolicy.for_server(own, base_url=base_url or options.public_origin)
-    runner = Runner(store, browser, [], policy=policy)
+    feed = feed_for_worker(store)  # with SOP_REDIS_URL: its runs' events reach every server's clients
+    runner = Runner(store, browser, [feed] if feed else [], frames=feed, policy=policy)
     pool = WorkerPool(store, runner, concurrency)
+    relay = relay_for_worker(store, pool)  # with SOP_REDIS_URL: controls asked of any server reach its runs
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stopping.set)
     try:
+        if relay is not None:
+            await relay.start()
         await pool.start()
         log.warning(
             "worker %s: %d run(s) at once, queue %s, database %s", pool.name, concurrency, pool.queue, store.dialect
@@ -42,5 +48,9 @@ async def work(concurrency: int, base_url: str | None, headed: bool = False) -> 
         log.warning("worker %s: draining", pool.name)
         await pool.drain(options.drain_seconds)
     finally:
+        if relay is not None:
+            await relay.stop()
+        if feed is not None:
+            await feed.close()
         await browser.close()
         store.close()

@@ -56,7 +56,7 @@ class BreakpointRequest(BaseModel):
 async def _view(request: Request, run: Any, steps: bool = True) -> dict[str, Any]:
     """The run as the caller sees it: with the controls allowed to them now, and its restorations."""
     state = state_of(request)
-    viewer = Viewer(may_control(user_of(request), run.created_by), run.id in state.pool.live)
+    viewer = Viewer(may_control(user_of(request), run.created_by), state.controls.reaches(run))
     rows = await state.db.steps(run.id) if steps else None
     shown = run_json(run, rows, viewer, await state.db.restorations(run.id))
     shown["progress"] = await state.db.progress(run.id)
