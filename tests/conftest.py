@@ -317,9 +317,13 @@ def server(database: str, request: pytest.FixtureRequest) -> ServerProcess:
 
 
 @pytest.fixture
-def database_url(database: str, request: pytest.FixtureRequest) -> str | None:
-    """For a server of a test's own: None (SQLite in its data folder) or a new PostgreSQL database."""
-    return request.getfixturevalue("postgres").new_database() if database == "postgresql" else None
+def database_url(database: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """For a server of a test's own: None (SQLite in its data folder) or a new PostgreSQL database, which the
+    test's own process may open too (it has the processes' shared key)."""
+    if database != "postgresql":
+        return None
+    monkeypatch.setenv("SOP_SECRET_KEY", SECRET_KEY)
+    return request.getfixturevalue("postgres").new_database()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sop_engine.store import Store
-from tests.conftest import SOPS, fixture_sop, wait_for
+from tests.conftest import SECRET_KEY, SOPS, both_databases, fixture_sop, wait_for
 
 PLANS = ["free", "pro", "team"]
 FAILING = {7, 23, 42}  # a plan the form does not have: the run fails
@@ -34,17 +34,34 @@ def write_rows(path: Path, count: int) -> None:
 def batch_cli(*args: str, cwd: Path, wait: bool = True, timeout: float = 120):
     env = {**os.environ, "SOP_DATA_DIR": str(cwd / "data"), "NO_COLOR": "1", "COLUMNS": "200"}
     env.pop("SOP_DATABASE_URL", None)
+    if (cwd / DATABASE_FILE).exists():  # the test's PostgreSQL database
+        env.update(SOP_DATABASE_URL=(cwd / DATABASE_FILE).read_text(), SOP_SECRET_KEY=SECRET_KEY)
     command = [sys.executable, "-m", "sop_engine", "batch", *args]
     if not wait:
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+DATABASE_FILE = "database-url"  # in a test's folder: the batches of its commands go to that database
+pytestmark = both_databases
+
+
 @pytest.fixture
-def workdir(tmp_path: Path, site: str) -> Path:
+def workdir(tmp_path: Path, site: str, database_url: str | None) -> Path:
+    if database_url:
+        (tmp_path / DATABASE_FILE).write_text(database_url)
     (tmp_path / "signup.yaml").write_text(fixture_sop("signup-batch.yaml", site))
     write_rows(tmp_path / "rows.csv", 60)
     return tmp_path
+
+
+def workdir_store(workdir: Path) -> Store:
+    """The store the test's commands write to: its PostgreSQL database, or their SQLite file once made."""
+    if (workdir / DATABASE_FILE).exists():
+        return Store((workdir / DATABASE_FILE).read_text())
+    database = workdir / "data" / "sop.db"
+    wait_for(database.exists, timeout=30)
+    return Store(f"sqlite:///{database}")
 
 
 def check_row(line: dict, n: int) -> None:
@@ -107,6 +124,7 @@ def test_invalid_document_or_data_exits_2(workdir: Path):
     assert batch_cli("--resume", "no-such-batch", cwd=workdir).returncode == 2
 
 
+@pytest.mark.timeout(300)  # 60 rows through Chromium twice over, on a loaded machine
 def test_killed_batch_resumes_with_every_row_completed_exactly_once(workdir: Path):
     write_rows(workdir / "clean.csv", 60)
     rows = [r for r in csv.DictReader((workdir / "clean.csv").open())]
@@ -121,9 +139,7 @@ def test_killed_batch_resumes_with_every_row_completed_exactly_once(workdir: Pat
     process = batch_cli(
         "signup.yaml", "--data", "clean.csv", "--map", "customer=name", "--concurrency", "4", cwd=workdir, wait=False
     )
-    database = workdir / "data" / "sop.db"
-    wait_for(database.exists, timeout=30)
-    store = Store(f"sqlite:///{database}")
+    store = workdir_store(workdir)
     try:
 
         def some_done() -> bool:
@@ -176,7 +192,7 @@ def test_retry_failed_runs_only_the_failed_rows(workdir: Path):
     assert [r["run_id"] for i, r in enumerate(retried["results"]) if i != 6] == [
         r["run_id"] for i, r in enumerate(report["results"]) if i != 6
     ]
-    store = Store(f"sqlite:///{workdir / 'data' / 'sop.db'}")
+    store = workdir_store(workdir)
     try:
         [(item, _)] = [(i, r) for i, r in store.batch_items(batch_id) if i.row_number == 7]
         assert item.attempts == 2
