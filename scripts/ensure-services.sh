@@ -15,14 +15,17 @@ if [ ${#missing[@]} -eq 0 ]; then echo "services: PostgreSQL and Redis are insta
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "services: installing Debian's ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  # the packages' own services are not wanted: the tests start their own
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  # the packages' own services are not wanted: the tests start their own (a policy of the machine's own stays)
+  ours=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && ours=1
+  fi
   if ! { apt-get install -y -q "${missing[@]}" >/tmp/sop-apt.log 2>&1 \
       || { apt-get update -q >>/tmp/sop-apt.log 2>&1 && apt-get install -y -q "${missing[@]}" >>/tmp/sop-apt.log 2>&1; }; }; then
-    rm -f /usr/sbin/policy-rc.d
+    [ -n "$ours" ] && rm -f /usr/sbin/policy-rc.d
     echo "services: apt-get could not install ${missing[*]} (see /tmp/sop-apt.log)" >&2; exit 1
   fi
-  rm -f /usr/sbin/policy-rc.d
+  [ -n "$ours" ] && rm -f /usr/sbin/policy-rc.d
   have_postgres && have_redis && { echo "services: installed ${missing[*]}"; exit 0; }
 fi
 echo "services: ${missing[*]} missing: install them (Debian: apt-get install ${missing[*]})" >&2

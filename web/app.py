@@ -83,9 +83,9 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         try:
             yield
         finally:
+            await pool.drain(options.drain_seconds)  # the relay still takes controls for the runs finishing
             if relay is not None:
                 await relay.stop()
-            await pool.drain(options.drain_seconds)
             await feed.stop()
             await browser.close()
             store.close()

@@ -27,10 +27,11 @@ from sop_engine.controls import (
 )
 from sop_engine.document import LoadedSop
 from sop_engine.events import utcnow
+from sop_engine.liveness import orphaned
 from sop_engine.states import RUN_TERMINAL, RunStatus
 from sop_engine.steps import Input
 
-from .errors import Invalid, NotFound, Refused
+from .errors import HolderUnavailable, Invalid, NotFound, Refused
 from .workers import LiveRun, WorkerPool
 
 if TYPE_CHECKING:
@@ -45,12 +46,17 @@ def _control(control: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable
 
     @functools.wraps(control)
     async def serialised(self: Controls, run_id: str, *args: Any, **kwargs: Any) -> None:
-        holder = await self._holder(run_id)
-        if holder is not None:
+        run = await self._held_elsewhere(run_id)
+        if run is not None:
             given = signature.bind(self, run_id, *args, **kwargs).arguments
             sent = {name: value for name, value in given.items() if name not in ("self", "loaded")}
-            if await self.relay.forward(holder, control.__name__, sent):  # type: ignore[union-attr]
+            if await self.relay.forward(run.worker, control.__name__, sent):  # type: ignore[union-attr]
                 return
+            # nobody listens for it: a holder that is gone, or alive but out of reach for now (reconnecting to
+            # Redis), which would keep a run paused in memory that a control here had queued again; a cancel
+            # goes through the gate either way (the holder finds its claim gone at its next write)
+            if control.__name__ != "cancel" and not orphaned(run.worker, run.heartbeat_at, self.pool.name):
+                raise HolderUnavailable(f"the run is executed by {run.worker}, out of Redis's reach now: try again")
         async with self.pool.claiming:
             await control(self, run_id, *args, **kwargs)
 
@@ -68,14 +74,14 @@ class Controls:
         async with self.pool.claiming:
             await getattr(type(self), control).__wrapped__(self, run_id, **arguments)
 
-    async def _holder(self, run_id: str) -> str | None:
-        """The other process executing the run, when the relay may reach it."""
+    async def _held_elsewhere(self, run_id: str) -> Any:
+        """The run, when another process executes it and the relay may reach that process."""
         if self.relay is None or run_id in self.pool.live:
             return None
         run = await self.store.run(run_id)
         if run is None or run.worker is None or run.worker == self.pool.name:
             return None
-        return run.worker
+        return run
 
     def reaches(self, run: Any) -> bool:
         """Whether a control here reaches the run's execution: a worker of this process executes it, or,

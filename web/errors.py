@@ -49,6 +49,12 @@ class Refused(ApiError):
     status = 409
 
 
+class HolderUnavailable(ApiError):
+    """503: the process holding the run did not answer in time, or cannot apply the control now."""
+
+    status = 503
+
+
 class TooLarge(ApiError):
     status = 413
 

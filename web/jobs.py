@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from procrastinate import App, PsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.jobs import Status
 from sqlalchemy.engine import make_url
 
 from sop_engine.liveness import STALE
@@ -27,6 +28,7 @@ log = logging.getLogger("sop_engine.web.jobs")
 TASK = "sop.execute_run"
 QUEUE = "runs"
 HEARTBEAT = 5.0  # seconds between a worker's heartbeats in Procrastinate's table
+STOPPING = 30.0  # seconds Procrastinate's worker gets to record its last jobs' ends and unregister
 PRIORITY = {0: 20, 1: 10, 2: 0}  # the run's (0 high) as Procrastinate's (higher first)
 
 
@@ -45,6 +47,7 @@ class JobQueue:
         self.app = App(connector=PsycopgConnector(conninfo=conninfo(database_url), min_size=1, max_size=8))
         self.app.task(name=TASK, queue=QUEUE)(self._job)
         self._worker: asyncio.Task[None] | None = None
+        self._stopping = False
         self._due = asyncio.Event()
 
     async def open(self) -> None:
@@ -78,10 +81,18 @@ class JobQueue:
         for job_id in await asyncio.to_thread(store.needless_jobs):
             await self.app.job_manager.cancel_job_by_id_async(job_id)
         for job in await self.app.job_manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=STALE):
-            # its worker went silent: the job waits again; its run is taken over once its holder is gone
-            with contextlib.suppress(Exception):  # another job waits for that run already (the queueing lock)
-                await self.app.job_manager.retry_job(job)
+            await self._stalled(job)
         return deferred
+
+    async def _stalled(self, job: Any) -> None:
+        """A job whose worker went silent waits again (its run, once recovery queued it, goes to whoever takes
+        it); when another job waits for that run already, the stalled one is closed instead."""
+        manager = self.app.job_manager
+        try:
+            await manager.retry_job(job)
+        except Exception:  # the queueing lock: one waiting job per run
+            with contextlib.suppress(Exception):  # another process closed it first
+                await manager.finish_job_by_id_async(job.id, status=Status.FAILED, delete_job=True)
 
     async def reconciling(self, every: float) -> None:
         """The reconciler's loop: every `every` seconds, and at once when runs were queued."""
@@ -121,17 +132,19 @@ class JobQueue:
         )
 
     def stop_fetching(self) -> None:
-        """Fetches no more jobs (Procrastinate's worker stops on a cancel, waiting for the jobs in flight)."""
-        if self._worker is not None:
+        """Fetches no more jobs: Procrastinate's worker stops on a cancel (once: a second one would cut its
+        shutdown short), then waits for the jobs in flight."""
+        if self._worker is not None and not self._stopping:
+            self._stopping = True
             self._worker.cancel()
 
     async def stop(self) -> None:
-        """Once the jobs in flight ended (their runs done or handed back)."""
+        """Once the jobs in flight ended (their runs done or handed back): the worker unregisters."""
         if self._worker is None:
             return
-        self._worker.cancel()
+        self.stop_fetching()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._worker
+            await asyncio.wait_for(asyncio.shield(self._worker), STOPPING)
         self._worker = None
 
 

@@ -35,7 +35,7 @@ from sop_engine.store import Store
 from . import broker
 from .controls import Controls
 from .db import AsyncStore
-from .errors import ApiError, Invalid, NotFound, Refused
+from .errors import ApiError, HolderUnavailable, Invalid, NotFound, Refused
 from .workers import WorkerPool
 
 log = logging.getLogger("sop_engine.web.relay")
@@ -80,12 +80,6 @@ class ControlReply(BaseModel):
     state: Literal["received", "done"]
     status: int = Field(200, ge=200, le=599)
     error: str | None = Field(None, max_length=10_000)
-
-
-class HolderUnavailable(ApiError):
-    """503: the process holding the run did not answer in time, or cannot apply the control now."""
-
-    status = 503
 
 
 def _refusal(status: int, message: str) -> ApiError:

@@ -79,10 +79,10 @@ class WorkerPool:
         self.draining = True
         if self.jobs is not None:
             self.jobs.stop_fetching()
-        going = [live.done.wait() for live in self.live.values() if live.control.waiting is None]
+        going = [live for live in self.live.values() if live.control.waiting is None]
         if going and grace > 0:
             log.info("draining: waiting up to %.0f s for %d run(s) to finish", grace, len(going))
-            await asyncio.wait([asyncio.ensure_future(g) for g in going], timeout=grace)
+            await asyncio.wait([asyncio.ensure_future(live.done.wait()) for live in going], timeout=grace)
         await self.stop()
 
     async def stop(self) -> None:
@@ -118,8 +118,10 @@ class WorkerPool:
         if self.draining or run_id in self.live:
             return
         async with self.claiming:
+            if self.draining:  # SIGTERM came while a control held the lock
+                return
             try:
-                claim = await asyncio.to_thread(self.store.claim_run, run_id, self.name)
+                claim = await asyncio.to_thread(self.store.claim_run, run_id, self.name, queued_only=True)
             except TransitionError as exc:  # RunHeld included: a live worker executes it
                 log.debug("job for run %s dropped: %s", run_id, exc)
                 return
@@ -238,6 +240,8 @@ class WorkerPool:
         finally:
             live.done.set()
             self.live.pop(run.id, None)
+            if run.batch_id:  # the batch's next row may go now
+                self.wake()
 
     async def _release(self, run_id: str, exc: BaseException) -> None:
         """The database failed under the run for longer than the runner waits: the run goes back to the

@@ -8,29 +8,33 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
+from ..migrations import JOB_TABLE as JOBS
 from .database import Database
 
-JOBS = "procrastinate_jobs"  # Procrastinate's own table of jobs
+# a run's job: Procrastinate's table, the run's id as the job's queueing lock
+WAITING = f"EXISTS (SELECT 1 FROM {JOBS} j WHERE j.queueing_lock = r.id AND j.status = 'todo')"
+TAKEN = f"EXISTS (SELECT 1 FROM {JOBS} j WHERE j.queueing_lock = r.id AND j.status IN ('todo', 'doing'))"
 
+# queued runs with no job waiting, highest priority and oldest first; a batch's only as many as it has room
+# for (its concurrency, less its runs that go or have a job), counted in SQL before the limit, so that a big
+# batch cannot hide the runs behind it
 _UNDELIVERED = text(
     f"""
-    SELECT r.id, r.priority, r.batch_id FROM runs r
-    WHERE r.status = 'queued'
-      AND NOT EXISTS (SELECT 1 FROM {JOBS} j WHERE j.queueing_lock = r.id AND j.status = 'todo')
-    ORDER BY r.priority, r.created_at
+    WITH busy AS (
+        SELECT r.batch_id, count(*) AS n FROM runs r
+        WHERE r.batch_id IS NOT NULL AND (r.status IN ('running', 'paused') OR (r.status = 'queued' AND {TAKEN}))
+        GROUP BY r.batch_id
+    ), candidates AS (
+        SELECT r.id, r.priority, r.created_at, r.batch_id,
+               row_number() OVER (PARTITION BY r.batch_id ORDER BY r.priority, r.created_at) AS place
+        FROM runs r WHERE r.status = 'queued' AND NOT {WAITING}
+    )
+    SELECT c.id, c.priority FROM candidates c
+    LEFT JOIN batches b ON b.id = c.batch_id
+    LEFT JOIN busy ON busy.batch_id = c.batch_id
+    WHERE c.batch_id IS NULL OR c.place <= b.concurrency - coalesce(busy.n, 0)
+    ORDER BY c.priority, c.created_at
     LIMIT :limit
-    """
-)
-# per batch with runs to deliver: its concurrency, and how many of its runs go or wait with a job already
-_BATCH_ROOM = text(
-    f"""
-    SELECT b.id, b.concurrency, (
-        SELECT count(*) FROM runs r WHERE r.batch_id = b.id AND (
-            r.status IN ('running', 'paused')
-            OR (r.status = 'queued' AND EXISTS (
-                SELECT 1 FROM {JOBS} j WHERE j.queueing_lock = r.id AND j.status = 'todo')))
-    ) AS busy
-    FROM batches b WHERE b.id = ANY(:ids)
     """
 )
 _NEEDLESS = text(
@@ -50,23 +54,9 @@ class Undelivered:
 
 class Deliveries(Database):
     def undelivered_runs(self, limit: int = 1000) -> list[Undelivered]:
-        """Queued runs with no job waiting, highest priority and oldest first, leaving out a batch's runs
-        beyond its concurrency (counting those that go, and those with a job already)."""
+        """Queued runs to deliver now: no job waits for them, and their batch has room."""
         with self.reading() as s:
-            found = s.execute(_UNDELIVERED, {"limit": limit}).all()
-            batches = sorted({row.batch_id for row in found if row.batch_id})
-            room = {}
-            if batches:
-                for batch in s.execute(_BATCH_ROOM, {"ids": batches}):
-                    room[batch.id] = batch.concurrency - batch.busy
-        chosen = []
-        for row in found:
-            if row.batch_id:
-                if room.get(row.batch_id, 0) <= 0:
-                    continue
-                room[row.batch_id] -= 1
-            chosen.append(Undelivered(row.id, row.priority))
-        return chosen
+            return [Undelivered(row.id, row.priority) for row in s.execute(_UNDELIVERED, {"limit": limit})]
 
     def needless_jobs(self, limit: int = 1000) -> list[int]:
         """Waiting jobs whose run ended (cancelled while queued, say): to cancel."""

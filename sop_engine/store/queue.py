@@ -84,9 +84,10 @@ class Queue(Journal):
                     continue
             return Claim(self.run(candidate), event)  # type: ignore[arg-type]
 
-    def claim_run(self, run_id: str, worker: str, force: bool = False) -> Claim:
+    def claim_run(self, run_id: str, worker: str, force: bool = False, queued_only: bool = False) -> Claim:
         """This worker takes the run: a queued one, or one whose holder is gone (a dead process of this
-        machine, or a silent heartbeat); with `force`, one whose holder is alive too (hung). A run this
+        machine, or a silent heartbeat); with `force`, one whose holder is alive too (hung); with
+        `queued_only`, only a queued one (a paused run waits for a person's say, whoever held it). A run this
         worker holds already is returned as it is. Raises RunHeld when another worker holds it and may
         be alive, TransitionError when the run ended or does not exist."""
         with self._write() as conn:
@@ -96,6 +97,8 @@ class Queue(Journal):
             if found is None:
                 raise TransitionError(f"there is no run {run_id}")
             status = RunStatus(found.status)
+            if queued_only and status != RunStatus.QUEUED:  # a job delivers queued runs only
+                raise TransitionError(f"run {run_id} is {status}, not queued")
             if status in RUN_TERMINAL:
                 raise TransitionError(f"run {run_id} is {status}: only a running, paused or queued run can be resumed")
             holder = found.worker if status != RunStatus.QUEUED else None
