@@ -43,7 +43,6 @@ def batch_cli(*args: str, cwd: Path, wait: bool = True, timeout: float = 120):
 
 
 DATABASE_FILE = "database-url"  # in a test's folder: the batches of its commands go to that database
-pytestmark = both_databases
 
 
 @pytest.fixture
@@ -124,6 +123,7 @@ def test_invalid_document_or_data_exits_2(workdir: Path):
     assert batch_cli("--resume", "no-such-batch", cwd=workdir).returncode == 2
 
 
+@both_databases  # the server's batches run on both in test_web_batches; this is the command line's crash
 @pytest.mark.timeout(300)  # 60 rows through Chromium twice over, on a loaded machine
 def test_killed_batch_resumes_with_every_row_completed_exactly_once(workdir: Path):
     write_rows(workdir / "clean.csv", 60)
