@@ -44,3 +44,14 @@ class Vault:
             raise ValueError(
                 "the run's secret inputs cannot be decrypted with this key (SOP_SECRET_KEY changed?)"
             ) from None
+
+    def seal_message(self, text: str) -> bytes:
+        """A message between the processes of a cluster, which only holders of the key can make or read."""
+        return self._fernet.encrypt(text.encode())
+
+    def open_message(self, sealed: bytes, ttl: int) -> str:
+        """ValueError unless it was sealed with this key less than `ttl` seconds ago (no replays later)."""
+        try:
+            return self._fernet.decrypt(sealed, ttl=ttl).decode()
+        except (InvalidToken, UnicodeDecodeError):
+            raise ValueError("not sealed with this cluster's key, or too old") from None

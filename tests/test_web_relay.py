@@ -13,11 +13,13 @@ from typing import Any
 import httpx
 import pytest
 import socketio
+from cryptography.fernet import Fernet
 from redis.asyncio import Redis as AsyncRedis
 
 from sop_engine.document import load_sop
 from sop_engine.runner import Runner
 from sop_engine.store import Store
+from sop_engine.vault import Vault
 from tests.conftest import SECRET_KEY, TOKEN, ServerProcess, post_sop, start_run, wait_run
 from tests.services import Redis
 from web.audience import ALL_RUNS, RedisAudience, run_room
@@ -272,7 +274,8 @@ async def test_a_holder_that_does_not_answer_gets_a_503_in_bounded_time(cluster,
         reply = await call(cluster.api.post, f"/api/runs/{run_id}/pause")
         assert reply.status_code == 503 and mute in reply.json()["error"]
         assert time.monotonic() - started < ACK + 10  # the holder's silence is noticed, never waited out
-        request = json.loads((await heard.get_message(timeout=5))["data"])
+        sealed = (await heard.get_message(timeout=5))["data"]  # only the cluster's key opens it
+        request = json.loads(Vault(SECRET_KEY.encode()).open_message(sealed, 60))
         assert (request["control"], request["run_id"], request["who"]) == ("pause", run_id, "admin")
     finally:
         await heard.aclose()
@@ -290,16 +293,17 @@ async def test_malformed_messages_on_the_channels_are_ignored(cluster, redis_ser
         replies = [c.decode() for c in await sender.pubsub_channels("sop:reply:*")]
         assert reply_channel(holder) in replies and len(replies) == 2  # A's and B's
         good = {"id": "0" * 32, "sender": "someone", "control": "pause", "run_id": run_id, "who": "eve"}
+        ours, stranger = Vault(SECRET_KEY.encode()), Vault(Fernet.generate_key())
+        sealed_junk = [
+            "[1, 2]",
+            json.dumps({**good, "control": "format-disk"}),
+            json.dumps({**good, "extra": 1}),
+            json.dumps({**good, "id": "../../etc"}),
+            json.dumps({"id": "0" * 32, "state": "maybe"}),
+        ]
+        forged = [json.dumps(good).encode(), stranger.seal_message(json.dumps(good))]  # a request, without the key
         for channel in (control_channel(holder), *replies):
-            for junk in (
-                b"\xff not json",
-                b"[1, 2]",
-                json.dumps({**good, "control": "format-disk"}),
-                json.dumps({**good, "extra": 1}),
-                json.dumps({**good, "id": "../../etc"}),
-                json.dumps({"id": "0" * 32, "state": "maybe"}),
-                b"x" * 300_000,
-            ):
+            for junk in (b"\xff not json", *forged, *map(ours.seal_message, sealed_junk), b"x" * 300_000):
                 assert await sender.publish(channel, junk) >= 1
     finally:
         await sender.aclose()
@@ -310,6 +314,7 @@ async def test_malformed_messages_on_the_channels_are_ignored(cluster, redis_ser
     await call(wait_run, cluster.api, run_id, "completed")
     assert await call(audit_of, cluster.api, run_id) == [("admin", "pause", None), ("admin", "resume", None)]
     assert "ignored a control request that does not fit" in cluster.b.log.read_text()
+    assert "not sealed with this cluster's key" in cluster.b.log.read_text()
     assert "ignored an answer that does not fit" in cluster.a.log.read_text()
 
 

@@ -43,6 +43,7 @@ log = logging.getLogger("sop_engine.web.relay")
 ACK = 3.0  # seconds a holder has to say it has a request
 DONE = 30.0  # seconds it has to apply it (taking a run back from its worker may take 15)
 MAX_MESSAGE = 256 * 1024  # bytes: a request is a small JSON object, a form's values included
+TTL = int(ACK + DONE + 30)  # seconds a sealed message is good for: no replay of an old control later
 STOPPING = 5.0  # seconds the requests being applied have to finish when the process stops
 RETRY = (0.5, 10.0)  # seconds between tries to listen again after Redis went away, doubling up to the second
 ID = r"^[0-9a-f]{32}$"
@@ -145,7 +146,7 @@ class ControlRelay:
         pending = self._pending[request.id] = _Pending()
         try:
             try:
-                listeners = await self.redis.publish(control_channel(holder), request.model_dump_json())
+                listeners = await self.redis.publish(control_channel(holder), self._sealed(request))
             except (RedisError, OSError) as exc:
                 log.warning("cannot send a control to %s through Redis (%s): applied here", holder, exc)
                 return False
@@ -209,15 +210,24 @@ class ControlRelay:
 
     async def _answer(self, request: ControlRequest, reply: ControlReply) -> None:
         try:
-            await self.redis.publish(reply_channel(request.sender), reply.model_dump_json())
+            await self.redis.publish(reply_channel(request.sender), self._sealed(reply))
         except (RedisError, OSError) as exc:
             log.warning("cannot answer a control from %s: %s", request.sender, exc)
 
     # listening ------------------------------------------------------------------------------
 
-    def _received(self, channel: str, data: bytes) -> None:
-        if len(data) > MAX_MESSAGE:
-            log.warning("ignored a message of %d bytes on %s", len(data), channel)
+    def _sealed(self, message: BaseModel) -> bytes:
+        # sealed with the cluster's key: whoever can publish on Redis cannot make a control, nor read a form
+        return self.controls.pool.runner.vault.seal_message(message.model_dump_json())
+
+    def _received(self, channel: str, sealed: bytes) -> None:
+        if len(sealed) > MAX_MESSAGE:
+            log.warning("ignored a message of %d bytes on %s", len(sealed), channel)
+            return
+        try:
+            data = self.controls.pool.runner.vault.open_message(sealed, TTL)
+        except ValueError as exc:
+            log.warning("ignored a message on %s: %s", channel, exc)
             return
         if channel == reply_channel(self.name):
             try:
