@@ -121,6 +121,14 @@ def test_processes_on_postgresql_refuse_to_start_without_the_shared_key(tmp_path
     url = postgres.new_database("nokey")
     env = {**os.environ, "SOP_DATA_DIR": str(tmp_path / "data"), "SOP_DATABASE_URL": url}
     env.pop("SOP_SECRET_KEY", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "web", "worker", "--base-url", "ftp://x"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "--base-url" in done.stderr
     for command in (["worker"], ["serve", "--port", "1"], ["db", "upgrade"]):
         done = subprocess.run(
             [sys.executable, "-m", "web", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60

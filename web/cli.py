@@ -76,6 +76,9 @@ def worker(
     from .worker import work
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from sop_engine.arguments import checked_base_url
+
+    base_url = checked_base_url(base_url)
     with _store():  # refuses here, with its reason, what the worker could not open
         pass
     asyncio.run(work(concurrency, base_url, headed))
