@@ -20,9 +20,10 @@ from sop_engine.document import load_sop
 from sop_engine.runner import Runner
 from sop_engine.store import Store
 from sop_engine.vault import Vault
-from tests.conftest import SECRET_KEY, TOKEN, ServerProcess, post_sop, start_run, wait_run
+from tests.conftest import SECRET_KEY, TOKEN, ServerProcess, free_port, post_sop, start_run, wait_run
 from tests.services import Redis
-from web.audience import ALL_RUNS, RedisAudience, run_room
+from web import broker
+from web.audience import ALL_RUNS, RedisAudience, Seen, run_room
 from web.feed import feed_for_worker
 from web.relay import ACK, control_channel, relay_for_worker, reply_channel
 from web.workers import WorkerPool
@@ -407,3 +408,16 @@ async def test_runs_are_watched_while_a_server_has_them_in_a_room(redis_server):
     finally:
         await server.stop()
         await worker.stop()
+
+
+async def test_while_redis_is_away_no_event_goes_out_and_redis_is_asked_once(caplog: pytest.LogCaptureFixture):
+    # nothing listens on this loopback port: every question fails at once
+    audience = RedisAudience(broker.connect(f"redis://127.0.0.1:{free_port()}/0"), "me")
+    try:
+        for n in range(5):
+            seen = await audience.look(f"run-{n}")
+            assert seen == Seen(False, False)  # not sent: a publish would make the run wait for Redis
+        warnings = [r for r in caplog.records if "cannot ask Redis who watches runs" in r.getMessage()]
+        assert len(warnings) == 1  # asked once; the next events came in the quiet spell and asked nothing
+    finally:
+        await audience.redis.aclose()

@@ -113,18 +113,20 @@ class RedisAudience:
     # asking ---------------------------------------------------------------------------------
 
     async def look(self, run_id: str) -> Seen:
-        """Events always go out (listeners may be anywhere; a publish costs what this question does)."""
-        run = every = False  # without Redis, only this server's own clients are known
-        if self.sio is not None:
-            run, every = bool(_rooms(self.sio).get(run_room(run_id))), bool(_rooms(self.sio).get(ALL_RUNS))
-        if time.monotonic() >= self._quiet_until:
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    run, every = await pipe.exists(PREFIX + run_room(run_id)).exists(PREFIX + ALL_RUNS).execute()
-            except (RedisError, OSError) as exc:
-                self._failed("cannot ask Redis who watches runs", exc)
-            else:
-                self._quiet_until = 0.0
+        """Events go out while Redis answers (listeners may be anywhere; a publish costs what this question
+        does). While it does not, nothing goes out: every event goes through Redis, even to this server's own
+        clients, and a publish would make the run wait for Redis at each event; the clients catch up by
+        sequence number when it is back."""
+        run = every = False
+        if time.monotonic() < self._quiet_until:
+            return Seen(False, False)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                run, every = await pipe.exists(PREFIX + run_room(run_id)).exists(PREFIX + ALL_RUNS).execute()
+        except (RedisError, OSError) as exc:
+            self._failed("cannot ask Redis who watches runs", exc)
+            return Seen(False, False)
+        self._quiet_until = 0.0
         self._remember(run_id, bool(run))
         return Seen(True, bool(run or every))
 
