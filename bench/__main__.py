@@ -43,7 +43,7 @@ class Sizes:
 
 
 FULL = Sizes(50, 200, 100, 20, (1, 4, 8), runs=3, warmup=1, overhead_steps=1000, overhead_repeats=5, batch_runs=2)
-SMOKE = Sizes(4, 6, 4, 3, (2,), 1, 0, 50, 1, batch_runs=1, scale_runs=6, scale_workers=(1, 2))
+SMOKE = Sizes(4, 6, 4, 3, (2,), 1, 0, 50, 1, batch_runs=1, scale_runs=4, scale_workers=(1, 2))
 
 
 def machine() -> str:
