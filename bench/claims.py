@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,19 @@ class RunEvent:
     worker: str | None  # on a claim: who took the run
     key: str | None  # on a step's event: the step
     at: datetime
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """A change of a Procrastinate job, kept by a trigger the bench adds (finished jobs are deleted)."""
+
+    job_id: int
+    run_id: str  # the job's queueing lock
+    change: str  # todo (deferred), doing (fetched by a worker), deleted (finished), or another status
+    at: datetime
+
+
+PARTS = ("job finished", "next job fetched", "run claimed")
 
 
 @dataclass
@@ -35,8 +48,11 @@ class Drain:
     steps_twice: int = 0  # steps (of any run) that started more than once
     # the conditions, measured around the drain rather than read from its events
     jobs: int = 0  # Procrastinate jobs deferred in all (one a run, unless a run was delivered twice)
-    cpu_wait: float = 0.0  # seconds a second the bench's processes' threads waited for a core, summed
+    cpu_used: float = 0.0  # seconds a second the bench's processes' threads ran on a core, summed
+    cpu_wait: float = 0.0  # seconds a second they were ready to run but waited for a core, summed
     load: float = 0.0  # the machine's 1-minute load average, mean over the drain
+    # each claim latency cut in three, when the jobs' changes were kept: PARTS -> milliseconds
+    parts: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -59,10 +75,11 @@ def percentile(values: list[float], percent: float) -> float | None:
     return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
 
 
-def analyse(events: list[RunEvent], runs: int, workers: int) -> Drain:
+def analyse(events: list[RunEvent], runs: int, workers: int, jobs: list[JobChange] | None = None) -> Drain:
     """Claim latency: for each worker, the gap between the completion of a run it executed and its next
     claim, the time a free worker slot waits for its next run while runs are queued. A worker's first claim
-    has no run before it, so it counts only in the start spread."""
+    has no run before it, so it counts only in the start spread. With the jobs' changes, each gap is cut at
+    the end of the finished run's job and at the fetch of the next run's job."""
     claims = [e for e in events if e.type == "run.updated" and e.status == "running" and e.worker]
     done = {e.run_id: e.at for e in events if e.type == "run.updated" and e.status == "completed"}
     drain = Drain(workers, runs, completed=len(done))
@@ -78,8 +95,45 @@ def analyse(events: list[RunEvent], runs: int, workers: int) -> Drain:
     firsts = [taken[0].at for taken in by_worker.values()]
     drain.start_spread = (max(firsts) - min(firsts)).total_seconds()
     drain.runs_per_worker = sorted((len(taken) for taken in by_worker.values()), reverse=True)
+    delivery = _Deliveries(jobs) if jobs else None
+    drain.parts = {part: [] for part in PARTS} if delivery else {}
     for taken in by_worker.values():
         for before, after in zip(taken, taken[1:], strict=False):
-            if before.run_id in done:
-                drain.latencies_ms.append((after.at - done[before.run_id]).total_seconds() * 1000)
+            if before.run_id not in done:
+                continue
+            drain.latencies_ms.append(_ms(after.at - done[before.run_id]))
+            cut = delivery.cut(before, after) if delivery else None
+            if cut is not None:
+                ends = [done[before.run_id], *cut, after.at]
+                for part, start, end in zip(PARTS, ends, ends[1:], strict=False):
+                    drain.parts[part].append(_ms(end - start))
     return drain
+
+
+def _ms(delta: timedelta) -> float:
+    return delta.total_seconds() * 1000
+
+
+class _Deliveries:
+    """Which job delivered a claimed run (the last fetched for it before the claim), and when that job ended."""
+
+    def __init__(self, jobs: list[JobChange]) -> None:
+        self.fetched: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
+        self.ended: dict[int, datetime] = {}
+        for job in sorted(jobs, key=lambda j: j.at):
+            if job.change == "doing":
+                self.fetched[job.run_id].append((job.at, job.job_id))
+            elif job.change != "todo":
+                self.ended.setdefault(job.job_id, job.at)
+
+    def job(self, claim: RunEvent) -> int | None:
+        return max(((at, job) for at, job in self.fetched.get(claim.run_id, []) if at <= claim.at), default=(0, None))[
+            1
+        ]
+
+    def cut(self, before: RunEvent, after: RunEvent) -> tuple[datetime, datetime] | None:
+        """When the job of `before` ended, and when the job of `after` was fetched."""
+        done, next_ = self.job(before), self.job(after)
+        if done is None or next_ is None or done not in self.ended:
+            return None
+        return self.ended[done], max(at for at, job in self.fetched[after.run_id] if job == next_)

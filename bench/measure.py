@@ -47,14 +47,16 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def cpu_wait(pids: list[int]) -> float:
-    """Seconds the processes' threads have spent ready to run but waiting for a core (the kernel's schedstat)."""
-    total = 0
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """Seconds the processes' threads have run on a core, and have been ready to run but waited for one (the
+    kernel's schedstat), summed."""
+    ran = waited = 0
     for pid in pids:
         for task in (Path("/proc") / str(pid) / "task").glob("*/schedstat"):
             with contextlib.suppress(OSError, IndexError, ValueError):  # the thread may have just ended
-                total += int(task.read_text().split()[1])
-    return total / 1e9
+                on_cpu, queued, _ = task.read_text().split()
+                ran, waited = ran + int(on_cpu), waited + int(queued)
+    return ran / 1e9, waited / 1e9
 
 
 @dataclass

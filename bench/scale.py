@@ -23,8 +23,8 @@ import psycopg
 
 from tests.services import Postgres, free_port
 
-from .claims import Drain, RunEvent, analyse
-from .measure import cpu_wait, descendants
+from .claims import PARTS, Drain, JobChange, RunEvent, analyse, percentile
+from .measure import cpu_times, descendants
 from .report import Report, splice
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +56,28 @@ def _wait(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what}: still not done after {timeout:.0f} s")
         time.sleep(every)
+
+
+# finished jobs are deleted (and their events with them): a trigger keeps when each job was fetched and ended
+KEEP_JOB_CHANGES = """
+CREATE TABLE bench_job_changes (job_id bigint, run_id text, change text, at timestamptz);
+CREATE FUNCTION bench_job_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO bench_job_changes VALUES (OLD.id, OLD.queueing_lock, 'deleted', clock_timestamp());
+        RETURN OLD;
+    END IF;
+    INSERT INTO bench_job_changes VALUES (NEW.id, NEW.queueing_lock, NEW.status::text, clock_timestamp());
+    RETURN NEW;
+END $$;
+CREATE TRIGGER bench_job_changed AFTER INSERT OR UPDATE OF status OR DELETE ON procrastinate_jobs
+    FOR EACH ROW EXECUTE FUNCTION bench_job_changed();
+"""
+
+
+def _jobs(conn: psycopg.Connection) -> list[JobChange]:
+    rows = conn.execute("SELECT job_id, run_id, change, at FROM bench_job_changes")
+    return [JobChange(*row) for row in rows]
 
 
 def _count(conn: psycopg.Connection, query: str) -> int:
@@ -90,8 +112,8 @@ class Processes:
             command = [sys.executable, "-m", "web", *args]
             self.procs.append(subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=out, stderr=out))
 
-    def cpu_wait(self) -> float:
-        return cpu_wait(descendants(self.postmaster, *(p.pid for p in self.procs)))
+    def cpu_times(self) -> tuple[float, float]:
+        return cpu_times(descendants(self.postmaster, *(p.pid for p in self.procs)))
 
     def logs(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text()[-1500:]}" for log in sorted(self.folder.glob("*.log")))
@@ -122,12 +144,13 @@ def drain(cluster: Postgres, work: Path, runs: int, workers: int) -> Drain:
             _queue(base, runs)
             waiting = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'"
             _wait("a job for every run", lambda: _count(conn, waiting) >= runs, processes.procs, 60)
+            conn.execute(KEEP_JOB_CHANGES)
             logs = [folder / f"worker-{i}.log" for i in range(workers)]
             for log in logs:
                 processes.spawn(["worker", "--concurrency", "1"], log.name)
             ready = lambda: all(log.exists() and "run(s) at once" in log.read_text() for log in logs)  # noqa: E731
             _wait("the workers", ready, processes.procs, 120)
-            waited, since, loads = processes.cpu_wait(), time.monotonic(), []
+            (ran, waited), since, loads = processes.cpu_times(), time.monotonic(), []
             ended = f"SELECT count(*) FROM runs WHERE status IN {TERMINAL}"
             budget = runs * (STEPS * SLEEP_MS / 1000 + 0.5) / workers * 2 + 120
 
@@ -136,10 +159,11 @@ def drain(cluster: Postgres, work: Path, runs: int, workers: int) -> Drain:
                 return _count(conn, ended) >= runs
 
             _wait(f"{runs} runs to end", all_ended, processes.procs, budget, every=0.5)
-            waited = (processes.cpu_wait() - waited) / (time.monotonic() - since)
-            result = analyse(_events(conn), runs, workers)
+            (ran_end, waited_end), took = processes.cpu_times(), time.monotonic() - since
+            result = analyse(_events(conn), runs, workers, _jobs(conn))
             result.jobs = _count(conn, "SELECT last_value FROM procrastinate_jobs_id_seq")
-            result.cpu_wait, result.load = waited, sum(loads) / len(loads)
+            result.cpu_used, result.cpu_wait = (ran_end - ran) / took, (waited_end - waited) / took
+            result.load = sum(loads) / len(loads)
             return result
     except RuntimeError as exc:
         raise RuntimeError(f"{exc}\n{processes.logs()}") from None
@@ -172,6 +196,15 @@ def _commit() -> str:
     return found.stdout.strip() or "unknown"
 
 
+def _scheduling() -> str:
+    """How this process (and so every process it starts, PostgreSQL included) is scheduled."""
+    policy = os.sched_getscheduler(0)
+    if policy in (os.SCHED_FIFO, os.SCHED_RR):
+        name = "SCHED_FIFO" if policy == os.SCHED_FIFO else "SCHED_RR"
+        return f"scheduled {name} {os.sched_getparam(0).sched_priority} (ahead of the machine's other work)"
+    return f"scheduled as usual (nice {os.nice(0)})"
+
+
 def _cpu() -> str:
     names = [
         line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line
@@ -197,7 +230,8 @@ def figures(report: Report, drains: list[Drain], command: str) -> None:
         "for its next run while runs are queued (finishing the job, fetching the next, claiming it through the "
         "gate); a worker's first claim is left out (start spread). Percentiles by nearest rank.",
         "",
-        f"- command: `{command}`; commit {_commit()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {_cpu()}",
+        f"- command: `{command}`; commit {_commit()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {_cpu()}; "
+        f"{_scheduling()}",
         "",
         "| workers | drain time | throughput | vs 1 worker | claim latency p50 | p99 | max | every run once |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -213,19 +247,42 @@ def figures(report: Report, drains: list[Drain], command: str) -> None:
     lines += [
         "",
         "How each drain went: the runs each worker executed; the start spread (first claim of the first worker "
-        "to that of the last); the jobs deferred (one a run unless a run was delivered twice); the CPU wait (time "
-        "the threads of the workers, the server and PostgreSQL were ready to run but waited for a core, summed, "
-        "a second of drain: contention on a shared machine); the machine's 1-minute load average (these "
-        "processes included).",
+        "to that of the last); the jobs deferred (one a run unless a run was delivered twice); the CPU the threads "
+        "of the workers, the server and PostgreSQL used, and the time they were ready to run but waited for a "
+        "core (contention on a shared machine), each summed over the threads, a second of drain; the machine's "
+        "1-minute load average (these processes included).",
         "",
-        "| workers | runs per worker | start spread | jobs deferred | CPU wait | load average |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| workers | runs per worker | start spread | jobs deferred | CPU used | CPU wait | load average |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for d in drains:
         lines.append(
             f"| {d.workers} | {'/'.join(map(str, d.runs_per_worker))} | {d.start_spread:.2f} s | {d.jobs} | "
-            f"{d.cpu_wait * 1000:.0f} ms/s | {d.load:.1f} |"
+            f"{d.cpu_used * 1000:.0f} ms/s | {d.cpu_wait * 1000:.0f} ms/s | {d.load:.1f} |"
         )
+    if any(d.parts for d in drains):
+        lines += [
+            "",
+            "Where a claim latency goes (p50 / p99 of each part; a trigger the bench adds keeps when each job was "
+            "fetched and ended): **job finished**, from the completed event to the end of the run's job (the "
+            "runner's wrap-up, the pool's, Procrastinate's `finish_job`); **next job fetched**, to the fetch of the "
+            "next run's job (Procrastinate's worker loop, `fetch_job`); **run claimed**, to the claim event (the "
+            "pool's `take`, `claim_run` through the gate).",
+            "",
+            "| workers | " + " | ".join(PARTS) + " |",
+            "| --- |" + " --- |" * len(PARTS),
+        ]
+        for d in drains:
+            cells = [f"{_ms(percentile(d.parts[p], 50))} / {_ms(percentile(d.parts[p], 99))}" for p in PARTS]
+            lines.append(f"| {d.workers} | " + " | ".join(cells) + " |")
+    contended = [str(d.workers) for d in drains if d.cpu_wait > d.cpu_used]
+    if contended:
+        lines += [
+            "",
+            f"At {', '.join(contended)} worker(s) the processes waited for a core longer than they ran (CPU wait "
+            "above CPU used): the machine was busy with other work, and these figures measure its contention as "
+            "much as the engine. `chrt -f 1 python -m bench.scale` schedules them (PostgreSQL included) ahead of it.",
+        ]
     report.sections.append("\n".join(lines) + "\n")
     targets(report, drains, one)
 

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.claims import RunEvent, analyse, percentile
+from bench.claims import JobChange, RunEvent, analyse, percentile
 from bench.report import Report, splice
 from tests.conftest import ROOT
 
@@ -57,10 +57,11 @@ def test_the_scale_figure_drains_the_queue_and_puts_its_section_into_a_report(tm
     section = text.split("### scale: 4 queued runs drained by 1, 2 worker processes\n", 1)[1]
     assert "- command: `python -m bench.scale --runs 4 --workers 1,2 --out " in section and "2 cores" in section
     rows = [line for line in section.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
-    assert len(rows) == 4, section  # a row per worker count in each table
+    assert len(rows) == 6, section  # a row per worker count in each table
     assert rows[0].startswith("| 1 |") and " 1.00 × |" in rows[0] and rows[0].endswith("| yes |")
     assert rows[1].startswith("| 2 |") and rows[1].endswith("| yes |")  # every run completed, each step once
-    assert rows[2].startswith("| 1 | 4 | 0.00 s | 4 |") and rows[3].startswith("| 2 | ")
+    assert rows[2].startswith("| 1 | 4 | 0.00 s | ") and rows[3].startswith("| 2 | ")
+    assert rows[4].count(" ms / ") == 3  # each claim latency cut in three
     assert "| scale: 4 workers' throughput next to 1 worker's | ≥ 3.5 × | not measured | not measured |" in text
     assert "| scale: claim latency p99 | ≤ 50 ms | " in text
     assert "| scale: every run completed, each claimed and each step started once | all | all | met |" in text
@@ -90,6 +91,31 @@ def test_claim_latency_is_the_gap_between_a_workers_completion_and_its_next_clai
     assert [round(ms) for ms in drain.latencies_ms] == [10, 100]
     assert drain.latency(50) == drain.latencies_ms[0] and round(drain.latency(99)) == 100
     assert drain.runs_per_worker == [2, 2] and drain.start_spread == 0.5
+
+
+def test_with_the_jobs_changes_each_claim_latency_is_cut_where_the_jobs_ended_and_were_fetched():
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [
+        _event("a", "run.updated", 0.0, status="running", worker="w1"),
+        _event("a", "run.updated", 1.0, status="completed"),
+        _event("b", "run.updated", 1.02, status="running", worker="w1"),
+        _event("b", "run.updated", 2.0, status="completed"),
+    ]
+    jobs = [
+        JobChange(1, "a", "doing", at),
+        JobChange(2, "b", "doing", at + timedelta(seconds=0.5)),  # another worker's, dropped
+        JobChange(2, "b", "deleted", at + timedelta(seconds=0.6)),
+        JobChange(1, "a", "deleted", at + timedelta(seconds=1.005)),
+        JobChange(3, "b", "doing", at + timedelta(seconds=1.015)),  # the one that delivered b
+        JobChange(3, "b", "deleted", at + timedelta(seconds=2.01)),
+    ]
+    drain = analyse(events, runs=2, workers=1, jobs=jobs)
+    assert {part: [round(ms) for ms in values] for part, values in drain.parts.items()} == {
+        "job finished": [5],
+        "next job fetched": [10],
+        "run claimed": [5],
+    }
+    assert analyse(events, runs=2, workers=1).parts == {}
 
 
 def test_a_run_claimed_twice_or_a_step_started_twice_is_counted():
