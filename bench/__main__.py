@@ -1,5 +1,6 @@
 """`python -m bench` (`make bench`): times the SOP engine next to a plain Playwright script and next to peer
-runners, as whole processes, interleaved, and rewrites docs/benchmarks.md. `--smoke`: tiny sizes, one run."""
+runners, as whole processes, interleaved; drains 1000 queued runs by 1, 2 and 4 worker processes on PostgreSQL
+(bench/scale.py, about half an hour); and rewrites docs/benchmarks.md. `--smoke`: tiny sizes, one run."""
 
 from __future__ import annotations
 

@@ -40,6 +40,14 @@ def _scheduling() -> str:
     return f"scheduled as usual (nice {os.nice(0)})"
 
 
+def _chrt() -> str:
+    """The `chrt` this process was started under, as a command's prefix ("" when scheduled as usual)."""
+    if os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
+        flag = "-f" if os.sched_getscheduler(0) == os.SCHED_FIFO else "-r"
+        return f"chrt {flag} {os.sched_getparam(0).sched_priority} "
+    return ""
+
+
 def _cpu() -> str:
     names = [
         line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line
@@ -151,7 +159,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated (1,2,4)")
     parser.add_argument("--out", type=Path, help="a report (docs/benchmarks.md) to put the section into")
     args = parser.parse_args()
-    command = "python -m bench.scale " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _chrt() + "python -m bench.scale " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = Report()
     figures(report, measure(args.runs, tuple(int(n) for n in args.workers.split(","))), command.strip())
     print(report.sections[0])
