@@ -1,5 +1,6 @@
 """`python -m bench` (`make bench`): times the SOP engine next to a plain Playwright script and next to peer
-runners, as whole processes, interleaved, and rewrites docs/benchmarks.md. `--smoke`: tiny sizes, one run."""
+runners, as whole processes, interleaved; drains 1000 queued runs by 1, 2 and 4 worker processes on PostgreSQL
+(bench/scale.py, about half an hour); and rewrites docs/benchmarks.md. `--smoke`: tiny sizes, one run."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from pathlib import Path
 from sop_engine.browser import find_chromium
 from sop_engine.static_site import serve_folder
 
-from . import flows, micro, peers
+from . import flows, micro, peers, scale
 from .measure import Failed, Timing, interleaved
+from .report import Report, fmt
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,40 +39,12 @@ class Sizes:
     overhead_steps: int
     overhead_repeats: int
     batch_runs: int  # a batch of 100 rows is long: fewer rounds, and the flows before it warmed the machine up
+    scale_runs: int = 1000  # queued runs drained by each count of worker processes
+    scale_workers: tuple[int, ...] = scale.WORKERS
 
 
 FULL = Sizes(50, 200, 100, 20, (1, 4, 8), runs=3, warmup=1, overhead_steps=1000, overhead_repeats=5, batch_runs=2)
-SMOKE = Sizes(4, 6, 4, 3, (2,), runs=1, warmup=0, overhead_steps=50, overhead_repeats=1, batch_runs=1)
-
-
-def fmt(timing: Timing) -> str:
-    return f"{timing.median:.2f} s ({min(timing.seconds):.2f}–{max(timing.seconds):.2f})"
-
-
-class Report:
-    def __init__(self) -> None:
-        self.sections: list[str] = []
-        self.targets: list[tuple[str, str, str, bool | None]] = []
-
-    def table(self, title: str, timings: dict[str, Timing], floor: str, note: str = "") -> None:
-        lines = [
-            f"### {title}",
-            "",
-            note,
-            "",
-            "| variant | median (min–max) | ratio to " + floor + " |",
-            "| --- | --- | --- |",
-        ]
-        base = timings[floor].median
-        for name, timing in timings.items():
-            lines.append(f"| {name} | {fmt(timing)} | {timing.median / base:.2f} × |")
-        self.sections.append("\n".join(line for line in lines if line is not None) + "\n")
-
-    def target(self, what: str, goal: str, measured: str, met: bool | None) -> None:
-        self.targets.append((what, goal, measured, met))
-
-    def note(self, text: str) -> None:
-        self.sections.append(text + "\n")
+SMOKE = Sizes(4, 6, 4, 3, (2,), 1, 0, 50, 1, batch_runs=1, scale_runs=4, scale_workers=(1, 2))
 
 
 def machine() -> str:
@@ -240,10 +214,20 @@ def micro_figures(report: Report, sizes: Sizes) -> None:
     report.target("engine overhead per step (SQLite store)", "≤ 2 ms median", f"{median:.3f} ms", median <= 2.0)
 
 
+def scale_figure(report: Report, sizes: Sizes, command: str) -> None:
+    try:
+        drains = scale.measure(sizes.scale_runs, sizes.scale_workers)
+    except (RuntimeError, OSError) as exc:  # no PostgreSQL on this machine, or a process that would not start
+        report.note(f"### scale\n\nNot measured: {str(exc).splitlines()[0]}")
+        drains = []
+    if drains:
+        scale.figures(report, drains, command)
+    else:
+        scale.targets(report, [], None)
+
+
 def write(report: Report, out: Path, command: str, started: datetime, smoke: bool) -> None:
-    mark = {True: "met", False: "**missed**", None: "not measured"}
-    targets = ["| target | goal | measured | |", "| --- | --- | --- | --- |"]
-    targets += [f"| {what} | {goal} | {measured} | {mark[met]} |" for what, goal, measured, met in report.targets]
+    targets = ["| target | goal | measured | |", "| --- | --- | --- | --- |", *report.target_rows()]
     text = "\n".join(
         [
             "# Benchmarks",
@@ -275,7 +259,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run, no peer install")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    parser.add_argument("--only", default="todo,scrape,batch,micro", help="comma-separated: todo,scrape,batch,micro")
+    every = "todo,scrape,batch,micro,scale"
+    parser.add_argument("--only", default=every, help=f"comma-separated: {every}")
     args = parser.parse_args()
     sizes = SMOKE if args.smoke else FULL
     chosen = set(args.only.split(","))
@@ -292,6 +277,8 @@ def main() -> None:
             batch_flows(report, work, base, sizes)
         if "micro" in chosen:
             micro_figures(report, sizes)
+        if "scale" in chosen:
+            scale_figure(report, sizes, command.strip())
     write(report, args.out, command.strip(), started, args.smoke)
     print(f"wrote {args.out}")
     print(

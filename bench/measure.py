@@ -28,15 +28,35 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory of a process and all its descendants, in bytes."""
-    tree, total, todo = _children(), 0, [pid]
+def descendants(*pids: int) -> list[int]:
+    """The processes and all their descendants."""
+    tree, found, todo = _children(), [], list(pids)
     while todo:
         current = todo.pop()
+        found.append(current)
+        todo += tree.get(current, [])
+    return found
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants, in bytes."""
+    total = 0
+    for current in descendants(pid):
         with contextlib.suppress(OSError, IndexError, ValueError):  # the process may have just ended
             total += int((Path("/proc") / str(current) / "statm").read_text().split()[1]) * PAGE
-        todo += tree.get(current, [])
     return total
+
+
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """Seconds the processes' threads have run on a core, and have been ready to run but waited for one (the
+    kernel's schedstat), summed."""
+    ran = waited = 0
+    for pid in pids:
+        for task in (Path("/proc") / str(pid) / "task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):  # the thread may have just ended
+                on_cpu, queued, _ = task.read_text().split()
+                ran, waited = ran + int(on_cpu), waited + int(queued)
+    return ran / 1e9, waited / 1e9
 
 
 @dataclass

@@ -1,11 +1,15 @@
-"""The benchmark harness's smoke run (tiny sizes, one run): the harness itself works end to end."""
+"""The benchmark harness: its smoke run (tiny sizes, one run) works end to end; the scale figure's drain, its reading
+of the run events, and its section put into a report written before."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.claims import JobChange, RunEvent, analyse, percentile
+from bench.report import Report, splice
 from tests.conftest import ROOT
 
 
@@ -21,7 +25,8 @@ def test_the_harness_runs_every_flow_and_writes_its_report(tmp_path: Path):
     assert result.returncode == 0, result.stdout + result.stderr
     text = out.read_text()
     assert "This is a smoke run" in text and "- machine: " in text and "python -m bench --smoke" in text
-    for heading in ("### todo-4", "### todo-6", "### scrape", "### batch: todo-3 over 4 rows", "### engine figures"):
+    headings = ("### todo-4", "### todo-6", "### scrape", "### batch: todo-3 over 4 rows", "### engine figures")
+    for heading in (*headings, "### scale: 4 queued runs drained by 1, 2 worker processes"):
         assert heading in text, heading
     for target in (
         "todo-6 wall time next to plain Playwright",
@@ -29,7 +34,117 @@ def test_the_harness_runs_every_flow_and_writes_its_report(tmp_path: Path):
         "engine overhead per step (SQLite store)",
         "faster than selenium-side-runner",
         "faster than @puppeteer/replay",
+        "scale: 4 workers' throughput next to 1 worker's",
+        "scale: claim latency p99",
+        "scale: every run completed, each claimed and each step started once",
     ):
         assert target in text, target
     assert "| SOP engine | " in text and "| plain Playwright | " in text
     assert "store commits a second" in text
+
+
+# the scale figure ------------------------------------------------------------------------------
+
+
+def test_the_scale_figure_drains_the_queue_and_puts_its_section_into_a_report(tmp_path: Path):
+    """A tiny drain (4 runs, by 1 then 2 workers) end to end; its shape, never its timing."""
+    out = tmp_path / "benchmarks.md"
+    out.write_text((ROOT / "docs" / "benchmarks.md").read_text())
+    command = [sys.executable, "-m", "bench.scale", "--runs", "4", "--workers", "1,2", "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = out.read_text()
+    section = text.split("### scale: 4 queued runs drained by 1, 2 worker processes\n", 1)[1]
+    assert "- command: `python -m bench.scale --runs 4 --workers 1,2 --out " in section and "2 cores" in section
+    rows = [line for line in section.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == 6, section  # a row per worker count in each table
+    assert rows[0].startswith("| 1 |") and " 1.00 × |" in rows[0] and rows[0].endswith("| yes |")
+    assert rows[1].startswith("| 2 |") and rows[1].endswith("| yes |")  # every run completed, each step once
+    assert rows[2].startswith("| 1 | 4 | 0.00 s | ") and rows[3].startswith("| 2 | ")
+    assert rows[4].count(" ms / ") == 3  # each claim latency cut in three
+    assert "| scale: 4 workers' throughput next to 1 worker's | ≥ 3.5 × | not measured | not measured |" in text
+    assert "| scale: claim latency p99 | ≤ 50 ms | " in text
+    assert "| scale: every run completed, each claimed and each step started once | all | all | met |" in text
+    assert "### todo-50" in text and "### engine figures" in text  # the rest of the report is kept
+
+
+def _event(run: str, type_: str, second: float, **data: str) -> RunEvent:
+    at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=second)
+    return RunEvent(run, type_, data.get("status"), data.get("worker"), data.get("key"), at)
+
+
+def test_claim_latency_is_the_gap_between_a_workers_completion_and_its_next_claim():
+    events = [
+        _event("a", "run.updated", 0.0, status="running", worker="w1"),
+        _event("b", "run.updated", 0.5, status="running", worker="w2"),
+        _event("a", "step.updated", 0.1, status="running", key="s0"),
+        _event("a", "run.updated", 1.0, status="completed"),
+        _event("c", "run.updated", 1.01, status="running", worker="w1"),
+        _event("b", "run.updated", 1.5, status="completed"),
+        _event("d", "run.updated", 1.6, status="running", worker="w2"),
+        _event("c", "run.updated", 2.0, status="completed"),
+        _event("d", "run.updated", 2.5, status="completed"),
+    ]
+    drain = analyse(events, runs=4, workers=2)
+    assert drain.completed == 4 and drain.sound
+    assert drain.seconds == 2.5 and drain.throughput == 4 / 2.5
+    assert [round(ms) for ms in drain.latencies_ms] == [10, 100]
+    assert drain.latency(50) == drain.latencies_ms[0] and round(drain.latency(99)) == 100
+    assert drain.runs_per_worker == [2, 2] and drain.start_spread == 0.5
+
+
+def test_with_the_jobs_changes_each_claim_latency_is_cut_where_the_jobs_ended_and_were_fetched():
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [
+        _event("a", "run.updated", 0.0, status="running", worker="w1"),
+        _event("a", "run.updated", 1.0, status="completed"),
+        _event("b", "run.updated", 1.02, status="running", worker="w1"),
+        _event("b", "run.updated", 2.0, status="completed"),
+    ]
+    jobs = [
+        JobChange(1, "a", "doing", at),
+        JobChange(2, "b", "doing", at + timedelta(seconds=0.5)),  # another worker's, dropped
+        JobChange(2, "b", "deleted", at + timedelta(seconds=0.6)),
+        JobChange(1, "a", "deleted", at + timedelta(seconds=1.005)),
+        JobChange(3, "b", "doing", at + timedelta(seconds=1.015)),  # the one that delivered b
+        JobChange(3, "b", "deleted", at + timedelta(seconds=2.01)),
+    ]
+    drain = analyse(events, runs=2, workers=1, jobs=jobs)
+    assert {part: [round(ms) for ms in values] for part, values in drain.parts.items()} == {
+        "job finished": [5],
+        "next job fetched": [10],
+        "run claimed": [5],
+    }
+    assert analyse(events, runs=2, workers=1).parts == {}
+
+
+def test_a_run_claimed_twice_or_a_step_started_twice_is_counted():
+    events = [
+        _event("a", "run.updated", 0.0, status="running", worker="w1"),
+        _event("a", "step.updated", 0.1, status="running", key="s0"),
+        _event("a", "run.updated", 0.2, status="running", worker="w2"),
+        _event("a", "step.updated", 0.3, status="running", key="s0"),
+        _event("a", "run.updated", 1.0, status="completed"),
+    ]
+    drain = analyse(events, runs=2, workers=2)
+    assert (drain.completed, drain.claimed_twice, drain.steps_twice) == (1, 1, 1) and not drain.sound
+
+
+def test_percentiles_are_by_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)
+    assert percentile([7.0], 99) == 7.0 and percentile([], 50) is None
+
+
+def test_a_section_put_into_a_report_replaces_the_one_there_and_its_targets():
+    report = "# Benchmarks\n\n## Targets\n\n| target | goal | measured | |\n| --- | --- | --- | --- |\n"
+    report += "| other | ≥ 1 × | 2 × | met |\n\n## Results\n\n### todo-4\n\nrows\n\n### engine figures\n\nfigures\n"
+    for measured in ("1 ms", "2 ms"):
+        part = Report()
+        part.sections.append(f"### scale: {measured}\n\ntable\n")
+        part.target("scale: claim latency p99", "≤ 50 ms", measured, True)
+        report = splice(report, part)
+    assert report.count("### scale:") == 1 and "### scale: 2 ms\n\ntable\n" in report
+    assert report.count("| scale: claim latency p99 |") == 1
+    assert "| other | ≥ 1 × | 2 × | met |\n| scale: claim latency p99 | ≤ 50 ms | 2 ms | met |\n\n## Results" in report
+    assert report.index("### todo-4") < report.index("### engine figures") < report.index("### scale:")
