@@ -42,7 +42,7 @@ test: setup services
 	$(BIN)/ruff check sop_engine web tests bench
 	$(BIN)/python -m pytest
 
-# rewrites docs/benchmarks.md (about 15 minutes; installs the peer runners into bench/.peers)
+# rewrites docs/benchmarks.md (about 50 minutes, the scale figure 35 of them; installs the peer runners into bench/.peers)
 bench: setup
 	$(BIN)/python -m bench
 

@@ -8,12 +8,19 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
+from ..liveness import STALE
 from ..migrations import JOB_TABLE as JOBS
 from .database import Database
 
-# a run's job: Procrastinate's table, the run's id as the job's queueing lock
+# a run's job: Procrastinate's table, the run's id as the job's queueing lock. A queued run with no job
+# WAITING gets one, even while a job fetched for it is still ending (a run handed back goes at once; the
+# duplicate, if any, is dropped at the claim). A batch's room counts jobs TAKEN too: waiting, or fetched by a
+# worker that is alive (one gone silent does not hold a place)
 WAITING = f"EXISTS (SELECT 1 FROM {JOBS} j WHERE j.queueing_lock = r.id AND j.status = 'todo')"
-TAKEN = f"EXISTS (SELECT 1 FROM {JOBS} j WHERE j.queueing_lock = r.id AND j.status IN ('todo', 'doing'))"
+TAKEN = f"""EXISTS (
+    SELECT 1 FROM {JOBS} j LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
+    WHERE j.queueing_lock = r.id
+      AND (j.status = 'todo' OR (j.status = 'doing' AND w.last_heartbeat > now() - make_interval(secs => {STALE}))))"""
 
 # queued runs with no job waiting, highest priority and oldest first; a batch's only as many as it has room
 # for (its concurrency, less its runs that go or have a job), counted in SQL before the limit, so that a big
