@@ -16,7 +16,8 @@ from tests.conftest import ROOT
 def test_the_harness_runs_every_flow_and_writes_its_report(tmp_path: Path):
     out = tmp_path / "benchmarks.md"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        # the scale figure's drain has a test of its own (below): one drain in the suite is enough
+        [sys.executable, "-m", "bench", "--smoke", "--only", "todo,scrape,batch,micro", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -25,8 +26,9 @@ def test_the_harness_runs_every_flow_and_writes_its_report(tmp_path: Path):
     assert result.returncode == 0, result.stdout + result.stderr
     text = out.read_text()
     assert "This is a smoke run" in text and "- machine: " in text and "python -m bench --smoke" in text
+    assert "### scale" not in text
     headings = ("### todo-4", "### todo-6", "### scrape", "### batch: todo-3 over 4 rows", "### engine figures")
-    for heading in (*headings, "### scale: 4 queued runs drained by 1, 2 worker processes"):
+    for heading in headings:
         assert heading in text, heading
     for target in (
         "todo-6 wall time next to plain Playwright",
@@ -34,9 +36,6 @@ def test_the_harness_runs_every_flow_and_writes_its_report(tmp_path: Path):
         "engine overhead per step (SQLite store)",
         "faster than selenium-side-runner",
         "faster than @puppeteer/replay",
-        "scale: 4 workers' throughput next to 1 worker's",
-        "scale: claim latency p99",
-        "scale: every run completed, each claimed and each step started once",
     ):
         assert target in text, target
     assert "| SOP engine | " in text and "| plain Playwright | " in text
