@@ -141,8 +141,14 @@ async def test_a_page_on_one_server_sees_a_run_paused_and_resumed_through_the_ot
     a, b = cluster["servers"]
     client = socketio.AsyncClient(reconnection=False)
     seen: list[dict] = []
+    arrived = asyncio.Event()  # set at each event the client gets
+
+    def keep(data: dict) -> None:
+        seen.append(data)
+        arrived.set()
+
     for name in ("run.updated", "step.updated", "log"):
-        client.on(name, lambda data: seen.append(data))
+        client.on(name, keep)
     await client.connect(a.url, auth={"token": TOKEN}, transports=["websocket"], wait_timeout=10)
     try:
         with a.client() as api_a, b.client() as api_b:
@@ -157,9 +163,10 @@ async def test_a_page_on_one_server_sees_a_run_paused_and_resumed_through_the_ot
             assert (await asyncio.to_thread(api_b.post, f"/api/runs/{run_id}/resume")).status_code == 200
             run = await asyncio.to_thread(wait_run, api_a, run_id, "completed", 60)
             last = run["seq"]
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(30):  # until the run's last event has reached the client
                 while not any(e.get("seq") == last for e in seen if e.get("run_id") == run_id):
-                    await asyncio.sleep(0.05)
+                    arrived.clear()
+                    await arrived.wait()
     finally:
         await client.disconnect()
     seqs = sorted({e["seq"] for e in seen if e.get("run_id") == run_id})
