@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel, create_engine
 
 from .. import settings
@@ -55,8 +57,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Any) -> None:
     # a write transaction takes the lock at its start, so two writers queue instead of deadlocking;
-    # a read takes none: with WAL it never waits for a writer
-    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ) else "BEGIN IMMEDIATE")
+    # a read takes none: with WAL it never waits for a writer. On the driver's connection: this runs before
+    # every step's commit, and SQLAlchemy's execution costs more than the statement (store.prepared)
+    begin = "BEGIN" if conn.get_execution_options().get(READ) else "BEGIN IMMEDIATE"
+    try:
+        conn.connection.dbapi_connection.execute(begin)
+    except sqlite3.Error as exc:  # a locked database: SQLAlchemy's OperationalError, which callers retry
+        raise DBAPIError.instance(begin, (), exc, sqlite3.Error, dialect=conn.dialect) from exc
 
 
 def make_engine(url: str) -> Engine:

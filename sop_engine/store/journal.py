@@ -23,9 +23,11 @@ from ..states import (
 )
 from ..tables import AuditRow, CheckpointRow, RunEventRow, RunRow, StepRunRow
 from .database import Database
+from .prepared import Prepared
 
 Change = tuple[str, dict[str, Any], dict[str, Any]]  # event type, event data, state change
 RUNS, STEPS = RunRow.__table__, StepRunRow.__table__  # type: ignore[attr-defined]
+EVENT_COLUMNS = ("run_id", "seq", "type", "data", "at")
 
 
 class Journal(Database):
@@ -44,21 +46,21 @@ class Journal(Database):
     def _apply(self, conn: Any, run_id: str, changes: list[Change], holder: str | None) -> list[Event]:
         """Merged into as few statements as the changes allow: one update of the run (its sequence moves by
         as many events), new step rows in one insert, one update per step touched, the events in one insert.
-        SQLAlchemy Core statements built once: the ORM's bookkeeping, and building the statements anew,
-        would cost more than the commit itself."""
+        The hot statements are compiled once and run on the driver's cursor (store.prepared): the ORM's
+        bookkeeping, or even Core's execution, would cost more than the commit itself."""
         at = utcnow()
         merged = _Merged.of(run_id, changes)
         first_move = merged.run_moves[0] if merged.run_moves else None
         last = self._update_run(conn, run_id, merged.run, len(changes), first_move, holder)
-        if merged.rows:
-            conn.execute(insert(STEPS), merged.rows)
+        for shape, rows in _shapes(merged.rows).items():
+            self._statement("steps", shape).many(conn, rows)
         for key, values in merged.steps.items():
             moves = merged.step_moves.get(key)
-            done = conn.execute(
-                self._statement("step", tuple(sorted(values)), bool(moves)),
-                {"rid": run_id, "k": key, **_sources(step_sources(moves[0]) if moves else None), **_bound(values)},
+            sources = _sources(step_sources(moves[0])) if moves else None
+            changed, _ = self._statement("step", tuple(sorted(values)), sources).run(
+                conn, {"rid": run_id, "k": key, **_bound(values)}
             )
-            if moves and done.rowcount == 0:
+            if moves and changed == 0:
                 raise self._step_refused(conn, run_id, key, moves[0])
         for _, _, change in changes:
             if change.get("reset"):
@@ -71,9 +73,8 @@ class Journal(Database):
         events = [Event(run_id, first + i, type_, data, at) for i, (type_, data, _) in enumerate(changes)]
         if merged.run_moves and merged.run_moves[-1] == RunStatus.CANCELLED:
             events += self._cancel_steps(conn, run_id, last, at)
-        conn.execute(
-            self._statement("event", ()),
-            [{"run_id": run_id, "seq": e.seq, "type": e.type, "data": e.data, "at": at} for e in events],
+        self._statement("events", EVENT_COLUMNS).many(
+            conn, [{"run_id": run_id, "seq": e.seq, "type": e.type, "data": e.data, "at": at} for e in events]
         )
         return events
 
@@ -81,13 +82,14 @@ class Journal(Database):
         self, conn: Any, run_id: str, run: dict[str, Any], n: int, move: RunStatus | None, holder: str | None
     ) -> int:
         """Moves the run's sequence on by `n` (and sets its columns), if it may: returns the last number."""
-        statement = self._statement("run", tuple(sorted(run)), move is not None, holder is not None)
-        bound = {"rid": run_id, "n": n, **_sources(run_sources(move) if move else None), **_bound(run)}
+        sources = _sources(run_sources(move)) if move else None
+        statement = self._statement("run", tuple(sorted(run)), sources, holder is not None)
+        bound = {"rid": run_id, "n": n, **_bound(run)}
         if holder is not None:
             bound["holder"] = holder
-        last = conn.execute(statement, bound).scalar_one_or_none()
+        _, last = statement.run(conn, bound)
         if last is not None:
-            return int(last)
+            return int(last[0])
         found = conn.execute(select(RUNS.c.status, RUNS.c.worker).where(RUNS.c.id == run_id)).first()
         if found is None:
             raise TransitionError(f"there is no run {run_id}")
@@ -122,27 +124,34 @@ class Journal(Database):
         data = [{"key": key, "status": StepStatus.CANCELLED.value, "reason": "the run was cancelled"} for key in keys]
         return [Event(run_id, last + 1 + i, "step.updated", d, at) for i, d in enumerate(data)]
 
-    def _statement(self, kind: str, keys: tuple[str, ...], gated: bool = False, fenced: bool = False) -> Any:
-        """Statements of the hot path, built once per shape and reused (bound parameters v_<column>; the
-        statuses a change may come from in `sources`; the worker that must hold the run in `holder`)."""
-        found = self._statements.get((kind, keys, gated, fenced))
+    def _statement(
+        self, kind: str, keys: tuple[str, ...], sources: tuple[str, ...] | None = None, fenced: bool = False
+    ) -> Prepared:
+        """Statements of the hot path, built and compiled once per shape (store.prepared): bound parameters
+        v_<column>; `sources`, the statuses a change may come from (written into the statement); `fenced`, the
+        worker that must hold the run in `holder`."""
+        shape = (kind, keys, sources, fenced)
+        found = self._statements.get(shape)
         if found is None:
+            statement: Any
             if kind == "run":
-                found = update(RUNS).where(RUNS.c.id == bindparam("rid"))
-                if gated:
-                    found = found.where(RUNS.c.status.in_(bindparam("sources", expanding=True)))
+                statement = update(RUNS).where(RUNS.c.id == bindparam("rid"))
+                if sources is not None:
+                    statement = statement.where(RUNS.c.status.in_(_fixed(sources)))
                 if fenced:
-                    found = found.where(RUNS.c.worker == bindparam("holder"))
+                    statement = statement.where(RUNS.c.worker == bindparam("holder"))
                 values = {k: bindparam(f"v_{k}") for k in keys}
-                found = found.values(last_seq=RUNS.c.last_seq + bindparam("n"), **values).returning(RUNS.c.last_seq)
+                statement = statement.values(last_seq=RUNS.c.last_seq + bindparam("n"), **values)
+                statement = statement.returning(RUNS.c.last_seq)
             elif kind == "step":
-                found = update(STEPS).where(STEPS.c.run_id == bindparam("rid"), STEPS.c.key == bindparam("k"))
-                if gated:
-                    found = found.where(STEPS.c.status.in_(bindparam("sources", expanding=True)))
-                found = found.values(**{k: bindparam(f"v_{k}") for k in keys})
-            else:
-                found = insert(RunEventRow.__table__)  # type: ignore[attr-defined]
-            self._statements[(kind, keys, gated, fenced)] = found
+                statement = update(STEPS).where(STEPS.c.run_id == bindparam("rid"), STEPS.c.key == bindparam("k"))
+                if sources is not None:
+                    statement = statement.where(STEPS.c.status.in_(_fixed(sources)))
+                statement = statement.values(**{k: bindparam(f"v_{k}") for k in keys})
+            else:  # new rows: of steps, or events
+                table = STEPS if kind == "steps" else RunEventRow.__table__  # type: ignore[attr-defined]
+                statement = insert(table).values({k: bindparam(k) for k in keys})
+            found = self._statements[shape] = Prepared(statement, self.engine.dialect)
         return found
 
     @staticmethod
@@ -204,5 +213,18 @@ def _bound(values: dict[str, Any]) -> dict[str, Any]:
     return {f"v_{k}": v for k, v in values.items()}
 
 
-def _sources(statuses: frozenset[Any] | None) -> dict[str, Any]:
-    return {} if statuses is None else {"sources": sorted(s.value for s in statuses)}
+def _sources(statuses: frozenset[Any]) -> tuple[str, ...]:
+    return tuple(sorted(s.value for s in statuses))
+
+
+def _fixed(statuses: tuple[str, ...]) -> list[Any]:
+    """Statuses as parameters whose values the statement keeps (no list expanded at each execution)."""
+    return [bindparam(f"source_{i}", status) for i, status in enumerate(statuses)]
+
+
+def _shapes(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Rows grouped by the columns they set: one insert statement each."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        shapes.setdefault(tuple(sorted(row)), []).append(row)
+    return shapes
