@@ -169,16 +169,15 @@ class BrowserSession:
             return None
         tabs = {name: page.url for name, page in self._tabs.items() if not page.is_closed()}
         moved = tabs != self._saved.get("tabs")
-        sealed: dict[str, Any] = {"key": key, "tabs": self.vault.seal(tabs)}
         now = asyncio.get_running_loop().time()
-        if moved or step.action == "navigate" or now - self._storage_at >= STORAGE_EVERY:
-            with contextlib.suppress(Exception):
-                storage = await self._context.storage_state()
-                self._saved["storage"] = storage
-                sealed["storage"] = self.vault.seal(storage)  # type: ignore[arg-type]
-                self._storage_at = now
-        elif not moved:
+        if not moved and step.action != "navigate" and now - self._storage_at < STORAGE_EVERY:
             return None  # nothing new to keep: the last checkpoint still holds
+        sealed: dict[str, Any] = {"key": key, "tabs": self.vault.seal(tabs)}
+        with contextlib.suppress(Exception):
+            storage = await self._context.storage_state()
+            self._saved["storage"] = storage
+            sealed["storage"] = self.vault.seal(storage)  # type: ignore[arg-type]
+            self._storage_at = now
         self._saved["tabs"] = tabs
         self._saved["key"] = key
         return sealed

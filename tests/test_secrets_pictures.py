@@ -3,10 +3,12 @@ live frames cover the fields filled with a secret and the elements showing one w
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
 from sop_engine.document import load_sop, resolve_inputs
+from sop_engine.events import Event
 from sop_engine.runner import Runner
 from sop_engine.states import RunStatus
 
@@ -35,16 +37,21 @@ _DISTANCE_JS = """async ([source, x, y, w, h]) => {
 
 
 class Watching:
-    """A frame sink with someone watching: keeps every frame by step key."""
+    """A frame sink with someone watching: keeps every frame, in order, with the step it was taken after."""
 
     def __init__(self) -> None:
-        self.frames: dict[str, bytes] = {}
+        self.frames: list[tuple[str, bytes]] = []
 
     def watching(self, run_id: str) -> bool:
         return True
 
     async def frame(self, run_id: str, key: str, jpeg: bytes) -> None:
-        self.frames[key] = jpeg
+        self.frames.append((key, jpeg))
+
+    def after(self, keys: list[str], first: str) -> list[bytes]:
+        """The frames taken after step `first` or a later one (`keys`: the steps in order). Frames are taken
+        beside the next steps, so a frame may show a later state than its step's, never an earlier one."""
+        return [jpeg for key, jpeg in self.frames if keys.index(key) >= keys.index(first)]
 
 
 async def distance(page: Any, image: bytes, region: tuple[int, int, int, int], inset: int) -> int:
@@ -96,10 +103,16 @@ steps:
             assert await distance(page, image, FIELD, 1) == 0
             assert await distance(page, image, BOX, 1) == 0
             assert await distance(page, image, BUTTON, 0) > 100  # the rest of the page is shown as it is
-        # frames are JPEG: near the colour, with no text in it (a dark glyph would be far from it)
-        assert await distance(page, frames.frames["show"], FIELD, 4) < 40
-        assert await distance(page, frames.frames["show"], BOX, 4) < 40
-        assert await distance(page, frames.frames["open"], BOX, 4) > 100  # nothing secret shown yet
+        # frames are JPEG: near the colour, with no text in it (a dark glyph would be far from it); the last
+        # one is taken before the browser closes, so there is one after `show` at least
+        keys = ["open", "type", "show", "shot"]
+        assert frames.after(keys, "show"), [key for key, _ in frames.frames]
+        for jpeg in frames.after(keys, "type"):
+            assert await distance(page, jpeg, FIELD, 4) < 40
+        for jpeg in frames.after(keys, "show"):
+            assert await distance(page, jpeg, BOX, 4) < 40
+        for _, jpeg in frames.frames:
+            assert await distance(page, jpeg, BUTTON, 0) > 100  # the rest of the page is shown
     finally:
         await context.close()
 
@@ -129,7 +142,64 @@ steps:
     try:
         page = await context.new_page()
         assert await distance(page, shot, BOX, 1) == 0
-        assert await distance(page, frames.frames["open"], BOX, 4) < 40
+        assert frames.frames  # the last one is taken as the run ends, at the latest
+        for _, jpeg in frames.frames:  # every one shows the page the secret opened, which prints it
+            assert await distance(page, jpeg, BOX, 4) < 40
         assert await distance(page, shot, FIELD, 1) > 100  # nothing was filled in: the field is shown
     finally:
         await context.close()
+
+
+class Held(Watching):
+    """A watcher whose frames are held up until the test lets them go: a step that waited for its frame
+    would never end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+
+    async def frame(self, run_id: str, key: str, jpeg: bytes) -> None:
+        await self.go.wait()
+        await super().frame(run_id, key, jpeg)
+
+
+async def test_live_frames_are_taken_beside_the_steps_never_before_the_next_one(store, browser_host, site):
+    frames = Held()
+    items = [f"item {i}" for i in range(12)]
+    loaded = load_sop(
+        f"""
+sop: 1
+id: frames-beside
+inputs: {{items: {{type: list}}}}
+steps:
+  - {{id: open, action: navigate, url: "{site}todo.html"}}
+  - id: add
+    action: loop
+    for_each: "{{{{ items }}}}"
+    inputs: [items]
+    steps:
+      - {{id: type, action: fill, selector: input.new-todo, value: "{{{{ item }}}}", inputs: [item]}}
+      - {{id: enter, action: press, selector: input.new-todo, key: Enter}}
+"""
+    )
+    last = "add[11].enter"
+    ended = asyncio.Event()
+
+    class Ended:
+        async def emit(self, event: Event) -> None:
+            if event.type == "step.updated" and event.data == {**event.data, "key": last, "status": "completed"}:
+                ended.set()
+
+    runner = Runner(store, browser_host, [Ended()], frames=frames)
+    row = await runner.create_run(loaded, {"items": items})
+    running = asyncio.ensure_future(runner.execute(row.id, loaded, {"items": items}))
+    # a fail-safe only (a step that waited for its frame would wait for ever): the test waits on the event
+    await asyncio.wait([running, asyncio.ensure_future(ended.wait())], timeout=120, return_when="FIRST_COMPLETED")
+    assert ended.is_set() and not running.done()  # every step ended while the first frame was held up
+    assert frames.frames == []
+    frames.go.set()
+    outcome = await running
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    keys = [key for key, _ in frames.frames]
+    # one picture at a time, the steps that ended meanwhile answered by the next one: the first, and the last
+    assert keys[0] == "open" and keys[-1] == last and len(keys) < 10, keys

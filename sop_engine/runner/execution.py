@@ -35,6 +35,7 @@ from ..tables import CheckpointRow, RunRow, StepRunRow
 from ..taint import secret_texts, tainted_names
 from ..text import clean
 from .flow import Flow
+from .frames import LiveFrames
 from .leaf import Leaf
 from .outcome import RunFailed, RunOutcome, RunPaused
 from .people import People
@@ -88,6 +89,7 @@ class Execution(Flow, Leaf, People, Restart):
         # secrets as the page may show them, kept here only, to cover them in pictures
         self._clear: dict[str, None] = dict.fromkeys(t for n in self.secret_names for t in secret_texts(inputs.get(n)))
         self._filled: dict[str, set[str]] = {}  # tab -> [target, frame] (JSON) of fields filled with a secret
+        self.live = LiveFrames(runner.frames, run_id)  # pictures for whoever watches, beside the steps
         rows, run = stored.steps, stored.run
         self.status: dict[str, StepStatus] = {r.key: StepStatus(r.status) for r in rows}
         vault = runner.vault
@@ -202,7 +204,9 @@ class Execution(Flow, Leaf, People, Restart):
         await asyncio.to_thread(self.artifact_store.fetch, self.run_id, name, copy)
         return copy
 
-    async def close(self) -> None:
+    async def close(self, last_frame: bool = False) -> None:
+        """`last_frame`: the run ended; a watcher gets a picture of where it stopped before the browser closes."""
+        await self.live.close(last=last_frame)
         await self.browser.close()
         if self._http is not None:
             await self._http.aclose()
@@ -271,7 +275,7 @@ class Execution(Flow, Leaf, People, Restart):
             await self._finish(RunStatus.FAILED, {}, clean(f"internal error: {type(exc).__name__}: {exc}"))
             raise
         finally:
-            await self.close()
+            await self.close(last_frame=True)
         scope = {**self.inputs, **produced}
         outputs = self._shown({name: scope.get(name) for name in self.sop.outputs})
         await self._finish(status, outputs, error)

@@ -58,7 +58,9 @@ class Leaf:
         """A value computed from a secret: masked from now on in every text, and covered in pictures."""
         for text in secret_texts(value):
             self.mask.add(text)
-            self._clear[text] = None
+            if text not in self._clear:
+                self._clear[text] = None
+                self.live.cover += 1
 
     def _learn_secrets(self, step: Step, template: Any, fields: Any) -> None:
         """Before the step acts (before its fields are checked, so that an error quoting them is masked): the
@@ -72,7 +74,10 @@ class Leaf:
             values = [fields.get("value"), fields.get("label")]
             if self.mask(values) != values:
                 where = json.dumps(as_written([target_of(fields), fields.get("frame")]), sort_keys=True)
-                self._filled.setdefault(step.tab, set()).add(where)
+                filled = self._filled.setdefault(step.tab, set())
+                if where not in filled:
+                    filled.add(where)
+                    self.live.cover += 1
 
     def secret_locators(self, tab: str, page: Page) -> list[Locator]:
         """The fields of the tab filled with a secret, and the elements whose text shows one."""
@@ -237,6 +242,7 @@ class Leaf:
             self._remember_filled(step, fields)
             ctx.timeout = acting.timeout or self.sop.defaults.timeout
             answer = await self._dialog_answer(step, variables)
+            await self.live.before_acting()  # a picture being taken covers what it must
             try:
                 with self.browser.dialogs.answering(step.tab, key, answer):
                     result = await attempt_step(acting, fields, ctx, policy, self.limit, on_retry)
@@ -254,7 +260,7 @@ class Leaf:
         env.maps[0].update(outputs)
         await self._complete(key, outputs, started, ctx.artifacts, await self.browser.checkpoint(step, key))
         if uses_browser(step):
-            await self._send_frame(step, key)
+            self._want_frame(step, key)
         self._stepped()
         return StepStatus.COMPLETED
 
@@ -277,12 +283,8 @@ class Leaf:
             picture = await page.screenshot(timeout=5000, mask=mask, mask_color=MASK_COLOR)
             await ctx.save_artifact("failure.png", picture)
 
-    async def _send_frame(self, step: Step, key: str) -> None:
-        frames = self.runner.frames
+    def _want_frame(self, step: Step, key: str) -> None:
+        """A live frame after a browser step, taken beside the next steps (runner.frames)."""
         page = self.browser.current(step.tab)
-        if frames is None or page is None or not frames.watching(self.run_id):
-            return
-        with contextlib.suppress(Exception):  # a frame for the live view is never worth failing a step for
-            mask = self.secret_locators(step.tab, page)
-            jpeg = await page.screenshot(type="jpeg", quality=60, timeout=2000, mask=mask, mask_color=MASK_COLOR)
-            await frames.frame(self.run_id, key, jpeg)
+        if page is not None:
+            self.live.want(key, page, lambda: self.secret_locators(step.tab, page))
