@@ -42,7 +42,7 @@ test: setup services
 	$(BIN)/ruff check sop_engine web tests bench
 	$(BIN)/python -m pytest
 
-# rewrites docs/benchmarks.md (about 50 minutes, the scale figure 35 of them; installs the peer runners into bench/.peers)
+# rewrites docs/benchmarks.md (about 55 minutes, scale 35 of them; installs peer runners into bench/.peers); `python -m bench --only PARTS` redoes some
 bench: setup
 	$(BIN)/python -m bench
 

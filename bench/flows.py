@@ -187,3 +187,17 @@ def plain_batch(rows_file: Path, concurrency: int) -> Variant:
     return Variant(
         "asyncio Playwright", [sys.executable, str(BENCH / "plain_batch.py"), str(rows_file), str(concurrency)]
     )
+
+
+def sop_log(work: Path) -> Variant:
+    return Variant(
+        "SOP engine (one log step)",
+        [sys.executable, "-m", "web", "run", str(BENCH / "log.yaml"), "--json"],
+        {"SOP_DATA_DIR": str(work / "data")},
+    )
+
+
+def plain_title(url: str) -> Variant:
+    return Variant(
+        "plain Playwright (open a page, read its title)", [sys.executable, str(BENCH / "plain_title.py"), url]
+    )

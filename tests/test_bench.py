@@ -1,5 +1,6 @@
-"""The benchmark harness: its smoke run (tiny sizes, one run) works end to end; the scale figure's drain, its reading
-of the run events, and its section put into a report written before."""
+"""The benchmark harness: its smoke run (tiny sizes, one run) works end to end, a run of some parts puts them into
+the report written before; the wall overhead per browser step; the scale figure's drain, its reading of the run
+events, and its section put into a report written before."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.claims import JobChange, RunEvent, analyse, percentile
+from bench.per_step import Pair, browser_steps, overhead, steady
 from bench.report import Report, splice
 from tests.conftest import ROOT
 
 
 def test_the_harness_runs_every_flow_and_writes_its_report(tmp_path: Path):
     out = tmp_path / "benchmarks.md"
+    # the scale figure's drain has a test of its own (below): one drain in the suite is enough
+    parts = "todo,scrape,batch,micro,log,long,server"
     result = subprocess.run(
-        # the scale figure's drain has a test of its own (below): one drain in the suite is enough
-        [sys.executable, "-m", "bench", "--smoke", "--only", "todo,scrape,batch,micro", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--smoke", "--only", parts, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -26,20 +29,78 @@ def test_the_harness_runs_every_flow_and_writes_its_report(tmp_path: Path):
     assert result.returncode == 0, result.stdout + result.stderr
     text = out.read_text()
     assert "This is a smoke run" in text and "- machine: " in text and "python -m bench --smoke" in text
-    assert "### scale" not in text
-    headings = ("### todo-4", "### todo-6", "### scrape", "### batch: todo-3 over 4 rows", "### engine figures")
+    assert "### scale" not in text and "- parts run since: " not in text  # no report there before: written whole
+    headings = (
+        "### todo-4",
+        "### todo-6",
+        "### todo-8",
+        "### scrape",
+        "### one-step SOP: log",
+        "### batch: todo-3 over 4 rows",
+        "### engine figures",
+        "### server path: todo-4 and todo-6, watched",
+    )
     for heading in headings:
-        assert heading in text, heading
+        assert f"\n{heading}\n" in text, heading
+    assert text.index("### todo-6") < text.index("### todo-8") < text.index("### scrape")
+    targets = text.split("## Targets", 1)[1].split("## Results", 1)[0]
     for target in (
+        "todo-4 wall time next to plain Playwright",
         "todo-6 wall time next to plain Playwright",
-        "batch throughput at concurrency 2",
-        "engine overhead per step (SQLite store)",
-        "faster than selenium-side-runner",
-        "faster than @puppeteer/replay",
+        "wall overhead per browser step (slope todo-4 → todo-6)",
+        "wall overhead per browser step steady as a run grows (slope todo-6 → todo-8 next to todo-4 → todo-6)",
+        "scrape wall time next to plain Playwright",
+        "a one-step SOP (log) next to plain Playwright opening a page",
+        "batch throughput at concurrency 2 next to the asyncio script",
+        "in-process engine overhead per no-op step (no browser, SQLite store)",
+        "server path: wall overhead per browser step, watched (slope todo-4 → todo-6)",
     ):
-        assert target in text, target
+        row = next((line for line in targets.splitlines() if line.startswith(f"| {target} | ")), None)
+        assert row is not None and row.endswith(("| met |", "| **missed** |")), (target, targets)
+    for peer in ("selenium-side-runner", "@puppeteer/replay"):  # not installed by a smoke run
+        assert f"| faster than {peer} on todo-4 | " in targets
     assert "| SOP engine | " in text and "| plain Playwright | " in text
+    assert "| SOP engine (one log step) | " in text and "| plain Playwright (open a page, read its title) | " in text
     assert "store commits a second" in text
+    todo = text.split("### todo-6\n", 1)[1].split("\n### ", 1)[0]
+    assert "| wall overhead per browser step (slope todo-4 → todo-6: extra time " in todo
+    assert "| fixed overhead per run (todo-4's extra time less 12 steps × the slope) | " in todo
+    long = text.split("### todo-8\n", 1)[1].split("\n### ", 1)[0]
+    assert "| wall overhead per browser step (slope todo-6 → todo-8: extra time " in long and "0.1 ms" in long
+    server = text.split("### server path: todo-4 and todo-6, watched\n", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in server.splitlines() if line.startswith(("| todo-4 | ", "| todo-6 | "))]
+    assert [row.split(" | ")[1] for row in rows] == ["12", "17"], server  # browser steps
+    assert rows[0].endswith(" | 12 / " + rows[0].rsplit(" / ", 1)[1]), rows  # a frame after each browser step
+    assert "| server path: wall overhead per browser step (slope todo-4 → todo-6: " in server
+    assert "| server path: fixed overhead per run (" in server
+
+
+def test_a_partial_run_puts_its_parts_into_the_report_there(tmp_path: Path):
+    out = tmp_path / "benchmarks.md"
+    out.write_text((ROOT / "docs" / "benchmarks.md").read_text())
+    command = [sys.executable, "-m", "bench", "--smoke", "--only", "micro", "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = out.read_text()
+    header = text.split("## Targets", 1)[0]
+    assert "- command: `python -m bench`\n" in header  # the full run's header is kept
+    assert "- parts run since: `python -m bench --smoke --only micro --out " in header and "(micro)" in header
+    assert text.count("### engine figures") == 1 and "(a no-op step × 50," in text
+    assert "| in-process engine overhead per no-op step (no browser, SQLite store) | ≤ 2 ms median | " in text
+    assert "### todo-50" in text and "### batch: todo-20 over 100 rows" in text and "### scale: " in text
+
+
+def test_the_wall_overhead_per_browser_step_is_the_slope_between_two_sizes():
+    assert [browser_steps(n) for n in (50, 200, 1000, 3)] == [127, 502, 2502, 10]  # ceil(3 / 2) checks
+    found = overhead(Pair(50, 3.0, 2.5), Pair(200, 7.0, 6.2))  # extra time 500 ms, then 800 ms
+    assert round(found.slope_ms, 6) == round(300 / 375, 6)
+    assert round(found.fixed_ms, 6) == round(500 - 127 * 300 / 375, 6)
+    near = overhead(Pair(200, 7.0, 6.2), Pair(1000, 23.0, 20.56))  # 0.82 ms a step: 0.02 more, under 0.1 ms
+    far = overhead(Pair(200, 7.0, 6.2), Pair(1000, 23.0, 20.2))  # 1 ms a step: 0.2 more
+    assert steady(found, near) and not steady(found, far)
+    big = overhead(Pair(50, 3.0, 2.5), Pair(200, 7.0 + 3.75, 6.2))  # 10.8 ms a step: 10 % is more than 0.1 ms
+    assert steady(big, overhead(Pair(50, 3.0, 2.5), Pair(200, 7.0 + 3.75 + 0.3, 6.2)))
+    assert not steady(big, overhead(Pair(50, 3.0, 2.5), Pair(200, 7.0 + 3.75 + 0.5, 6.2)))
 
 
 # the scale figure ------------------------------------------------------------------------------
