@@ -20,7 +20,7 @@ from .limits import LimitError, ParseError, check_value, load_json, load_yaml
 from .locators import located
 from .policy.rules import parse_rule
 from .problems import Problem
-from .steps import NAME_PATTERN, STEP_MODELS, DialogPolicy, ErrorPolicy, RetrySpec, Step, as_written
+from .steps import NAME_PATTERN, STEP_MODELS, DialogPolicy, ErrorPolicy, RetrySpec, Step, as_written, uses_browser
 from .text import clean, has_unencodable
 
 InputType = Literal["string", "integer", "number", "boolean", "list", "dict"]
@@ -93,6 +93,11 @@ class Sop(BaseModel):
     @property
     def secret_inputs(self) -> set[str]:
         return {name for name, spec in self.inputs.items() if spec.secret}
+
+    @property
+    def needs_browser(self) -> bool:
+        """Some step drives or reads a page: Chromium is started before the first step, beside the rest."""
+        return any(uses_browser(step) for step in self.walk())
 
     def walk(self) -> list[Step]:
         """Every step of the document, depth first, in document order."""

@@ -43,12 +43,16 @@ async def _execute(
     strict: bool = False,
     base_url: str | None = None,
 ) -> tuple[Store, RunOutcome, LoadedSop]:
-    """Chromium starts first; the document is read and checked, and the database opened, while it does
-    (in threads): a run starts sooner. An invalid document ends it all with exit code 2."""
+    """The document is read and checked; then Chromium starts, if a step needs a browser, while the database
+    is opened (in a thread): a run starts sooner, and one that needs no browser starts none. An invalid
+    document ends it all with exit code 2."""
     sinks = [ConsoleProgress()] if progress else []
-    launching = asyncio.create_task(browser.start())
+    launching: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    launching.set_result(None)
     try:
         loaded, inputs = await asyncio.to_thread(load)
+        if loaded.sop.needs_browser:
+            launching = asyncio.ensure_future(browser.start())
         if progress:
             out.print(f"[bold]{escape(loaded.sop.name or loaded.sop.id)}[/]")
         store, runner_class = await asyncio.to_thread(_open_store)

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import StrEnum
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +25,8 @@ from starlette.requests import HTTPConnection
 from sop_engine import settings
 from sop_engine.events import utcnow
 from sop_engine.store import TokenNameTaken
+
+from .roles import Role
 
 if TYPE_CHECKING:
     from sop_engine.store import Store
@@ -38,12 +39,6 @@ TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often
 LONGEST = 512  # a longer token is no token of ours: not even hashed
 FIRST = "admin"  # the name of the token made at the first start
 log = logging.getLogger("sop_engine.web.auth")
-
-
-class Role(StrEnum):
-    VIEWER = "viewer"  # reads SOPs, runs, batches and the live feed
-    OPERATOR = "operator"  # also posts SOPs, starts runs and batches, controls the ones it created
-    ADMIN = "admin"  # also controls everyone's runs and batches
 
 
 _RANK = {role: rank for rank, role in enumerate(Role)}

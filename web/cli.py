@@ -12,7 +12,7 @@ import typer
 
 from sop_engine.cli import EXIT_FAILED, EXIT_INVALID, app, err, out
 
-from .auth import Role
+from .roles import Role
 
 if TYPE_CHECKING:
     from sop_engine.store import Store

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 BASELINE = "0001_baseline"  # the tables of the release before migrations
+HEAD = "0002_creators_and_tokens"  # the newest revision: a database at it opens without loading Alembic
 HERE = Path(__file__).resolve().parent
 JOB_TABLE = "procrastinate_jobs"
 LOCK_KEY = 0x50E_3A1E  # the PostgreSQL advisory lock that one process at a time migrates under
@@ -57,14 +58,16 @@ def bring_up_to_date(engine: Engine, metadata: MetaData) -> None:
     one made by the release before migrations (tables, no alembic_version) is stamped at the baseline,
     then upgraded; any other is upgraded to head. All in one transaction, which takes the write lock
     (SQLite) or an advisory lock (PostgreSQL) first, so two processes starting at once do not both migrate."""
-    from alembic.migration import MigrationContext
-
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE does this already
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
         tables = set(inspect(conn).get_table_names())
         if conn.dialect.name == "postgresql" and JOB_TABLE not in tables:
             _job_queue_schema(conn)
+        if "alembic_version" in tables and _at_head(conn):
+            return  # the usual case: Alembic, slow to load, is not needed
+        from alembic.migration import MigrationContext
+
         context = MigrationContext.configure(conn)
         if not tables & set(metadata.tables):
             metadata.create_all(conn)
@@ -84,6 +87,10 @@ def bring_up_to_date(engine: Engine, metadata: MetaData) -> None:
         from alembic import command
 
         command.upgrade(config(connection=conn), "heads")
+
+
+def _at_head(conn: Connection) -> bool:
+    return {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))} == {HEAD}
 
 
 def _job_queue_schema(conn: Connection) -> None:
