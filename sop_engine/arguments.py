@@ -59,19 +59,32 @@ def given_inputs(pairs: list[str], inputs_json: Path | None, types: dict[str, st
     return given
 
 
-def from_file(file: Path, pairs: list[str], inputs_json: Path | None) -> Loader:
-    def load() -> tuple[LoadedSop, dict[str, Any]]:
+class FileLoader:
+    """The document in `file` with the inputs given: read and checked when called (in a thread)."""
+
+    def __init__(self, file: Path, pairs: list[str], inputs_json: Path | None) -> None:
+        self.file, self.pairs, self.inputs_json = file, pairs, inputs_json
+
+    def looks_like_browser(self) -> bool:
+        """A hint, before the document is read (prescan): Chromium may start at once."""
+        from .prescan import looks_like_browser
+
+        return looks_like_browser(self.file)
+
+    def __call__(self) -> tuple[LoadedSop, dict[str, Any]]:
         from .document import DocumentError, resolve_inputs
 
-        loaded = load_file(file)
+        loaded = load_file(self.file)
         types = {name: spec.type for name, spec in loaded.sop.inputs.items()}
-        given = given_inputs(pairs, inputs_json, types)
+        given = given_inputs(self.pairs, self.inputs_json, types)
         try:
             return loaded, resolve_inputs(loaded.sop, given)
         except DocumentError as exc:
             raise invalid(exc, "The inputs do not fit the SOP") from None
 
-    return load
+
+def from_file(file: Path, pairs: list[str], inputs_json: Path | None) -> Loader:
+    return FileLoader(file, pairs, inputs_json)
 
 
 def column_mapping(pairs: list[str]) -> dict[str, str]:

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
-from .events import Event
 from .problems import Problem
 from .states import RunStatus
 
 if TYPE_CHECKING:
+    from .events import Event
     from .runner import RunOutcome
     from .store import Store
 

@@ -8,8 +8,6 @@ import os
 import socket
 from datetime import UTC, datetime
 
-from .events import utcnow
-
 HEARTBEAT = 5.0  # seconds between a holder's "still here"
 STALE = 30.0  # a run silent for longer than this has lost its worker
 
@@ -64,4 +62,4 @@ def orphaned(worker: str | None, heartbeat: datetime | None, me: str, now: datet
     if worker != me and gone(worker):
         return True
     beat = heartbeat if heartbeat.tzinfo else heartbeat.replace(tzinfo=UTC)
-    return ((now or utcnow()) - beat).total_seconds() > STALE
+    return ((now or datetime.now(UTC)) - beat).total_seconds() > STALE

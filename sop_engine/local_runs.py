@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .arguments import Loader
+from .arguments import FileLoader, Loader
 from .browser import BrowserHost, BrowserNotFound
 from .console import (
     EXIT_FAILED,
@@ -43,20 +43,23 @@ async def _execute(
     strict: bool = False,
     base_url: str | None = None,
 ) -> tuple[Store, RunOutcome, LoadedSop]:
-    """The document is read and checked; then Chromium starts, if a step needs a browser, while the database
-    is opened (in a thread): a run starts sooner, and one that needs no browser starts none. An invalid
-    document ends it all with exit code 2."""
+    """Chromium starts first when the document looks like it needs a browser (prescan); the document is read
+    and checked, and the database opened, while it does (in threads): a run starts sooner. A document that
+    needs no browser starts none; one that the first look missed starts it once read. An invalid document
+    ends it all with exit code 2."""
     sinks = [ConsoleProgress()] if progress else []
-    launching: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    launching.set_result(None)
+    launching: asyncio.Future[Any] | None = None
+    if isinstance(load, FileLoader) and load.looks_like_browser():
+        launching = asyncio.ensure_future(browser.start())
     try:
         loaded, inputs = await asyncio.to_thread(load)
-        if loaded.sop.needs_browser:
+        if launching is None and loaded.sop.needs_browser:
             launching = asyncio.ensure_future(browser.start())
         if progress:
             out.print(f"[bold]{escape(loaded.sop.name or loaded.sop.id)}[/]")
         store, runner_class = await asyncio.to_thread(_open_store)
-        await launching
+        if launching is not None:
+            await launching
         runner = cli_runner(runner_class, store, browser, sinks, strict, base_url)
         if resume is None:
             created = await runner.create_run(loaded, inputs, claimed_by=worker_name(), created_by=local_user())
@@ -65,7 +68,7 @@ async def _execute(
             run_id = resume  # claimed by this process already (resume_target)
         outcome = await runner.execute(run_id, loaded, inputs, worker=worker_name())
     finally:
-        if not launching.done():
+        if launching is not None and not launching.done():
             with contextlib.suppress(BaseException):
                 await launching
         await browser.close()

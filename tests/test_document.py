@@ -422,3 +422,26 @@ def test_an_unknown_input_name_with_a_lone_surrogate_is_shown_cleaned():
     with pytest.raises(DocumentError) as caught:
         resolve_inputs(load_sop(LOG).sop, {"a\ud800": 1})
     assert str(caught.value) == "input 'a\ufffd': is not an input of this SOP (its inputs: none)"
+
+
+def test_the_first_look_knows_every_action_that_needs_no_browser(tmp_path):
+    """prescan's list (read before the step models are loaded) is the models' own, and its hint agrees with
+    the document's steps on a few shapes."""
+    from sop_engine.prescan import NO_BROWSER_ACTIONS, looks_like_browser
+    from sop_engine.steps import STEP_MODELS
+
+    assert {action for action, model in STEP_MODELS.items() if not model.browser} == NO_BROWSER_ACTIONS
+    shapes = {
+        "steps: [{id: a, action: log, message: hi}]": False,
+        "steps: [{id: a, action: set, values: {x: 1}}, {id: b, action: fill, selector: '#x', value: y}]": True,
+        "steps: [{id: a, action: log, message: hi, when: {exists: '#x'}}]": True,
+        "steps: [{id: a, action: loop, repeat: 2, steps: [{id: b, action: click, selector: '#x'}]}]": True,
+        "steps: [{id: a, action: loop, for_each_element: li, steps: [{id: b, action: log, message: x}]}]": True,
+    }
+    for steps, browser in shapes.items():
+        path = tmp_path / "sop.yaml"
+        path.write_text(f"sop: 1\nid: shape\n{steps}\n")
+        assert looks_like_browser(path) is browser, steps
+        assert load_sop(path.read_text()).sop.needs_browser is browser, steps
+    path.write_text("steps: [unclosed")  # what is wrong is said by the full read, not by the first look
+    assert looks_like_browser(path) is False
