@@ -16,7 +16,7 @@ from typing import Any
 from sop_engine import settings
 from sop_engine.events import Event
 from sop_engine.liveness import worker_name
-from sop_engine.progress import ENDED
+from sop_engine.progress import ENDED, RunProgress, sized_loops
 from sop_engine.states import RUN_TERMINAL
 from sop_engine.store import Store
 
@@ -52,37 +52,44 @@ class Feed:
         self.audience = audience
         self.send = send
         self._typical: dict[str, tuple[float, dict[str, float]]] = {}
+        self._progress: dict[str, RunProgress] = {}  # runs watched: their progress, kept up to date
 
     async def emit(self, event: Event) -> None:
         seen = await self.audience.look(event.run_id)
         if event.type == "run.updated" and event.data.get("status") in ENDED_RUN:
             self.audience.forget(event.run_id)
         if not seen.events:
+            self._progress.pop(event.run_id, None)  # it would miss events: built again when watched
             return  # nobody watches: the event is in the database for whoever comes later
         rooms = [run_room(event.run_id), ALL_RUNS]
         await self.send(socket_name(event.type), event.as_dict(), rooms)
+        tracked = self._progress.get(event.run_id)
+        if tracked is not None and tracked.follows(event.type):
+            tracked.apply(event.type, event.data)
+        elif tracked is not None:  # the run moved (started, paused, ended, retried): read it again when needed
+            tracked = self._progress.pop(event.run_id)
         ended = event.type == "step.updated" and event.data.get("status") in ENDED | {"pending"}
         if seen.progress and (ended or event.type == "loop.sized"):
-            progress = await asyncio.to_thread(self.progress, event.run_id, event.seq)
+            tracked = self._progress.get(event.run_id)
+            if tracked is None:
+                tracked = await asyncio.to_thread(self._track, event.run_id)
+                self._progress[event.run_id] = tracked
+            progress = {"run_id": event.run_id, "seq": event.seq, **tracked.figures(), "eta_s": tracked.eta_s()}
             await self.send("progress", progress, rooms)
 
-    def progress(self, run_id: str, seq: int) -> dict[str, Any]:
-        return {"run_id": run_id, "seq": seq, **self.store.progress(run_id), "eta_s": self.eta(run_id)}
-
-    def eta(self, run_id: str) -> float | None:
-        """Seconds left, from how long the steps still pending took in the SOP's earlier runs; none once the
-        run ended."""
+    def _track(self, run_id: str) -> RunProgress:
+        """The run's progress read from the store once; the events that follow keep it up to date. Its ETA:
+        seconds left, from how long the steps still pending took in the SOP's earlier runs; none once the run
+        ended."""
         run = self.store.run(run_id)
-        if run is None or run.status in RUN_TERMINAL:
-            return None
-        cached = self._typical.get(run.sop_id)
-        if cached is None or time.monotonic() - cached[0] > 30:
-            cached = self._typical[run.sop_id] = (time.monotonic(), self.store.typical_durations(run.sop_id))
-        typical = cached[1]
-        if not typical:
-            return None
-        left = [row.step_id for row in self.store.steps(run_id) if row.status in ("pending", "running")]
-        return round(sum(typical.get(step_id, 0.0) for step_id in left), 1)
+        typical: dict[str, float] = {}
+        if run is not None and run.status not in RUN_TERMINAL:
+            cached = self._typical.get(run.sop_id)
+            if cached is None or time.monotonic() - cached[0] > 30:
+                cached = self._typical[run.sop_id] = (time.monotonic(), self.store.typical_durations(run.sop_id))
+            typical = cached[1]
+        sized = sized_loops(self.store.events_of(run_id, "loop.sized"))
+        return RunProgress(self.store.step_states(run_id), sized, typical)
 
     def watching(self, run_id: str) -> bool:
         return self.audience.watching(run_id)

@@ -86,6 +86,12 @@ class Runs(Database):
             query = select(RunEventRow.data).where(RunEventRow.run_id == run_id, RunEventRow.type == type_)
             return list(s.exec(query.order_by(RunEventRow.seq)))
 
+    def step_states(self, run_id: str) -> list[tuple[str, str, str]]:
+        """(key, step id, status) of each of the run's step instances."""
+        with self.reading() as s:
+            query = select(StepRunRow.key, StepRunRow.step_id, StepRunRow.status).where(StepRunRow.run_id == run_id)
+            return [tuple(row) for row in s.exec(query).all()]  # type: ignore[misc]
+
     def progress(self, run_id: str) -> dict[str, Any]:
         """How far the run is (sop_engine.progress), from its step rows and its loops' sizes."""
         with self.reading() as s:
