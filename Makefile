@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: setup browser services run demo test bench lint fmt clean cluster
 
 setup: $(STAMP) browser node_modules/.installed
+	@# the project's own modules compiled once, as an install does: each command starts without compiling them
+	@$(BIN)/python -m compileall -q sop_engine web >/dev/null
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'

@@ -248,7 +248,9 @@ async def _one_attempt(executor: Any, step: Step, fields: dict[str, Any], ctx: S
         # Playwright gets the step's timeout; this one catches whatever does not honour it
         async with asyncio.timeout(deadline):
             acting = executor(step, fields, ctx) if step.opens_tab is None else opening_tab(executor, step, fields, ctx)
-            return clean(await acting)  # what the page gave back, as valid text
+            # in a task of its own: Playwright reads the caller's stack on every call (the name of each
+            # frame's function, from its locals), and the runner's is deep; a task's stack starts here
+            return clean(await asyncio.ensure_future(acting))  # what the page gave back, as valid text
     except TimeoutError:
         raise StepError(
             ErrorKind.TIMEOUT,
