@@ -135,6 +135,12 @@ class Journal:
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(WRITE_BEHIND, self._flush_soon)
 
+    def commit_now(self, change: Change) -> asyncio.Future[None]:
+        """Starts committing `change` (with those queued before it) and returns at once: the caller awaits
+        the returned future before anything that must come after the commit."""
+        self.queued.append(change)
+        return asyncio.ensure_future(self.flush())
+
     def _flush_soon(self) -> None:
         self._timer = None
         # a refused commit is raised again by the next flush: here it is only marked seen

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event as sa_event
@@ -138,14 +139,15 @@ async def test_a_write_refused_too_long_raises_and_leaves_a_consistent_run(quick
         await execution.run()
     lock.release()
 
-    # what was not written is still queued, in order, nothing of it stored
+    # what was not written is still queued, in order, nothing of it stored (b's start went with a's result,
+    # which was committed while b was made ready: b acted, and logged, once that commit was through)
     queued = [(type_, data.get("key"), data.get("status")) for type_, data, _ in execution.journal.queued]
-    assert queued == [("step.updated", "b", "running"), ("log", "b", None)]
+    assert queued == [("log", "b", None)]
     stored = quick_store.events(row.id)
     assert gap_free(stored) and quick_store.run(row.id).last_seq == len(stored)
-    assert stored[-1].type == "step.updated" and stored[-1].data["key"] == "a"
+    assert [(e.data["key"], e.data["status"]) for e in stored[-2:]] == [("a", "completed"), ("b", "running")]
     assert quick_store.run(row.id).status == "running"
-    assert {s.key: s.status for s in quick_store.steps(row.id)} == {"a": "completed", "b": "pending", "c": "pending"}
+    assert {s.key: s.status for s in quick_store.steps(row.id)} == {"a": "completed", "b": "running", "c": "pending"}
 
     # the database back, the run goes on from its last committed step
     outcome = await runner.execute(row.id, loaded, inputs)
@@ -223,3 +225,42 @@ steps:
     assert outcome.status == RunStatus.COMPLETED, outcome.error
     assert outcome.outputs == {"echo": "***"}  # the page gave back what the secret's reverse is
     assert all(secret[::-1] not in json.dumps(e.data) for e in quick_store.events(row.id))
+
+
+async def test_a_step_acts_only_once_the_result_before_it_is_committed(store, browser_host, monkeypatch):
+    """A step's result is committed beside what comes next (the next step's templates and checks), but the
+    next step acts only once it is durable: here the commit of `b` is held back, and `c` (a request) must
+    not reach its server until it is through."""
+    from tests.loopback import LoopbackServer, Request, json_reply
+
+    seen: list[str] = []
+    through = threading.Event()
+
+    def answer(request: Request) -> Any:
+        seen.extend(row.status for row in Store().steps(run_id) if row.key == "b")
+        return json_reply({"ok": True})
+
+    original = store.record_many
+
+    def held(run: str, changes: list, holder: str | None = None) -> list[Event]:
+        if any((data.get("key"), data.get("status")) == ("b", "completed") for _, data, _ in changes):
+            through.wait(0.5)  # a step that acted too soon has reached its server by now
+        return original(run, changes, holder)
+
+    monkeypatch.setattr(store, "record_many", held)
+    with LoopbackServer(answer) as server:
+        loaded = load_sop(
+            f"""
+sop: 1
+id: durable-before-acting
+steps:
+  - {{id: a, action: log, message: one}}
+  - {{id: b, action: set, values: {{n: 2}}}}
+  - {{id: c, action: http, url: "{server.url}/c"}}
+"""
+        )
+        runner = Runner(store, browser_host)
+        run_id = (await runner.create_run(loaded, {})).id
+        outcome = await runner.execute(run_id, loaded, {})
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    assert seen == ["completed"]

@@ -124,6 +124,7 @@ class Execution(Flow, Leaf, People, Restart):
         self.person_skipped = {r.key for r in rows if skipped_by_person(r.status, r.reason)}
         self._pause_lock = asyncio.Lock()  # one question to a person at a time, even with parallel steps
         self.journal = Journal(self.store, run_id, runner.sinks, holder=worker)
+        self._committing: asyncio.Future[None] | None = None  # a step's result being committed (commit_behind)
         self._http: httpx.AsyncClient | None = None
 
     @classmethod
@@ -175,7 +176,26 @@ class Execution(Flow, Leaf, People, Restart):
             "new_steps": new_steps or (),
             "checkpoint": checkpoint,
         }
+        if wait:  # what a commit started earlier raised comes first (the journal keeps the writes in order)
+            await self.settled()
         await self.journal.write((type_, self.mask(data), change), wait)
+
+    async def commit_behind(
+        self, type_: str, data: dict[str, Any], step: tuple[str, dict[str, Any]], **change: Any
+    ) -> None:
+        """A step's result: its commit starts now, and runs beside what comes next until `settled()` (before the
+        next step acts, and before any other write): the next step's templates, checks and start are made
+        while the database writes, and it acts only once the result is durable."""
+        await self.settled()  # one at a time, in order (parallel steps)
+        self.status[step[0]] = StepStatus(step[1]["status"])
+        masked = {"run": None, "step": (step[0], self.mask(step[1])), "new_steps": (), **change}
+        self._committing = self.journal.commit_now((type_, self.mask(data), masked))
+
+    async def settled(self) -> None:
+        """Waits for the result being committed behind (commit_behind), raising what the commit raised."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            await committing
 
     async def step_event(self, key: str, status: str, **values: Any) -> None:
         """A step's status change: stored on its row and told as a step.updated event."""

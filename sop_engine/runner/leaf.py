@@ -175,10 +175,10 @@ class Leaf:
             values["sealed_outputs"] = self.runner.vault.seal(real)
         if artifacts:
             values["artifacts"] = artifacts
-        await self.emit(
+        await self.commit_behind(
             "step.updated",
             {"key": key, "status": "completed", "outputs": outputs, "duration_ms": duration_ms, "artifacts": artifacts},
-            step=(key, values),
+            (key, values),
             checkpoint=checkpoint,
         )
 
@@ -243,6 +243,7 @@ class Leaf:
             ctx.timeout = acting.timeout or self.sop.defaults.timeout
             answer = await self._dialog_answer(step, variables)
             await self.live.before_acting()  # a picture being taken covers what it must
+            await self.settled()  # the step before this one is durable before this one acts
             try:
                 with self.browser.dialogs.answering(step.tab, key, answer):
                     result = await attempt_step(acting, fields, ctx, policy, self.limit, on_retry)
