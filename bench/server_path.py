@@ -1,6 +1,6 @@
 """The server path: todo-N runs created through the JSON API of one `serve --concurrency 1` process whose
 browser is running already (a warm-up run launched it), each watched by a Socket.IO client (so the server sends
-its events, its progress and frames of the page, taken beside the steps at most every 0.25 s), and timed by the
+its events, its progress and frames of the page, taken beside the steps at most every second), and timed by the
 server's own run record (started_at → finished_at: no process start-up, no HTTP round trip). Its floor is plain
 Playwright's todo flow from its browser's launch done to its end (bench/plain_todo.py prints it). Server runs and
 plain runs are interleaved round by round, in a rotating order."""
@@ -194,7 +194,7 @@ def section(report: Report, measured: list[Flow]) -> None:
         "browser launched by a warm-up run before; each run watched by a Socket.IO client that follows every run "
         "and joins the run's room as soon as the run has an id, so the server sends the run's events, its progress "
         "and frames of the page (JPEG screenshots after browser steps, taken beside the steps, at most every "
-        "0.25 s). A run's time is the server's own record, started_at → finished_at. The floor: the plain "
+        "second). A run's time is the server's own record, started_at → finished_at. The floor: the plain "
         "Playwright script's time from its browser's launch done to the flow's end. Server and plain runs "
         "interleaved round by round, in a rotating order.",
         "",

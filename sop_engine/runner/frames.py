@@ -23,7 +23,7 @@ from ..attempts import MASK_COLOR
 if TYPE_CHECKING:
     from .outcome import FrameSink
 
-FRAME_EVERY = 0.25  # seconds between the starts of two pictures of one run
+FRAME_EVERY = 1.0  # seconds between the starts of two pictures of one run: a picture costs the page tens of ms
 FRAME_TIMEOUT = 2.0  # seconds a picture may take; one that takes longer is dropped
 
 
