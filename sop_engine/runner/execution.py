@@ -269,6 +269,7 @@ class Execution(Flow, Leaf, People, Restart):
             produced = top.maps[0]  # a run that fails keeps what the steps that completed produced
             async with asyncio.timeout(self.sop.timeout):
                 produced = await self.run_scope(self.sop.steps, top, "", None)
+                await self.settled()  # the last step's result, committed behind, is durable: the run ends
         except RunFailed as exc:
             status, error = RunStatus.FAILED, str(exc)
         except RunPaused as exc:
