@@ -41,6 +41,7 @@ class LiveFrames:
         self._shot_cover = 0
         self._last_start = float("-inf")
         self._closed = False
+        self._hurry = asyncio.Event()
 
     def watched(self) -> bool:
         return self.sink is not None and not self._closed and self.sink.watching(self.run_id)
@@ -64,6 +65,7 @@ class LiveFrames:
         """The run is ending: the picture under way, and one still wanted (`last`), are taken before the
         browser closes, so a watcher sees where the run stopped."""
         taking = self._taking
+        self._hurry.set()  # the last picture now: the run does not wait out the pause between pictures
         if taking is not None and not last:
             taking.cancel()
             if self._shot is not None:
@@ -77,8 +79,9 @@ class LiveFrames:
         try:
             while self._wanted is not None and self.sink is not None:
                 wait = self._last_start + self.every - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                if wait > 0 and not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):  # the pause between pictures, cut short at the end
+                        await asyncio.wait_for(self._hurry.wait(), wait)
                 wanted, self._wanted = self._wanted, None
                 if wanted is None:
                     break
