@@ -20,7 +20,7 @@ from sop_engine.browser import BrowserHost
 from sop_engine.document import load_sop, resolve_inputs
 from sop_engine.events import Event, Journal
 from sop_engine.runner import Execution, Runner, StoreUnavailable
-from sop_engine.states import RunStatus
+from sop_engine.states import RunStatus, StepStatus
 from sop_engine.store import Store
 from tests.conftest import Recorder
 
@@ -229,25 +229,33 @@ steps:
 
 async def test_a_step_acts_only_once_the_result_before_it_is_committed(store, browser_host, monkeypatch):
     """A step's result is committed beside what comes next (the next step's templates and checks), but the
-    next step acts only once it is durable: here the commit of `b` is held back, and `c` (a request) must
-    not reach its server until it is through."""
+    next step acts only once it is durable: here the commit of `b` is held back until the execution waits for
+    it (or, were it wrong, until `c`, a request, reached its server first). `c` is idempotent: its start is
+    not committed before it acts, so only the wait before acting keeps the order."""
     from tests.loopback import LoopbackServer, Request, json_reply
 
     seen: list[str] = []
-    through = threading.Event()
+    go_on = threading.Event()
 
     def answer(request: Request) -> Any:
         seen.extend(row.status for row in Store().steps(run_id) if row.key == "b")
+        go_on.set()
         return json_reply({"ok": True})
 
-    original = store.record_many
+    original_record, original_settled = store.record_many, Execution.settled
 
     def held(run: str, changes: list, holder: str | None = None) -> list[Event]:
         if any((data.get("key"), data.get("status")) == ("b", "completed") for _, data, _ in changes):
-            through.wait(0.5)  # a step that acted too soon has reached its server by now
-        return original(run, changes, holder)
+            go_on.wait(60)  # a fail-safe only: one of the two events below lets it go
+        return original_record(run, changes, holder)
+
+    async def settled(self: Execution) -> None:
+        if self._committing is not None and self.status.get("b") == StepStatus.COMPLETED:
+            go_on.set()  # the execution waits for b's commit: it may go through
+        await original_settled(self)
 
     monkeypatch.setattr(store, "record_many", held)
+    monkeypatch.setattr(Execution, "settled", settled)
     with LoopbackServer(answer) as server:
         loaded = load_sop(
             f"""
@@ -256,11 +264,11 @@ id: durable-before-acting
 steps:
   - {{id: a, action: log, message: one}}
   - {{id: b, action: set, values: {{n: 2}}}}
-  - {{id: c, action: http, url: "{server.url}/c"}}
+  - {{id: c, action: http, url: "{server.url}/c", idempotent: true}}
 """
         )
         runner = Runner(store, browser_host)
         run_id = (await runner.create_run(loaded, {})).id
         outcome = await runner.execute(run_id, loaded, {})
     assert outcome.status == RunStatus.COMPLETED, outcome.error
-    assert seen == ["completed"]
+    assert seen == ["completed"], seen
