@@ -45,6 +45,13 @@ def _redis_url(name: str) -> str | None:
     return raw or None
 
 
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, "").strip().lower() or default
+    if raw not in allowed:
+        raise SystemExit(f"{name}={raw!r} is not one of: {', '.join(allowed)}")
+    return raw
+
+
 def _list(name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in os.environ.get(name, "").split(",") if p.strip())
 
@@ -76,6 +83,11 @@ class Settings:
     # SOP_ARTIFACTS_OPTIONS: that store's fsspec options (JSON), e.g. {"endpoint_url": ...}; never shown: they may
     # hold credentials
     artifacts_options: dict[str, Any] = field(repr=False, compare=False)
+    trace: str = "off"  # SOP_TRACE: a run's Playwright trace when its document does not say: off, on, on-failure
+    log_format: str = "text"  # SOP_LOG_FORMAT: text (for people) or json (one object per line)
+    metrics_port: int | None = None  # SOP_METRICS_PORT: /metrics on its own port (no token) instead of beside the API
+    # OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; None: no spans are exported
+    otlp_endpoint: str | None = None
 
     @property
     def database(self) -> str:
@@ -112,4 +124,8 @@ def current() -> Settings:
         artifacts_url=env("SOP_ARTIFACTS_URL") or str(data_dir / "artifacts"),
         artifacts_options=_json_object("SOP_ARTIFACTS_OPTIONS"),
         redis_url=_redis_url("SOP_REDIS_URL"),
+        trace=_choice("SOP_TRACE", "off", ("off", "on", "on-failure")),
+        log_format=_choice("SOP_LOG_FORMAT", "text", ("text", "json")),
+        metrics_port=_int("SOP_METRICS_PORT", 0) or None,
+        otlp_endpoint=(env("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip() or None,
     )

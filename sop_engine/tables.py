@@ -89,6 +89,9 @@ class RunRow(SQLModel, table=True):
     created_by: str | None = Field(default=None, index=True)  # the user who started it (a batch's: its creator)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    cost: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # what it cost (sop_engine.cost)
+    trace: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # its Playwright trace, or why none
+    trace_context: str | None = None  # W3C traceparent of the request that created it: its spans continue that trace
 
 
 class StepRunRow(SQLModel, table=True):
@@ -111,6 +114,7 @@ class StepRunRow(SQLModel, table=True):
     error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     reason: str | None = None  # why skipped or blocked
     artifacts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    cost: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # what the step cost, where it applies
 
     @property
     def duration_ms(self) -> float | None:

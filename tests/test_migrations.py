@@ -28,6 +28,8 @@ from tests.conftest import both_databases
 OLD = Path(__file__).resolve().parent / "fixtures_db" / "sop-0.1.0.db"
 TABLES = ("sop_documents", "batches", "batch_items", "runs", "step_runs", "run_events", "audit", "checkpoints")
 
+LATER = {"created_by", "cost", "trace", "trace_context"}  # columns added since the release
+
 
 @pytest.fixture
 def old_db(tmp_path: Path) -> Path:
@@ -41,7 +43,7 @@ def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     with sqlite3.connect(path) as conn:
         rows = {}
         for table in TABLES:
-            columns = [c[1] for c in conn.execute(f"PRAGMA table_info({table})") if c[1] != "created_by"]
+            columns = [c[1] for c in conn.execute(f"PRAGMA table_info({table})") if c[1] not in LATER]
             rows[table] = conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1").fetchall()
     return rows
 
@@ -56,10 +58,13 @@ def columns_of(path: Path, table: str) -> set[str]:
         return {c[1] for c in conn.execute(f"PRAGMA table_info({table})")}
 
 
-def test_the_head_is_the_second_revision():
+def test_the_head_is_the_newest_revision():
     # HEAD is what a store opening a database at head checks without Alembic: it must be Alembic's head
-    assert scripts().get_heads() == [HEAD] == ["0002_creators_and_tokens"]
-    assert scripts().get_revision(HEAD).down_revision == BASELINE
+    assert scripts().get_heads() == [HEAD] == ["0003_observability"]
+    chain = [HEAD]
+    while (down := scripts().get_revision(chain[-1]).down_revision) is not None:
+        chain.append(down)
+    assert chain == [HEAD, "0002_creators_and_tokens", BASELINE]
 
 
 def test_an_old_database_upgrades_at_start_without_loss(old_db: Path):
@@ -95,6 +100,8 @@ def test_an_old_database_upgrades_at_start_without_loss(old_db: Path):
     assert revision_of(old_db) == [HEAD]
     for table in ("runs", "batches", "sop_documents"):
         assert "created_by" in columns_of(old_db, table)
+    assert {"cost", "trace", "trace_context"} <= columns_of(old_db, "runs")
+    assert "cost" in columns_of(old_db, "step_runs")
     assert columns_of(old_db, "api_tokens") == {
         "id",
         "name",
