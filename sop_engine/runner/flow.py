@@ -157,7 +157,7 @@ class Flow:
 
     async def run_if(self, step: If, env: ChainMap[str, Any], prefix: str, variables: dict[str, Any]) -> StepStatus:
         key = instance_key(prefix, step.id)
-        await self._start(key, variables)
+        await self._start(key, variables, action=step.action)
         started = asyncio.get_running_loop().time()
         try:
             branch = "then" if await self.condition(step.condition, variables, step) else "else"
@@ -211,7 +211,7 @@ class Flow:
         return count
 
     async def run_loop(self, loop: Loop, env: ChainMap[str, Any], key: str, variables: dict[str, Any]) -> StepStatus:
-        await self._start(key, variables)
+        await self._start(key, variables, action=loop.action)
         started = asyncio.get_running_loop().time()
         collected: dict[str, list[Any]] = {name: [] for name in loop.collect}
         last: dict[str, Any] = dict.fromkeys(set().union(*(step_outputs(s) for s in loop.steps)))

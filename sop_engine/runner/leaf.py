@@ -139,9 +139,16 @@ class Leaf:
         self._stepped()
 
     async def _start(
-        self, key: str, variables: dict[str, Any], attempt: int | None = None, durable: bool = False
+        self,
+        key: str,
+        variables: dict[str, Any],
+        attempt: int | None = None,
+        durable: bool = False,
+        *,
+        action: str,
     ) -> None:
-        """`durable`: committed before the step acts (a non-idempotent step must be known to have started)."""
+        """`durable`: committed before the step acts (a non-idempotent step must be known to have started).
+        `action` is told in the event, for those who watch (metrics, spans, logs)."""
         attempt = attempt or self.attempts.setdefault(key, 1)
         shown = self._shown_inputs(variables)
         values = {
@@ -155,7 +162,7 @@ class Leaf:
         }
         await self.emit(
             "step.updated",
-            {"key": key, "status": "running", "attempt": attempt, "inputs": shown},
+            {"key": key, "status": "running", "action": action, "attempt": attempt, "inputs": shown},
             step=(key, values),
             wait=durable,
         )
@@ -217,7 +224,7 @@ class Leaf:
 
     async def _leaf_once(self, step: Step, env: ChainMap[str, Any], key: str, variables: dict[str, Any]) -> StepStatus:
         self.attempts[key] = self.attempts.get(key, 0) + 1
-        await self._start(key, variables, self.attempts[key], durable=not step.idempotent)
+        await self._start(key, variables, self.attempts[key], durable=not step.idempotent, action=step.action)
         started = asyncio.get_running_loop().time()
         written = step.timeout if not isinstance(step.timeout, str) else None  # a template: known once rendered
         ctx = StepContext(

@@ -98,8 +98,14 @@ def step_json(row: StepRunRow, run: RunRow | None = None, viewer: Viewer | None 
         "error": row.error,
         "reason": row.reason,
         "artifacts": [f"/api/artifacts/{path}" for path in row.artifacts],
+        "cost": row.cost,
         "controls": allowed,
     }
+
+
+def trace_json(run: RunRow) -> dict[str, Any] | None:
+    """The run's Playwright trace as the API shows it: where to download and view it, or why there is none."""
+    return run.trace
 
 
 def run_json(
@@ -127,6 +133,9 @@ def run_json(
         "created_at": run.created_at.isoformat(),
         "started_at": _iso(run.started_at),
         "finished_at": _iso(run.finished_at),
+        "worker": run.worker,
+        "cost": run.cost,
+        "trace": trace_json(run),
         "controls": run_controls_for(run, viewer),
         "restored": restored or [],
     }
@@ -181,6 +190,7 @@ class StepOut(_Out):
     error: dict[str, Any] | None
     reason: str | None
     artifacts: list[str]
+    cost: dict[str, Any] | None = None
     controls: list[str]
 
 
@@ -201,6 +211,9 @@ class RunOut(_Out):
     controls: list[str]
     restored: list[dict[str, Any]]
     progress: dict[str, Any] | None = None
+    worker: str | None = None
+    cost: dict[str, Any] | None = None  # what the run cost (sop_engine.cost)
+    trace: dict[str, Any] | None = None  # its Playwright trace: where to get it, or why there is none
     steps: list[StepOut] | None = None
 
 
