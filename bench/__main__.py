@@ -19,7 +19,7 @@ from pathlib import Path
 from sop_engine.browser import find_chromium
 from sop_engine.static_site import serve_folder
 
-from . import flows, micro, peers, scale, server_path
+from . import flows, micro, peers, scale, server_path, telemetry
 from .measure import Failed, Timing, interleaved
 from .per_step import STEADY_RULE, Pair, figure_rows, overhead, steady
 from .report import Report, fmt, write, write_parts
@@ -40,6 +40,7 @@ class Sizes:
     overhead_repeats: int
     batch_runs: int  # a batch of 100 rows is long: fewer rounds, and the flows before it warmed the machine up
     todo_long: int  # the flow whose per-step cost is checked against the smaller ones': batch_runs rounds, no warm-up
+    telemetry_rounds: int = 10  # paired rounds of todo_large with metrics and spans on and off, and with a trace
     scale_runs: int = 1000  # queued runs drained by each count of worker processes
     scale_workers: tuple[int, ...] = scale.WORKERS
 
@@ -47,8 +48,10 @@ class Sizes:
 FULL = Sizes(
     50, 200, 100, 20, (1, 4, 8), runs=3, warmup=1, overhead_steps=1000, overhead_repeats=5, batch_runs=2, todo_long=1000
 )
-SMOKE = Sizes(4, 6, 4, 3, (2,), 1, 0, 50, 1, batch_runs=1, todo_long=8, scale_runs=4, scale_workers=(1, 2))
-PARTS = ("todo", "scrape", "batch", "micro", "log", "long", "server", "scale")
+SMOKE = Sizes(
+    4, 6, 4, 3, (2,), 1, 0, 50, 1, batch_runs=1, todo_long=8, telemetry_rounds=1, scale_runs=4, scale_workers=(1, 2)
+)
+PARTS = ("todo", "scrape", "batch", "micro", "log", "long", "server", "telemetry", "scale")
 Pairs = dict[int, Pair]  # todo-N's engine and plain medians, by N, from this invocation
 
 
@@ -328,6 +331,10 @@ def main() -> None:
         if "server" in chosen:
             flow_sizes = (sizes.todo_small, sizes.todo_large)
             server_path.server_figure(report, work, base + "todo.html", flow_sizes, sizes.runs, sizes.warmup)
+        if "telemetry" in chosen:
+            telemetry.telemetry_figure(
+                report, work, base + "todo.html", sizes.todo_large, sizes.telemetry_rounds, sizes.warmup
+            )
         if "scale" in chosen:
             scale_figure(report, sizes, command)
     if len(chosen) < len(PARTS) and args.out.exists():

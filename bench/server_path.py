@@ -63,12 +63,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(data: Path, token: str) -> Iterator[str]:
-    """`python -m web serve --concurrency 1` on a free loopback port, its own data folder and an admin token;
-    yields its base URL once `/healthz` answers."""
+def serving(data: Path, token: str, more_env: dict[str, str] | None = None) -> Iterator[str]:
+    """`python -m web serve --concurrency 1` on a free loopback port, its own data folder and an admin token,
+    with `more_env` set; yields its base URL once `/healthz` answers."""
     data.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     env = {**os.environ, "SOP_DATA_DIR": str(data), "SOP_API_TOKEN": token, "SOP_DRAIN_SECONDS": "0"}
+    env.update(more_env or {})
     for alone in ("SOP_DATABASE_URL", "SOP_REDIS_URL", "SOP_API_TOKENS"):  # SQLite, no peers, one token
         env.pop(alone, None)
     command = [sys.executable, "-m", "web", "serve", "--port", str(port), "--concurrency", "1"]
