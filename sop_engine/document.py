@@ -91,6 +91,11 @@ class Sop(BaseModel):
     screenshots: Literal["on-failure", "every-step", "off"] = "on-failure"  # pictures a browser step saves, masked
     steps: list[Any] = Field(min_length=1)
 
+    @field_validator("screenshots", mode="before")
+    @classmethod
+    def _screenshots(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
     @property
     def secret_inputs(self) -> set[str]:
         return {name for name, spec in self.inputs.items() if spec.secret}
