@@ -750,11 +750,11 @@ const SOP = (() => {
       const box = document.getElementById("run-trace");
       if (!trace) { box.replaceChildren(); return; }
       const said = `Trace: ${trace.status || "?"}${trace.bytes ? `, ${costValue("bytes", trace.bytes)}` : ""}`;
-      box.replaceChildren(el("p", { "data-trace": trace.status || "" }, said,
+      box.replaceChildren(...[el("p", { "data-trace": trace.status || "" }, said,
         trace.download ? " · " : null, trace.download ? el("a", { id: "trace-download", href: trace.download, download: "", text: "Download" }) : null,
         trace.viewer && window.isSecureContext ? " · " : null,
         trace.viewer && window.isSecureContext ? el("a", { id: "trace-viewer", href: trace.viewer, target: "_blank", rel: "noopener", text: "Open in trace viewer" }) : null),
-      trace.reason ? el("p", { class: "reason", id: "trace-reason", text: trace.reason }) : null);
+      trace.reason ? el("p", { class: "reason", id: "trace-reason", text: trace.reason }) : null].filter(Boolean));
     }
 
     // a person's answer -----------------------------------------------------------------------

@@ -158,6 +158,7 @@ async def check_workbench(page: Page, run_id: str) -> None:
     await expect(page.locator('#run-cost tr[data-cost="note"] td')).to_have_text("heap sizes are approximate")
     await expect(page.locator("#trace-download")).to_have_attribute("href", f"/api/artifacts/{run_id}/trace.zip")
     await expect(page.locator("#trace-viewer")).to_have_attribute("href", "/trace/")  # 127.0.0.1 is a secure context
+    await expect(page.locator("#run-trace")).not_to_contain_text("null")
     # the gallery: the picture after each browser step, labelled by its step
     gallery = page.locator("#gallery figure")
     await expect(gallery).to_have_count(2)
