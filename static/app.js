@@ -604,8 +604,8 @@ const SOP = (() => {
       showFacts();  // the worker, from the events read after the snapshot
     }
 
-    function timelineSoon() {
-      if (timelineFrame === null) timelineFrame = requestAnimationFrame(drawTimeline);
+    function timelineSoon() {  // at most one drawing per 100 ms, however many events come (a long loop)
+      if (timelineFrame === null) timelineFrame = setTimeout(() => requestAnimationFrame(drawTimeline), 100);
     }
 
     function drawGallery() {
