@@ -17,6 +17,7 @@ from playwright.async_api import Page, Route, expect
 
 from sop_engine.document import load_sop
 from sop_engine.events import utcnow
+from sop_engine.states import RunStatus
 from sop_engine.tables import RunRow, StepRunRow
 from tests.conftest import Gate, both_databases, post_sop, sign_in, start_run, wait_run
 from tests.loopback import LoopbackServer, Reply, Request, json_reply
@@ -370,3 +371,44 @@ def test_the_typical_duration_is_the_median_over_the_latest_completed_runs(store
     assert store.typical_duration("timed", "a", runs=1) == 250.0
     assert store.typical_duration("timed", "b") is None
     assert store.typical_duration("other", "a") is None
+
+
+async def test_every_step_pictures_cover_the_secret_field_and_the_text_showing_it(store, browser_host, site, data_dir):
+    from tests.test_secrets_pictures import BOX, BUTTON, FIELD, Watching, distance, run_pictures
+
+    outcome = await run_pictures(
+        """
+sop: 1
+id: pictures
+screenshots: every-step
+inputs:
+  password: {type: string, secret: true}
+steps:
+  - {id: open, action: navigate, url: "$SITE/secret-box.html"}
+  - {id: type, action: fill, selector: "#field", value: "{{ password }}", inputs: [password]}
+  - {id: show, action: click, selector: "#show"}
+  - {id: note, action: log, message: not a browser step}
+""",
+        store,
+        browser_host,
+        site,
+        Watching(),
+    )
+    assert outcome.status == RunStatus.COMPLETED
+    rows = {r.key: r for r in store.steps(outcome.run_id)}
+    assert {key: row.artifacts for key, row in rows.items()} == {
+        "open": [f"{outcome.run_id}/open-after.png"],
+        "type": [f"{outcome.run_id}/type-after.png"],
+        "show": [f"{outcome.run_id}/show-after.png"],
+        "note": [],
+    }
+    typed, shown = ((data_dir / "artifacts" / rows[key].artifacts[0]).read_bytes() for key in ("type", "show"))
+    context = await browser_host.new_context()
+    try:
+        page = await context.new_page()
+        assert await distance(page, typed, FIELD, 1) == 0  # the field filled with the secret, in the step's own
+        assert await distance(page, shown, FIELD, 1) == 0
+        assert await distance(page, shown, BOX, 1) == 0  # the page printing it
+        assert await distance(page, shown, BUTTON, 0) > 100  # the rest of the page is shown as it is
+    finally:
+        await context.close()
