@@ -470,7 +470,7 @@ const SOP = (() => {
     let lastWorker = null;  // the worker that held the run last (a finished run's row no longer says)
     let lastAt = 0;  // the time of the latest event, in ms
     let selected = null;  // the key of the step shown in the panel
-    let timelineFrame = null, panelTimer = null, picturesDrawn = -1;
+    let timelineFrame = null, panelTimer = null, picturesDrawn = -1, factsDrawn = null;
 
     function noteEvent(event) {  // what each event adds that the run's snapshot does not keep
       const d = event.data || {};
@@ -739,8 +739,8 @@ const SOP = (() => {
       if (run.started_at && run.finished_at) add("took", seconds(Date.parse(run.finished_at) - Date.parse(run.started_at)));
       add("by", run.created_by || "");
       const now = JSON.stringify([facts.map((f) => f.textContent), run.cost || null, run.trace || null]);
-      if (now === showFacts.drawn) return;
-      showFacts.drawn = now;
+      if (now === factsDrawn) return;
+      factsDrawn = now;
       document.getElementById("run-facts").replaceChildren(...facts);
       const cost = run.cost && typeof run.cost === "object" ? Object.entries(run.cost) : [];
       document.getElementById("no-cost").hidden = cost.length > 0;
