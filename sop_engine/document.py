@@ -88,7 +88,13 @@ class Sop(BaseModel):
     max_parallel: int = Field(1, ge=1, le=64)
     egress: Egress = Egress()
     browser: BrowserOptions | None = None  # how the run's browser context is made
+    screenshots: Literal["on-failure", "every-step", "off"] = "on-failure"  # pictures a browser step saves, masked
     steps: list[Any] = Field(min_length=1)
+
+    @field_validator("screenshots", mode="before")
+    @classmethod
+    def _screenshots(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
     @property
     def secret_inputs(self) -> set[str]:

@@ -265,6 +265,10 @@ const SOP = (() => {
       events.push(event);
       logged = event.seq;
       document.getElementById("log").append(logLine(event));
+      noteEvent(event);
+      timelineSoon();
+      const about = (event.data || {}).key;
+      if (selected !== null && (about === selected || event.type === "run.updated")) panelSoon();
       if (event.seq <= base) return;  // the snapshot has it already
       const status = run.status;
       applyEvent(event);
@@ -341,6 +345,7 @@ const SOP = (() => {
     function place(step) {
       const row = stepRow(step.key);
       rows.set(step.key, row);
+      row.classList.toggle("selected", step.key === selected);
       const parent = step.parent ? rows.get(step.parent) : null;
       if (!parent) { tbody.append(row); return row; }
       let after = parent;  // after the parent's last descendant, so iterations stay grouped under their loop
@@ -437,6 +442,7 @@ const SOP = (() => {
       const outputs = run.outputs && Object.keys(run.outputs).length ? json(run.outputs) : null;
       document.getElementById("outputs").textContent = outputs || (RUN_ENDED.has(run.status) ? "none" : "none yet");
       document.getElementById("run-error").textContent = run.error || "";
+      showFacts();
     }
 
     function showProgress() {  // step instances ended, of those there are and those sized loops will still make
@@ -453,6 +459,302 @@ const SOP = (() => {
       showRun();
       for (const step of steps.values()) showStep(step);
       showProgress();
+      timelineSoon();
+    }
+
+    // the workbench: timeline, step panel, gallery, the run's facts ------------------------------------
+
+    const tries = new Map();  // key -> its attempts as the events tell them: {number, status, start, end, error}
+    const labels = new Map();  // "loop[2]" -> the label of the item that iteration ran for
+    const pictures = new Map();  // every picture of the run (its URL) -> the step that took it
+    let lastWorker = null;  // the worker that held the run last (a finished run's row no longer says)
+    let lastAt = 0;  // the time of the latest event, in ms
+    let selected = null;  // the key of the step shown in the panel
+    let timelineFrame = null, panelTimer = null, picturesDrawn = -1, factsDrawn = null;
+
+    function noteEvent(event) {  // what each event adds that the run's snapshot does not keep
+      const d = event.data || {};
+      const at = Date.parse(event.at);
+      if (!Number.isNaN(at)) lastAt = Math.max(lastAt, at);
+      const list = d.key !== undefined ? tries.get(d.key) : undefined;
+      const open = list && list.length && list[list.length - 1].end === null ? list[list.length - 1] : null;
+      if (event.type === "steps.added" && d.item !== undefined && d.parent) {
+        const first = (d.keys || [])[0] || "";
+        const close = first.indexOf("].", d.parent.length);
+        if (first.startsWith(`${d.parent}[`) && close > 0) labels.set(first.slice(0, close + 1), d.item);
+      } else if (event.type === "step.updated" && d.status === "running") {
+        const attempts = list || [];
+        attempts.push({ number: d.attempt || attempts.length + 1, status: "running", start: at, end: null, error: null });
+        tries.set(d.key, attempts);
+      } else if (event.type === "step.updated" && STEP_ENDED.has(d.status) && open) {
+        Object.assign(open, { status: d.status, end: at, error: d.error || null });
+      } else if (event.type === "step.retried" && open) {
+        Object.assign(open, { status: "failed", end: at, error: d.error || null });
+        list.push({ number: (d.attempt || open.number) + 1, status: "running", start: at + 1000 * (d.wait_s || 0), end: null, error: null });
+      } else if ((event.type === "run.updated" || event.type === "run.created") && d.worker) {
+        lastWorker = d.worker;
+      }
+      if (event.type === "step.updated") for (const path of d.artifacts || []) if (PICTURE.test(path)) pictures.set(artifactUrl(path), d.key);
+    }
+
+    function iterationOf(key, parent) {  // "loop[2]" for "loop[2].type" under the loop "loop"; null for others
+      if (!parent || !key.startsWith(`${parent}[`)) return null;
+      const close = key.indexOf("].", parent.length);
+      return close > 0 ? key.slice(0, close + 1) : null;
+    }
+
+    function timelineRows() {  // the step instances in document order, iterations grouped under their loop
+      const kids = new Map();
+      for (const step of steps.values()) {
+        const parent = step.parent ?? null;
+        if (!kids.has(parent)) kids.set(parent, []);
+        kids.get(parent).push(step);
+      }
+      const found = [];
+      const visit = (parent, depth) => {
+        const groups = new Map();  // iteration -> its steps
+        const plain = [];
+        for (const step of kids.get(parent) || []) {
+          const iteration = iterationOf(step.key, parent);
+          if (iteration === null) { plain.push(step); continue; }
+          if (!groups.has(iteration)) groups.set(iteration, []);
+          groups.get(iteration).push(step);
+        }
+        for (const step of plain) {
+          found.push({ kind: "step", key: step.key, depth, step });
+          visit(step.key, depth + 1);
+        }
+        const order = [...groups.keys()].sort((a, b) => Number(a.slice(a.lastIndexOf("[") + 1, -1)) - Number(b.slice(b.lastIndexOf("[") + 1, -1)));
+        for (const iteration of order) {
+          const members = groups.get(iteration);
+          found.push({ kind: "iteration", key: iteration, depth, members });
+          for (const step of members) {
+            found.push({ kind: "step", key: step.key, depth: depth + 1, step });
+            visit(step.key, depth + 2);
+          }
+        }
+      };
+      visit(null, 0);
+      return found;
+    }
+
+    function spansOf(step) {  // its attempts; a step with none told (skipped, blocked) by its own times
+      const attempts = tries.get(step.key);
+      if (attempts && attempts.length) return attempts;
+      const start = Date.parse(step.started_at);
+      if (Number.isNaN(start)) return [];
+      const end = step.finished_at ? Date.parse(step.finished_at) : null;
+      return [{ number: step.attempts || 1, status: step.status, start, end, error: step.error || null }];
+    }
+
+    function attemptText(a, now) {
+      const took = a.end !== null ? ` in ${seconds(a.end - a.start)}` : ` for ${seconds(now - a.start)}`;
+      return `attempt ${a.number}: ${a.status}${took}${a.error ? ` (${a.error.message || ""})` : ""}`;
+    }
+
+    function drawTimeline() {
+      timelineFrame = null;
+      const box = document.getElementById("timeline");
+      const rowsFound = timelineRows();
+      const spans = new Map(rowsFound.filter((r) => r.kind === "step").map((r) => [r.key, spansOf(r.step)]));
+      const starts = [...spans.values()].flat().map((a) => a.start);
+      const runStart = Date.parse(run.started_at);
+      if (!Number.isNaN(runStart)) starts.push(runStart);
+      const origin = starts.length ? starts.reduce((a, b) => Math.min(a, b)) : 0;
+      const now = Math.max(Date.now(), lastAt);
+      const ended = RUN_ENDED.has(run.status) && run.finished_at ? Date.parse(run.finished_at) : now;
+      const ends = [...spans.values()].flat().map((a) => a.end ?? now);
+      const span = ends.reduce((a, b) => Math.max(a, b), Math.max(ended, origin + 1)) - origin;
+      const position = (node, start, end) => {
+        node.style.left = `${(100 * (start - origin)) / span}%`;
+        node.style.width = `${Math.max((100 * ((end ?? now) - start)) / span, 0.3)}%`;
+        return node;
+      };
+      box.replaceChildren(...rowsFound.map((r) => {
+        const track = el("span", { class: "tl-track" });
+        let status, text;
+        if (r.kind === "iteration") {
+          const all = r.members.flatMap((m) => spans.get(m.key) || []);
+          const states = new Set(r.members.map((m) => m.status));
+          status = states.has("failed") ? "failed" : states.has("running") ? "running"
+            : [...states].every((s) => s === "completed" || s === "skipped") ? "completed" : "pending";
+          const label = labels.get(r.key);
+          text = el("span", {}, el("code", { text: r.key.slice(r.key.lastIndexOf("[")) }), " ",
+            el("span", { class: "tl-item", text: label ?? "" }));
+          if (all.length) {
+            const open = all.some((a) => a.end === null);
+            track.append(position(el("span", { class: "tl-bar iteration" }), all.reduce((m, a) => Math.min(m, a.start), Infinity),
+              open ? null : all.reduce((m, a) => Math.max(m, a.end), -Infinity)));
+          }
+        } else {
+          status = r.step.status;
+          text = el("code", { text: r.key.slice(r.step.parent ? (iterationOf(r.key, r.step.parent) || r.step.parent).length + 1 : 0) });
+          for (const a of spans.get(r.key)) {
+            track.append(position(el("span", { class: `tl-seg ${a.status}`, "data-attempt": a.number, "data-status": a.status,
+              title: attemptText(a, now) }), a.start, a.end));
+          }
+        }
+        const label = el("span", { class: "tl-label", title: r.key }, text);
+        label.style.paddingLeft = `${0.3 + 1.2 * r.depth}em`;
+        return el("div", { class: `tl-row ${r.kind}${r.key === selected ? " selected" : ""}`, "data-key": r.key,
+          "data-kind": r.kind, "data-status": status, tabindex: r.kind === "step" ? "0" : null,
+          role: r.kind === "step" ? "button" : null }, label, track);
+      }));
+      drawGallery();
+      showFacts();  // the worker, from the events read after the snapshot
+    }
+
+    function timelineSoon() {  // at most one drawing per 100 ms, however many events come (a long loop)
+      if (timelineFrame === null) timelineFrame = setTimeout(() => requestAnimationFrame(drawTimeline), 100);
+    }
+
+    function drawGallery() {
+      for (const step of steps.values()) for (const path of step.artifacts || []) if (PICTURE.test(path) && !pictures.has(path)) pictures.set(path, step.key);
+      if (pictures.size === picturesDrawn) return;
+      picturesDrawn = pictures.size;
+      document.getElementById("no-pictures").hidden = pictures.size > 0;
+      document.getElementById("gallery").replaceChildren(...[...pictures].map(([url, key]) => {
+        const name = decodeURIComponent(url.split("/").pop());
+        return el("figure", { "data-key": key },
+          el("a", { href: url, target: "_blank", rel: "noopener" }, el("img", { src: url, alt: `${name}, taken by ${key}`, loading: "lazy" })),
+          el("figcaption", {}, el("button", { type: "button", class: "link", "data-select": key, text: key }), ` ${name}`));
+      }));
+    }
+
+    // the step panel: what the API says of one step, read again as its events come
+
+    function select(key) {
+      selected = key;
+      history.replaceState(null, "", key ? `#step=${encodeURIComponent(key)}` : location.pathname + location.search);
+      for (const row of document.querySelectorAll("#timeline .tl-row.selected, #steps tr.selected")) row.classList.remove("selected");
+      if (!key) { document.getElementById("step-panel").hidden = true; return; }
+      for (const row of document.querySelectorAll(`#timeline .tl-row, #steps tr[data-key]`)) if (row.dataset.key === key) row.classList.add("selected");
+      loadPanel();
+    }
+
+    function selectFromAddress() {  // #step=<key>: a link to one step of the run
+      const wanted = /^#step=(.+)$/.exec(location.hash);
+      if (!wanted) return;
+      let key = wanted[1];
+      try { key = decodeURIComponent(key); } catch (_) { /* not percent-encoded: the key as written */ }
+      select(key);
+    }
+
+    function panelSoon() {
+      if (panelTimer === null) panelTimer = setTimeout(() => { panelTimer = null; loadPanel(); }, 200);
+    }
+
+    async function loadPanel() {
+      const key = selected;
+      if (!key) return;
+      const reply = await api("GET", `/api/runs/${runId}/steps/${encodeURIComponent(key)}`);
+      if (key !== selected) return;
+      const panel = document.getElementById("step-panel");
+      panel.hidden = false;
+      document.getElementById("panel-key").textContent = key;
+      if (!reply.ok) {
+        for (const id of ["panel-fields", "panel-inputs", "panel-outputs", "panel-attempts", "panel-log", "panel-shots"]) document.getElementById(id).replaceChildren();
+        document.getElementById("panel-error").textContent = problem(reply);
+        return;
+      }
+      showPanel(reply.data);
+      panel.dataset.key = key;
+      panel.dataset.seq = String(logged);
+    }
+
+    function showPanel(detail) {
+      const step = detail.step;
+      const shown = (value) => value && (typeof value !== "object" || Object.keys(value).length) ? json(value) : "none";
+      const badge = document.getElementById("panel-status");
+      badge.textContent = step.status; badge.className = `badge ${step.status}`;
+      document.getElementById("panel-error").textContent = step.error ? step.error.message || json(step.error) : step.reason || "";
+      document.getElementById("panel-action").textContent = step.action;
+      const took = step.duration_ms ?? null;
+      document.getElementById("panel-duration").textContent = took !== null ? `took ${seconds(took)}` : step.started_at ? "running" : "not started";
+      const typical = detail.typical_ms;
+      let against = "";
+      if (typical !== null && typical !== undefined) {
+        const ratio = took !== null && typical > 0 ? took / typical : null;
+        against = `typical ${seconds(typical)}` + (ratio === null ? "" : ratio >= 1.5 ? ` (${ratio.toFixed(1)}× slower)` : ratio <= 0.67 ? ` (${(1 / ratio).toFixed(1)}× faster)` : " (as usual)");
+      }
+      document.getElementById("panel-typical").textContent = against || "no typical duration yet";
+      document.getElementById("panel-fields").textContent = shown(detail.fields);
+      document.getElementById("panel-inputs").textContent = shown(step.inputs);
+      document.getElementById("panel-outputs").textContent = shown(step.outputs);
+      const attempts = detail.attempts || [];
+      document.getElementById("panel-attempts").replaceChildren(...attempts.map((a) => {
+        const start = Date.parse(a.started_at), end = a.ended_at ? Date.parse(a.ended_at) : null;
+        return el("li", { "data-attempt": a.number, "data-status": a.status, class: a.status },
+          attemptText({ ...a, start, end }, Math.max(Date.now(), lastAt)),
+          a.error ? el("pre", { class: "error-detail", text: json(a.error) }) : null);
+      }));
+      document.getElementById("panel-log").replaceChildren(...(detail.log || []).map((line) => el("li", { class: line.level || "" },
+        el("time", { datetime: line.at, text: line.at ? new Date(line.at).toLocaleTimeString() : "" }), " ", line.message || "")));
+      document.getElementById("panel-shots").replaceChildren(...(detail.screenshots || []).map((url) => {
+        const name = decodeURIComponent(url.split("/").pop());
+        return el("a", { href: url, target: "_blank", rel: "noopener" }, el("img", { class: "screenshot", src: url, alt: `${name}, taken by ${step.key}` }));
+      }));
+    }
+
+    document.getElementById("timeline").addEventListener("click", (event) => {
+      const row = event.target.closest(".tl-row[data-kind=step]");
+      if (row) select(row.dataset.key);
+    });
+    document.getElementById("timeline").addEventListener("keydown", (event) => {
+      const row = event.target.closest(".tl-row[data-kind=step]");
+      if (row && (event.key === "Enter" || event.key === " ")) { event.preventDefault(); select(row.dataset.key); }
+    });
+    tbody.addEventListener("click", (event) => {
+      if (event.target.closest("button, a, summary, details, input")) return;
+      const row = event.target.closest("tr[data-key]");
+      if (row) select(row.dataset.key);
+    });
+    document.getElementById("gallery").addEventListener("click", (event) => {
+      const key = event.target.dataset && event.target.dataset.select;
+      if (key) select(key);
+    });
+    document.getElementById("panel-close").addEventListener("click", () => select(null));
+
+    // the run's facts: worker, times, cost, trace
+
+    function costValue(name, value) {
+      if (typeof value !== "number") return typeof value === "string" ? value : json(value);
+      if (/_ms$/.test(name)) return seconds(value);
+      if (/bytes/.test(name)) {
+        const units = ["B", "KB", "MB", "GB"];
+        let n = value, unit = 0;
+        while (n >= 1024 && unit < units.length - 1) { n /= 1024; unit += 1; }
+        return `${unit ? n.toFixed(1) : n} ${units[unit]}`;
+      }
+      return String(value);
+    }
+
+    function showFacts() {
+      const facts = [];
+      const add = (name, value) => { if (value) facts.push(el("dt", { text: name }), el("dd", { "data-fact": name }, value)); };
+      add("worker", run.worker || lastWorker || "");
+      add("queued", moment(run.created_at));
+      add("started", moment(run.started_at));
+      add("ended", moment(run.finished_at));
+      if (run.started_at && run.finished_at) add("took", seconds(Date.parse(run.finished_at) - Date.parse(run.started_at)));
+      add("by", run.created_by || "");
+      const now = JSON.stringify([facts.map((f) => f.textContent), run.cost || null, run.trace || null]);
+      if (now === factsDrawn) return;
+      factsDrawn = now;
+      document.getElementById("run-facts").replaceChildren(...facts);
+      const cost = run.cost && typeof run.cost === "object" ? Object.entries(run.cost) : [];
+      document.getElementById("no-cost").hidden = cost.length > 0;
+      document.querySelector("#run-cost tbody").replaceChildren(...cost.map(([name, value]) =>
+        el("tr", { "data-cost": name }, el("th", { text: name.replace(/_/g, " ") }), el("td", { text: costValue(name, value) }))));
+      const trace = run.trace;
+      const box = document.getElementById("run-trace");
+      if (!trace) { box.replaceChildren(); return; }
+      const said = `Trace: ${trace.status || "?"}${trace.bytes ? `, ${costValue("bytes", trace.bytes)}` : ""}`;
+      box.replaceChildren(...[el("p", { "data-trace": trace.status || "" }, said,
+        trace.download ? " · " : null, trace.download ? el("a", { id: "trace-download", href: trace.download, download: "", text: "Download" }) : null,
+        trace.viewer && window.isSecureContext ? " · " : null,
+        trace.viewer && window.isSecureContext ? el("a", { id: "trace-viewer", href: trace.viewer, target: "_blank", rel: "noopener", text: "Open in trace viewer" }) : null),
+      trace.reason ? el("p", { class: "reason", id: "trace-reason", text: trace.reason }) : null].filter(Boolean));
     }
 
     // a person's answer -----------------------------------------------------------------------
@@ -544,8 +846,11 @@ const SOP = (() => {
     const ready = (async () => {
       await refresh();
       await catchUp();
+      selectFromAddress();  // the step shown before a reload, shown again
       document.body.dataset.ready = "true";
     })();
+    window.addEventListener("hashchange", selectFromAddress);
+    setInterval(() => { if (!RUN_ENDED.has(run.status)) timelineSoon(); }, 1000);  // running bars grow
     let connected = false;
     const socket = connect(async () => {
       if (connected) await refresh(); else await ready;  // after a lost connection: what changed meanwhile

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import ChainMap
 from collections.abc import Mapping
 from typing import Any
@@ -28,10 +29,13 @@ from ..loops import (
     iteration_prefix,
     repeat_items,
 )
+from ..masking import MASK
 from ..progress import instances_per_iteration
 from ..states import StepStatus
 from ..steps import Condition, If, Loop, Probe, Step, as_written
 from .outcome import RunFailed
+
+ITEM_LABEL_MAX = 80  # characters of a loop item told with its iteration's steps, for the page
 
 
 class Flow:
@@ -44,11 +48,12 @@ class Flow:
         return graph
 
     async def run_scope(
-        self, steps: list[Step], env: ChainMap[str, Any], prefix: str, parent: str | None
+        self, steps: list[Step], env: ChainMap[str, Any], prefix: str, parent: str | None, item: str | None = None
     ) -> dict[str, Any]:
-        """Run a list of sibling steps in dependency order; returns the outputs they produced."""
+        """Run a list of sibling steps in dependency order; returns the outputs they produced. `item`: the
+        label of the loop item they run for (an iteration's steps)."""
         graph = self.graph(steps)
-        status = await self._scope_status(steps, env, prefix, parent)
+        status = await self._scope_status(steps, env, prefix, parent, item)
         running: dict[asyncio.Task[StepStatus], str] = {}
         sequential = self.sop.max_parallel == 1
         try:
@@ -75,7 +80,7 @@ class Flow:
                 await asyncio.gather(*running, return_exceptions=True)
 
     async def _scope_status(
-        self, steps: list[Step], env: ChainMap[str, Any], prefix: str, parent: str | None
+        self, steps: list[Step], env: ChainMap[str, Any], prefix: str, parent: str | None, item: str | None = None
     ) -> dict[str, StepStatus]:
         """Adds rows for steps seen for the first time; steps an earlier execution finished give back
         their outputs."""
@@ -107,7 +112,10 @@ class Flow:
             status[step.id] = known
         if new_rows:
             keys = [r["key"] for r in new_rows]
-            await self.emit("steps.added", {"parent": parent, "keys": keys}, new_steps=new_rows, wait=False)
+            added: dict[str, Any] = {"parent": parent, "keys": keys}
+            if item is not None:
+                added["item"] = item
+            await self.emit("steps.added", added, new_steps=new_rows, wait=False)
         return status
 
     async def _block(self, graph: Graph, sid: str, prefix: str, status: Mapping[str, StepStatus]) -> StepStatus:
@@ -236,7 +244,8 @@ class Flow:
                         "asks for more (raise max_iterations if that is expected)"
                     )
                 body_env = env.new_child({loop.as_: item, "index": index}).new_child()
-                body = self.run_scope(loop.steps, body_env, iteration_prefix(key, index), key)
+                label = self._item_label(loop, item)
+                body = self.run_scope(loop.steps, body_env, iteration_prefix(key, index), key, label)
                 last = await self._nested(loop, key, body)
                 for name, var in loop.collect.items():
                     collected[name].append(last.get(var))
@@ -251,3 +260,11 @@ class Flow:
         env.maps[0].update(collected)
         await self._complete(key, {**collected, "iterations": index}, started, [])
         return StepStatus.COMPLETED
+
+    def _item_label(self, loop: Loop, item: Any) -> str:
+        """A short label of a loop item, masked: *** for an item computed from a secret, whatever its value."""
+        if loop.as_ in self.tainted:
+            return MASK
+        text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False, default=str)
+        label = self.mask(text)  # masked before it is cut, so no part of a secret is left unmatched
+        return label if len(label) <= ITEM_LABEL_MAX else label[: ITEM_LABEL_MAX - 1] + "…"

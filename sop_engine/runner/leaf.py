@@ -52,6 +52,13 @@ class Leaf:
     def _shown_inputs(self, variables: dict[str, Any]) -> dict[str, Any]:
         return self._shown(variables)
 
+    def _shown_fields(self, template: Any, fields: Any) -> Any:
+        """Rendered fields as they may be shown: a part whose template reads a tainted name as ***, whatever its
+        value (one too short to be masked by value too). Most steps read none: their fields as they are."""
+        if not self.tainted or not any(True for _ in secret_parts(template, fields, self.tainted)):
+            return fields
+        return _hidden_parts(template, fields, self.tainted)
+
     # secrets: derived ones, and where they show on a page ------------------------------------
 
     def hide(self, value: Any) -> None:
@@ -174,7 +181,9 @@ class Leaf:
         started: float,
         artifacts: list[str],
         checkpoint: dict[str, Any] | None = None,
+        fields: Any = None,
     ) -> None:
+        """`fields`: the step's rendered fields as they may be shown (_shown_fields), told in the event."""
         duration_ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
         real, outputs = outputs, self._shown(outputs)
         values: dict[str, Any] = {"status": "completed", "finished_at": utcnow(), "outputs": outputs}
@@ -184,19 +193,26 @@ class Leaf:
             values["artifacts"] = artifacts
         await self.commit_behind(
             "step.updated",
-            {"key": key, "status": "completed", "outputs": outputs, "duration_ms": duration_ms, "artifacts": artifacts},
+            {
+                "key": key,
+                "status": "completed",
+                "outputs": outputs,
+                "duration_ms": duration_ms,
+                "artifacts": artifacts,
+                "fields": fields,
+            },
             (key, values),
             checkpoint=checkpoint,
         )
 
-    async def _fail(self, step: Step, key: str, exc: StepError, artifacts: list[str]) -> StepStatus:
+    async def _fail(self, step: Step, key: str, exc: StepError, artifacts: list[str], fields: Any = None) -> StepStatus:
         """Records the failure, then applies on_error: fail ends the run, continue goes on, pause asks a person
         (who retries or skips the step: RETRY comes back as PENDING)."""
         exc = clean_error(exc)
         error = exc.as_dict()
         await self.emit(
             "step.updated",
-            {"key": key, "status": "failed", "error": error, "artifacts": artifacts},
+            {"key": key, "status": "failed", "error": error, "artifacts": artifacts, "fields": fields},
             step=(key, {"status": "failed", "finished_at": utcnow(), "error": error, "artifacts": artifacts}),
         )
         policy = step.on_error or self.sop.defaults.on_error
@@ -241,10 +257,12 @@ class Leaf:
                 step=(key, {"attempts": self.attempts[key]}),
             )
 
+        shown = None  # the rendered fields, as the step's events tell them
         try:
             template = step.templated()
             fields = await off_the_loop(template, lambda: render_fields(template, variables))
             self._learn_secrets(step, template, fields)
+            shown = self._shown_fields(template, fields)
             acting, fields = checked_fields(step, template, fields)
             self._remember_filled(step, fields)
             ctx.timeout = acting.timeout or self.sop.defaults.timeout
@@ -262,11 +280,14 @@ class Leaf:
             for name in self.tainted.intersection(outputs):
                 self.hide(outputs[name])
         except StepError as exc:
-            if uses_browser(step):
-                await self._failure_screenshot(ctx)
-            return await self._fail(step, key, exc, ctx.artifacts)
+            if uses_browser(step) and self.sop.screenshots != "off":
+                await self._screenshot(ctx, "failure.png")
+            return await self._fail(step, key, exc, ctx.artifacts, shown)
         env.maps[0].update(outputs)
-        await self._complete(key, outputs, started, ctx.artifacts, await self.browser.checkpoint(step, key))
+        if uses_browser(step) and self.sop.screenshots == "every-step":
+            await self._screenshot(ctx, "after.png")  # awaited: the next step cannot show a secret meanwhile
+        checkpoint = await self.browser.checkpoint(step, key)
+        await self._complete(key, outputs, started, ctx.artifacts, checkpoint, fields=shown)
         if uses_browser(step):
             self._want_frame(step, key)
         self._stepped()
@@ -282,17 +303,31 @@ class Leaf:
             self.hide(value)
         return DialogAnswer(accept=answer.accept, prompt=str(prompt))
 
-    async def _failure_screenshot(self, ctx: StepContext) -> None:
+    async def _screenshot(self, ctx: StepContext, name: str) -> None:
+        """A picture of the step's tab as it left it (after it failed; after each step with `screenshots:
+        every-step`), its secrets covered, kept as one of the step's files."""
         page = self.browser.current(ctx.tab)
         if page is None:
             return
         with contextlib.suppress(Exception):  # a screenshot is a courtesy; the step's own error is what matters
             mask = await ctx.secret_locators(page)
             picture = await page.screenshot(timeout=5000, mask=mask, mask_color=MASK_COLOR)
-            await ctx.save_artifact("failure.png", picture)
+            await ctx.save_artifact(name, picture)
 
     def _want_frame(self, step: Step, key: str) -> None:
         """A live frame after a browser step, taken beside the next steps (runner.frames)."""
         page = self.browser.current(step.tab)
         if page is not None:
             self.live.want(key, page, lambda: self.secret_locators(step.tab, page))
+
+
+def _hidden_parts(template: Any, rendered: Any, tainted: frozenset[str]) -> Any:
+    """`rendered` with each part whose template reads a tainted name (taint.secret_parts) replaced by ***."""
+    if isinstance(template, str):
+        return MASK if any(True for _ in secret_parts(template, rendered, tainted)) else rendered
+    if isinstance(template, dict) and isinstance(rendered, dict):
+        return {k: _hidden_parts(template.get(k), v, tainted) for k, v in rendered.items()}
+    if isinstance(template, list) and isinstance(rendered, list):
+        hidden = [_hidden_parts(t, v, tainted) for t, v in zip(template, rendered, strict=False)]
+        return hidden + rendered[len(template) :]
+    return rendered

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import uuid
 from typing import Any
 
@@ -19,6 +20,9 @@ from ..tables import (
     StepRunRow,
 )
 from .database import Database
+
+STEP_EVENTS_MAX = 10_000  # events read about one step instance (its log lines, mostly)
+TYPICAL_ROWS_MAX = 10_000  # step instances a typical duration is the median of
 
 
 class Runs(Database):
@@ -127,6 +131,37 @@ class Runs(Database):
             if started and finished:
                 totals.setdefault(step_id, []).append((finished - started).total_seconds())
         return {k: sum(v) / len(v) for k, v in totals.items()}
+
+    def step(self, run_id: str, key: str) -> StepRunRow | None:
+        with self.reading() as s:
+            query = select(StepRunRow).where(StepRunRow.run_id == run_id, StepRunRow.key == key)
+            return s.exec(query).first()
+
+    def step_events(self, run_id: str, key: str) -> list[RunEventRow]:
+        """The run's events about one step instance, in order: its starts and results, retries and log lines."""
+        about = RunEventRow.data["key"].as_string()  # type: ignore[index]
+        with self.reading() as s:
+            query = select(RunEventRow).where(
+                RunEventRow.run_id == run_id,
+                RunEventRow.type.in_(("step.updated", "step.retried", "log")),  # type: ignore[attr-defined]
+                about == key,
+            )
+            return list(s.exec(query.order_by(RunEventRow.seq).limit(STEP_EVENTS_MAX)))
+
+    def typical_duration(self, sop_id: str, step_id: str, runs: int = 50) -> float | None:
+        """Median milliseconds of the step's completed instances over the SOP's latest `runs` completed runs
+        (every version); None when it never completed."""
+        with self.reading() as s:
+            recent = select(RunRow.id).where(RunRow.sop_id == sop_id, RunRow.status == "completed")
+            recent = recent.order_by(RunRow.created_at.desc()).limit(runs)
+            query = select(StepRunRow.started_at, StepRunRow.finished_at).where(
+                StepRunRow.run_id.in_(recent),  # type: ignore[attr-defined]
+                StepRunRow.step_id == step_id,
+                StepRunRow.status == "completed",
+            )
+            rows = s.exec(query.limit(TYPICAL_ROWS_MAX)).all()
+        spans = [(finished - started).total_seconds() * 1000 for started, finished in rows if started and finished]
+        return round(statistics.median(spans), 1) if spans else None
 
     def checkpoint(self, run_id: str) -> CheckpointRow | None:
         with self.reading() as s:

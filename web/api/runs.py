@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import IO, Any, Literal
 from urllib.parse import quote
@@ -25,7 +26,7 @@ from ..responses import Json
 from ..state import state_of
 from .endpoints import Query, endpoint
 from .reading import body_model, json_body, model, query_int, query_text
-from .serialize import PRIORITIES, AuditOut, EventListOut, RunListOut, RunOut, Viewer, run_json
+from .serialize import PRIORITIES, AuditOut, EventListOut, RunListOut, RunOut, StepOut, Viewer, run_json, step_json
 
 KEY = r"[A-Za-z0-9_.\[\]-]{1,512}"
 log = logging.getLogger("sop_engine.web")
@@ -259,3 +260,76 @@ async def artifact(request: Request) -> Response:
             "Content-Security-Policy": "sandbox",  # nosniff is on every response (web/guard.py)
         },
     )
+
+
+# one step instance, for the run page's step panel ----------------------------------------------------
+
+STEP_ENDS = ("completed", "failed", "skipped", "blocked", "cancelled")
+
+
+class StepDetailOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    step: StepOut
+    attempts: list[dict[str, Any]]  # number, status, started_at, ended_at, error
+    log: list[dict[str, Any]]  # at, level, message
+    fields: Any = None  # its rendered fields, as its last result told them (secrets masked)
+    screenshots: list[str]  # every picture it took, of every attempt
+    typical_ms: float | None  # median duration of this step over the SOP's latest completed runs
+
+
+def step_attempts(events: list[Any]) -> list[dict[str, Any]]:
+    """Each attempt of a step instance, from its events: a start (step.updated running), a retry under its
+    policy (step.retried: the attempt failed, the next one starts after the wait) or its result."""
+    attempts: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for event in events:
+        data, at = event.data, event.at
+        if event.type == "step.updated" and data.get("status") == "running":
+            number = data.get("attempt") or len(attempts) + 1
+            current = {"number": number, "status": "running", "started_at": at.isoformat(), "ended_at": None}
+            current["error"] = None
+            attempts.append(current)
+        elif event.type == "step.retried" and current is not None:
+            current.update(status="failed", ended_at=at.isoformat(), error=data.get("error"))
+            again = at + timedelta(seconds=float(data.get("wait_s") or 0))
+            number = int(data.get("attempt") or current["number"]) + 1
+            current = {"number": number, "status": "running", "started_at": again.isoformat(), "ended_at": None}
+            current["error"] = None
+            attempts.append(current)
+        elif event.type == "step.updated" and data.get("status") in STEP_ENDS and current is not None:
+            current.update(status=data["status"], ended_at=at.isoformat(), error=data.get("error"))
+            current = None
+    return attempts
+
+
+def _step_detail(row: Any, events: list[Any]) -> dict[str, Any]:
+    """What the step's events say beyond its row: attempts, log lines, rendered fields, every picture."""
+    fields, pictures = None, {}
+    for event in events:
+        if event.type == "step.updated" and event.data.get("status") in ("completed", "failed"):
+            fields = event.data.get("fields", fields)
+            pictures.update(dict.fromkeys(event.data.get("artifacts") or ()))
+    pictures.update(dict.fromkeys(row.artifacts))
+    log = [
+        {"at": e.at.isoformat(), "level": e.data.get("level"), "message": e.data.get("message")}
+        for e in events
+        if e.type == "log"
+    ]
+    screenshots = [f"/api/artifacts/{p}" for p in pictures if PurePosixPath(str(p)).suffix.lower() in INLINE]
+    return {"attempts": step_attempts(events), "log": log, "fields": fields, "screenshots": screenshots}
+
+
+@endpoint("GET", "/runs/{run_id}/steps/{key}", "One step of a run: attempts, log, fields, pictures", StepDetailOut)
+async def get_step(request: Request) -> Response:
+    state = state_of(request)
+    run = await _run(request)
+    key = request.path_params["key"]
+    row = await state.db.step(run.id, key) if len(key) <= 512 else None
+    if row is None:
+        raise NotFound(f"no step {key} in run {run.id}")
+    viewer = Viewer(may_control(user_of(request), run.created_by), state.controls.reaches(run))
+    events = await state.db.step_events(run.id, key)
+    detail = {"step": step_json(row, run, viewer), **_step_detail(row, events)}
+    detail["typical_ms"] = await state.db.typical_duration(run.sop_id, row.step_id)
+    return Json(detail)
