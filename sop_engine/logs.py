@@ -91,5 +91,9 @@ def _describe(kind: str, fields: dict[str, Any], data: dict[str, Any]) -> str:
         return f"{subject} retried after attempt {fields.get('attempt')}"
     if kind == "run.restored":
         return "run restored from a checkpoint"
+    if kind == "run.created":
+        return f"run created ({fields.get('status')})"
+    if "status" not in fields:
+        return kind
     action = f" ({fields['action']})" if "action" in fields else ""
-    return f"{subject} {fields.get('status', kind)}{action}"
+    return f"{subject} {fields['status']}{action}"
