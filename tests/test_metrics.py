@@ -233,6 +233,27 @@ def test_a_worker_serves_its_own_metrics(tmp_path, gate: Gate, site: str):
         server.stop()
 
 
-def _counted(url: str, sop_id: str) -> Samples | None:
-    found = scrape(url, token=None)
+def _counted(url: str, sop_id: str, token: str | None = None) -> Samples | None:
+    found = scrape(url, token)
     return found if value(found, "sop_runs_total", sop_id=sop_id, status="completed") == 1 else None
+
+
+def test_a_run_whose_worker_died_counts_as_a_recovery(tmp_path, gate: Gate):
+    first = ServerProcess(tmp_path / "data", concurrency=1).start()
+    try:
+        with first.client() as api:
+            sop_id = post_sop(api, HELD)
+            run_id = start_run(api, sop_id, {"url": gate.url})
+            assert gate.called.wait(60)
+    finally:
+        first.stop(kill=True)  # the run stays `running`, held by a dead process
+    second = ServerProcess(tmp_path / "data", concurrency=1).start()  # takes it back from the queue, at start
+    try:
+        with second.client() as api:
+            wait_run(api, run_id, "completed")
+        found = wait_for(lambda: _counted(second.url + "/metrics", sop_id, TOKEN))
+        assert value(found, "sop_recoveries_total", kind="worker") == 1
+        assert value(found, "sop_recoveries_total", kind="browser") == 0
+        assert value(found, "sop_queue_wait_seconds_count") == 0  # it had started before: no queue wait
+    finally:
+        second.stop()
