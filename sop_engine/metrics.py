@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -131,11 +130,7 @@ def claimed(run: RunRow) -> None:
         _recording.claimed(run)
 
 
-@dataclass
-class _Steps:
-    """A run's steps in flight: key -> (action, when its start was committed)."""
-
-    running: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+Running = dict[str, tuple[str, datetime]]  # a run's steps in flight: key -> (action, when its start was committed)
 
 
 class RunMetrics:
@@ -146,7 +141,7 @@ class RunMetrics:
     def __init__(self, metrics: Recording, store: Store | None = None) -> None:
         self.m = metrics
         self.store = store
-        self.runs: OrderedDict[str, _Steps] = OrderedDict()
+        self.runs: OrderedDict[str, Running] = OrderedDict()
         self._lookups: set[asyncio.Future[None]] = set()
 
     async def emit(self, event: Event) -> None:
@@ -173,13 +168,13 @@ class RunMetrics:
         if status == "running":
             steps = self.runs.get(event.run_id)
             if steps is None:
-                steps = self.runs[event.run_id] = _Steps()
+                steps = self.runs[event.run_id] = {}
                 if len(self.runs) > MAX_RUNS:
                     self.runs.popitem(last=False)
-            steps.running[key] = (event.data.get("action") or UNKNOWN, event.at)
+            steps[key] = (event.data.get("action") or UNKNOWN, event.at)
             return
         steps = self.runs.get(event.run_id)
-        started = steps.running.pop(key, None) if steps is not None else None
+        started = steps.pop(key, None) if steps is not None else None
         if status not in ("completed", "failed"):
             return
         took = event.data.get("duration_ms")
@@ -193,7 +188,7 @@ class RunMetrics:
 
     def _action(self, run_id: str, key: str | None) -> str:
         steps = self.runs.get(run_id)
-        started = steps.running.get(key) if steps is not None and key is not None else None
+        started = steps.get(key) if steps is not None and key is not None else None
         return started[0] if started else UNKNOWN
 
     def _run(self, event: Event, status: str | None) -> None:

@@ -257,3 +257,37 @@ def test_a_run_whose_worker_died_counts_as_a_recovery(tmp_path, gate: Gate):
         assert value(found, "sop_queue_wait_seconds_count") == 0  # it had started before: no queue wait
     finally:
         second.stop()
+
+
+async def test_odd_events_are_counted_as_far_as_they_go_and_never_raise():
+    from prometheus_client import generate_latest
+
+    from sop_engine.events import Event
+    from sop_engine.metrics import Recording, RunMetrics
+
+    recording = Recording()  # a registry of its own, not the process's
+    sink = RunMetrics(recording)  # no store: a run of unknown SOP is counted as such
+    odd = [
+        ("step.updated", {"key": "x", "status": "completed", "duration_ms": 20}),  # its start was never seen
+        ("step.retried", {"key": "y", "attempt": 1}),
+        ("step.updated", {"key": ["not", "a", "key"], "status": "running"}),
+        ("step.updated", {"status": "failed"}),
+        ("run.updated", {"status": "failed"}),
+        ("run.updated", {"status": "queued", "reason": "recovered: its worker w:1 stopped"}),
+        ("run.updated", {"status": "running", "worker": "w:2", "taken_over_from": "w:1", "forced": False}),
+        ("run.restored", {"before": "b"}),
+        ("something.new", {"status": 3}),
+    ]
+    for seq, (kind, data) in enumerate(odd, 1):
+        await sink.emit(Event("r", seq, kind, data))
+    text = generate_latest(recording.registry).decode()
+    found = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert value(found, "sop_step_duration_seconds_count", action="unknown", status="completed") == 1
+    assert value(found, "sop_step_retries_total", action="unknown") == 1
+    assert value(found, "sop_runs_total", sop_id="unknown", status="failed") == 1
+    for kind in ("worker", "takeover", "browser"):
+        assert value(found, "sop_recoveries_total", kind=kind) == 1
