@@ -291,3 +291,20 @@ async def test_odd_events_are_counted_as_far_as_they_go_and_never_raise():
     assert value(found, "sop_runs_total", sop_id="unknown", status="failed") == 1
     for kind in ("worker", "takeover", "browser"):
         assert value(found, "sop_recoveries_total", kind=kind) == 1
+
+
+def test_a_taken_metrics_port_is_refused_before_anything_starts(tmp_path):
+    import os
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "SOP_DATA_DIR": str(tmp_path / "data"), "SOP_METRICS_PORT": str(port)}
+        for command in (["serve", "--port", str(free_port())], ["worker", "--metrics-port", str(port)]):
+            done = subprocess.run(
+                [sys.executable, "-m", "web", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 2, (command, done.stdout, done.stderr)
+            assert f"cannot serve the metrics on 127.0.0.1:{port}" in done.stderr

@@ -73,7 +73,7 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         policy = NetworkPolicy.for_server(own, base_url=config.local_url)
         runner = Runner(store, browser, [feed, *metrics.observe(store), *event_sinks()], frames=feed, policy=policy)
         pool = WorkerPool(store, runner, config.concurrency)
-        stop_metrics = metrics.watch(pool, config.host, options.metrics_port)
+        metrics.watch(pool)
         db = AsyncStore(store)
         controls = Controls(db, pool)
         relay = ControlRelay.attach(controls, options.redis_url)  # None without Redis
@@ -90,7 +90,6 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
                 await relay.stop()
             await feed.stop()
             await browser.close()
-            stop_metrics()
             store.close()
 
     routes: list[Any] = [Mount("/api", routes=api.routes()), *pages.routes, *health.routes, *metrics.routes(options)]

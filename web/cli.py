@@ -47,6 +47,9 @@ def serve(
     from .config import ServerConfig
 
     config = ServerConfig(host=host, port=port, concurrency=concurrency, headed=headed)
+    metrics_port = settings.current().metrics_port
+    if metrics_port is not None:  # refused now, like a taken --port, rather than once the app starts
+        _expose_metrics(host, metrics_port)
     tokens = Tokens()
     with _store() as store:
         created = tokens.startup(store, renew=new_token)  # the app's lifespan attaches its own store
@@ -92,7 +95,8 @@ def worker(
     base_url = checked_base_url(base_url)
     with _store():  # refuses here, with its reason, what the worker could not open
         pass
-    asyncio.run(work(concurrency, base_url, headed, (metrics_host, metrics_port) if metrics_port else None))
+    metered = metrics_port is not None and _expose_metrics(metrics_host, metrics_port)
+    asyncio.run(work(concurrency, base_url, headed, metered))
 
 
 @db_app.command("upgrade")
@@ -154,6 +158,17 @@ def token_list() -> None:
         cells = (info.name, info.role, _when(info.created_at), info.created_by or "", _when(info.last_used_at))
         table.add_row(*(Text(cell) for cell in (*cells, _when(info.revoked_at))))
     out.print(table)
+
+
+def _expose_metrics(host: str, port: int) -> bool:
+    """Metrics on their own port (no token), or a refusal before anything starts; False with SOP_METRICS=off."""
+    from .metrics import expose
+
+    try:
+        return expose(host, port) is not None
+    except OSError as exc:
+        err.print(f"[red]cannot serve the metrics on {_escape(host)}:{port}: {_escape(exc.strerror or str(exc))}[/]")
+        raise typer.Exit(EXIT_INVALID) from None
 
 
 @contextlib.contextmanager

@@ -82,25 +82,27 @@ def observe(store: Store) -> list[EventSink]:
     return [metrics.RunMetrics(recording, store)]
 
 
-def watch(pool: WorkerPool, host: str, port: int | None) -> Callable[[], None]:
-    """The pool's slots and runs in flight, read at each scrape; with `port`, the metrics served there (in a
-    thread of prometheus_client, without a token). Returns what stops that server."""
+def watch(pool: WorkerPool) -> None:
+    """The pool's slots and runs in flight, read at each scrape."""
     recording = metrics.recording()
     if recording is None:
-        return lambda: None
+        return
     recording.slots.set_function(lambda: pool.concurrency)
     recording.slots_used.set_function(lambda: len(pool.live))
     # a run waiting for a person holds its slot but is not executing
     recording.in_flight.set_function(lambda: sum(live.control.waiting is None for live in list(pool.live.values())))
-    if port is None:
-        return lambda: None
+
+
+def expose(host: str, port: int) -> Callable[[], None] | None:
+    """Serves this process's metrics on `port`, without a token, from a thread of prometheus_client, and
+    starts recording them; None with SOP_METRICS=off. Raises OSError when the port cannot be had. Returns
+    what stops that server."""
+    recording = metrics.start()
+    if recording is None:
+        return None
     from prometheus_client import start_http_server
 
-    try:
-        server, thread = start_http_server(port, addr=host, registry=recording.registry)
-    except OSError as exc:
-        raise SystemExit(f"cannot serve the metrics on {host}:{port}: {exc.strerror or exc}") from None
-    log.info("metrics at http://%s:%d/metrics", host, port)
+    server, thread = start_http_server(port, addr=host, registry=recording.registry)
 
     def stop() -> None:
         server.shutdown()

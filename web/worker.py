@@ -23,23 +23,21 @@ from .workers import WorkerPool
 log = logging.getLogger("sop_engine.web.worker")
 
 
-async def work(
-    concurrency: int, base_url: str | None, headed: bool = False, metrics_at: tuple[str, int] | None = None
-) -> None:
+async def work(concurrency: int, base_url: str | None, headed: bool = False, metered: bool = False) -> None:
     """Until SIGTERM or SIGINT. `base_url`: the server's address, where runs' relative URLs go (its own
-    origin stays closed to them but for the demo pages, as in the server). `metrics_at`: (host, port) where
-    its metrics are served; None: it records none."""
+    origin stays closed to them but for the demo pages, as in the server). `metered`: it records metrics
+    (served on its --metrics-port: web.metrics.expose)."""
     options = settings.current()
     store = Store()
     browser = BrowserHost(headed=headed, extra_args=list(options.browser_args))
     own = dict.fromkeys([base_url, options.public_origin])
     policy = NetworkPolicy.for_server(own, base_url=base_url or options.public_origin)
     feed = feed_for_worker(store)  # with SOP_REDIS_URL: its runs' events reach every server's clients
-    measured = metrics.observe(store) if metrics_at else []
+    measured = metrics.observe(store) if metered else []
     sinks = [*([feed] if feed else []), *measured, *event_sinks()]
     runner = Runner(store, browser, sinks, frames=feed, policy=policy)
     pool = WorkerPool(store, runner, concurrency)
-    stop_metrics = metrics.watch(pool, *metrics_at) if metrics_at else None
+    metrics.watch(pool)
     relay = relay_for_worker(store, pool)  # with SOP_REDIS_URL: controls asked of any server reach its runs
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -56,8 +54,6 @@ async def work(
         log.warning("worker %s: draining", pool.name)
         await pool.drain(options.drain_seconds)
     finally:
-        if stop_metrics is not None:
-            stop_metrics()
         if relay is not None:
             await relay.stop()
         if feed is not None:
