@@ -9,7 +9,7 @@ from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
 
-from . import settings
+from . import metrics, settings
 
 _ON_PATH = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 QUIET_FLAGS = (
@@ -86,7 +86,11 @@ class BrowserHost:
         if self._browser is None or not self._browser.is_connected():
             await self.start()  # first use, or the browser crashed: (re)launch it
         assert self._browser is not None
-        return await self._browser.new_context(**options)
+        context = await self._browser.new_context(**options)
+        recording = metrics.recording()
+        if recording is not None:  # sop_browser_contexts, until the context closes
+            recording.context_opened(context)
+        return context
 
     async def close(self) -> None:
         if self._browser is not None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from . import logs
 from .arguments import checked_base_url, column_mapping, from_file, given_inputs, load_file, read_rows, refused
 from .browser import BrowserHost, BrowserNotFound
 from .console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, err, errors_as_json, out, print_batch_summary, refuse
@@ -26,6 +27,13 @@ __all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_OK", "app", "err", "main", "out"
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Run browser SOPs step by step."
 )
+
+
+@app.callback()
+def _logging() -> None:
+    # every command (serve and worker too): with SOP_LOG_FORMAT=json, the log is one JSON object a line
+    logs.configure()
+
 
 BASE_URL_HELP = "Where URLs that start with / go, e.g. http://127.0.0.1:8765 for /demo/todo.html (`sop-engine demo`)."
 FORCE_HELP = "With --resume: take runs over from a process that holds them and looks alive (hung)."

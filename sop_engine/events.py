@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import tenacity
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from . import settings
+from . import metrics, settings
 from .states import ClaimLost
 
 if TYPE_CHECKING:
@@ -127,6 +128,8 @@ class Journal:
         self._order = asyncio.Lock()
         self._last_write: asyncio.Future[None] | None = None  # a commit whose flush was cancelled: it goes on
         self._unavailable: StoreUnavailable | ClaimLost | None = None
+        recording = metrics.recording()
+        self._timed = recording.writes if recording is not None else None  # sop_event_write_seconds
 
     async def write(self, change: Change, wait: bool = True) -> None:
         self.queued.append(change)
@@ -170,6 +173,7 @@ class Journal:
                 raise
 
     async def _commit(self, changes: list[Change]) -> None:
+        started = time.perf_counter()
         try:
             events = await call_store(
                 self.store.record_many, self.run_id, changes, self.holder, what=f"a write of run {self.run_id}"
@@ -182,6 +186,8 @@ class Journal:
             if isinstance(exc, StoreUnavailable):
                 self._unavailable = exc
             raise
+        if self._timed is not None:
+            self._timed.observe(time.perf_counter() - started)
         for event in events:
             for sink in self.sinks:
                 await sink.emit(event)

@@ -26,6 +26,7 @@ from .console import (
     show_batch_progress,
 )
 from .liveness import worker_name
+from .logs import event_sinks
 from .states import RunStatus
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ async def _execute(
     and checked, and the database opened, while it does (in threads): a run starts sooner. A document that
     needs no browser starts none; one that the first look missed starts it once read. An invalid document
     ends it all with exit code 2."""
-    sinks = [ConsoleProgress()] if progress else []
+    sinks = [*event_sinks(), *([ConsoleProgress()] if progress else [])]
     launching: asyncio.Future[Any] | None = None
     if isinstance(load, FileLoader) and load.looks_like_browser():
         launching = asyncio.ensure_future(browser.start())
@@ -196,7 +197,7 @@ async def run_batch(
 
     store = Store()
     async with browser:
-        batches = Batches(cli_runner(Runner, store, browser, [], strict, base_url))
+        batches = Batches(cli_runner(Runner, store, browser, event_sinks(), strict, base_url))
         if new is None:
             assert batch_id is not None
             if store.batch(batch_id) is None:

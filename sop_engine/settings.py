@@ -85,6 +85,7 @@ class Settings:
     artifacts_options: dict[str, Any] = field(repr=False, compare=False)
     trace: str = "off"  # SOP_TRACE: a run's Playwright trace when its document does not say: off, on, on-failure
     log_format: str = "text"  # SOP_LOG_FORMAT: text (for people) or json (one object per line)
+    metrics: bool = True  # SOP_METRICS: off records no metrics in the server and workers (on by default)
     metrics_port: int | None = None  # SOP_METRICS_PORT: /metrics on its own port (no token) instead of beside the API
     # OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; None: no spans are exported
     otlp_endpoint: str | None = None
@@ -126,6 +127,7 @@ def current() -> Settings:
         redis_url=_redis_url("SOP_REDIS_URL"),
         trace=_choice("SOP_TRACE", "off", ("off", "on", "on-failure")),
         log_format=_choice("SOP_LOG_FORMAT", "text", ("text", "json")),
+        metrics=_choice("SOP_METRICS", "on", ("on", "off")) == "on",
         metrics_port=_int("SOP_METRICS_PORT", 0) or None,
         otlp_endpoint=(env("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip() or None,
     )

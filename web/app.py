@@ -18,11 +18,12 @@ from sop_engine import settings
 from sop_engine.batch import Batches
 from sop_engine.browser import BrowserHost
 from sop_engine.document import DocumentError, load_sop_file
+from sop_engine.logs import event_sinks
 from sop_engine.policy import NetworkPolicy
 from sop_engine.runner import Runner
 from sop_engine.store import Store
 
-from . import api, errors, health, pages
+from . import api, errors, health, metrics, pages
 from .auth import Tokens
 from .config import ServerConfig, asset_dir, vendor_dir
 from .controls import Controls
@@ -70,8 +71,9 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         feed = LiveFeed(sio, store, tokens, options.redis_url)
         own = dict.fromkeys([config.base_url, config.local_url, options.public_origin])  # in order, once each
         policy = NetworkPolicy.for_server(own, base_url=config.local_url)
-        runner = Runner(store, browser, [feed], frames=feed, policy=policy)
+        runner = Runner(store, browser, [feed, *metrics.observe(store), *event_sinks()], frames=feed, policy=policy)
         pool = WorkerPool(store, runner, config.concurrency)
+        metrics.watch(pool)
         db = AsyncStore(store)
         controls = Controls(db, pool)
         relay = ControlRelay.attach(controls, options.redis_url)  # None without Redis
@@ -90,7 +92,7 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
             await browser.close()
             store.close()
 
-    routes: list[Any] = [Mount("/api", routes=api.routes()), *pages.routes, *health.routes]
+    routes: list[Any] = [Mount("/api", routes=api.routes()), *pages.routes, *health.routes, *metrics.routes(options)]
     routes.append(Mount("/static", app=StaticFiles(directory=asset_dir("static")), name="static"))
     vendor = vendor_dir()
     if vendor is not None:

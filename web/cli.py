@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sop_engine import settings
 from sop_engine.cli import EXIT_FAILED, EXIT_INVALID, app, err, out
 
 from .roles import Role
@@ -46,6 +47,9 @@ def serve(
     from .config import ServerConfig
 
     config = ServerConfig(host=host, port=port, concurrency=concurrency, headed=headed)
+    metrics_port = settings.current().metrics_port
+    if metrics_port is not None:  # refused now, like a taken --port, rather than once the app starts
+        _expose_metrics(host, metrics_port)
     tokens = Tokens()
     with _store() as store:
         created = tokens.startup(store, renew=new_token)  # the app's lifespan attaches its own store
@@ -59,7 +63,9 @@ def serve(
         out.print(f"SOP engine at [bold]{config.base_url}[/]", markup=True)
         where = f", or the one in {token_file()}" if token_file().exists() else ""
         out.print(f"[dim]sign in with a token (sop-engine token add NAME --role admin{where})[/]")
-    uvicorn.run(application, host=host, port=port, log_level="warning", lifespan="on")
+    # with SOP_LOG_FORMAT=json, uvicorn's own lines go through the root logger's JSON lines too
+    logged = {"log_config": None} if settings.current().log_format == "json" else {}
+    uvicorn.run(application, host=host, port=port, log_level="warning", lifespan="on", **logged)
 
 
 @app.command()
@@ -69,21 +75,28 @@ def worker(
         str | None, typer.Option(help="The server's address: runs' relative URLs (/demo/…) go there.")
     ] = None,
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Serve this worker's Prometheus metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address the metrics port listens on.")] = "127.0.0.1",
 ) -> None:
     """Execute queued runs, with no HTTP server: as many worker processes as you like, on any host that
     reaches the database (on PostgreSQL, with the servers' SOP_SECRET_KEY). Drains on SIGTERM."""
     import asyncio
     import logging
 
+    from sop_engine.logs import TEXT
+
     from .worker import work
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=TEXT)  # SOP_LOG_FORMAT=json: the JSON lines stay
     from sop_engine.arguments import checked_base_url
 
     base_url = checked_base_url(base_url)
     with _store():  # refuses here, with its reason, what the worker could not open
         pass
-    asyncio.run(work(concurrency, base_url, headed))
+    metered = metrics_port is not None and _expose_metrics(metrics_host, metrics_port)
+    asyncio.run(work(concurrency, base_url, headed, metered))
 
 
 @db_app.command("upgrade")
@@ -145,6 +158,17 @@ def token_list() -> None:
         cells = (info.name, info.role, _when(info.created_at), info.created_by or "", _when(info.last_used_at))
         table.add_row(*(Text(cell) for cell in (*cells, _when(info.revoked_at))))
     out.print(table)
+
+
+def _expose_metrics(host: str, port: int) -> bool:
+    """Metrics on their own port (no token), or a refusal before anything starts; False with SOP_METRICS=off."""
+    from .metrics import expose
+
+    try:
+        return expose(host, port) is not None
+    except OSError as exc:
+        err.print(f"[red]cannot serve the metrics on {_escape(host)}:{port}: {_escape(exc.strerror or str(exc))}[/]")
+        raise typer.Exit(EXIT_INVALID) from None
 
 
 @contextlib.contextmanager

@@ -158,7 +158,7 @@ class Guard:
         except DBAPIError:
             return 503, "the database is unavailable for now: try again shortly"
         if user is None:
-            if path.startswith("/api/"):
+            if path.startswith("/api/") or path == "/metrics":  # a program: no sign-in page for it
                 return 401, "unauthorized: send Authorization: Bearer <token>"
             return 303, "/login"
         if unsafe and from_cookie:

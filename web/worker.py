@@ -10,10 +10,12 @@ import signal
 
 from sop_engine import settings
 from sop_engine.browser import BrowserHost
+from sop_engine.logs import event_sinks
 from sop_engine.policy import NetworkPolicy
 from sop_engine.runner import Runner
 from sop_engine.store import Store
 
+from . import metrics
 from .feed import feed_for_worker
 from .relay import relay_for_worker
 from .workers import WorkerPool
@@ -21,17 +23,21 @@ from .workers import WorkerPool
 log = logging.getLogger("sop_engine.web.worker")
 
 
-async def work(concurrency: int, base_url: str | None, headed: bool = False) -> None:
+async def work(concurrency: int, base_url: str | None, headed: bool = False, metered: bool = False) -> None:
     """Until SIGTERM or SIGINT. `base_url`: the server's address, where runs' relative URLs go (its own
-    origin stays closed to them but for the demo pages, as in the server)."""
+    origin stays closed to them but for the demo pages, as in the server). `metered`: it records metrics
+    (served on its --metrics-port: web.metrics.expose)."""
     options = settings.current()
     store = Store()
     browser = BrowserHost(headed=headed, extra_args=list(options.browser_args))
     own = dict.fromkeys([base_url, options.public_origin])
     policy = NetworkPolicy.for_server(own, base_url=base_url or options.public_origin)
     feed = feed_for_worker(store)  # with SOP_REDIS_URL: its runs' events reach every server's clients
-    runner = Runner(store, browser, [feed] if feed else [], frames=feed, policy=policy)
+    measured = metrics.observe(store) if metered else []
+    sinks = [*([feed] if feed else []), *measured, *event_sinks()]
+    runner = Runner(store, browser, sinks, frames=feed, policy=policy)
     pool = WorkerPool(store, runner, concurrency)
+    metrics.watch(pool)
     relay = relay_for_worker(store, pool)  # with SOP_REDIS_URL: controls asked of any server reach its runs
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

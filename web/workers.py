@@ -14,6 +14,7 @@ from sop_engine.control import RunControl
 from sop_engine.document import LoadedSop, load_sop
 from sop_engine.events import utcnow
 from sop_engine.liveness import STALE, orphaned, worker_name
+from sop_engine.metrics import claimed
 from sop_engine.runner import Runner, StoreUnavailable
 from sop_engine.states import RUN_TERMINAL, TransitionError
 from sop_engine.store import Store
@@ -212,6 +213,7 @@ class WorkerPool:
                 log.exception("worker %d: run %s ended with an error", number, claim.run.id)
 
     def _register(self, run: Any) -> LiveRun:
+        claimed(run)  # metrics: the run's SOP, and how long it waited in the queue
         live = self.live[run.id] = LiveRun(run.id, RunControl(breakpoints=set(run.breakpoints or [])))
         return live
 

@@ -134,3 +134,13 @@ class Queue(Journal):
         """Runs some worker says it is executing."""
         with self.reading() as s:
             return list(s.exec(select(RunRow).where(RunRow.status == "running")))
+
+    def queue_by_priority(self) -> list[tuple[int, int, datetime]]:
+        """The queue, by priority: (priority, queued runs, the oldest one's creation), on the status index."""
+        query = (
+            select(RunRow.priority, func.count(), func.min(RunRow.created_at))
+            .where(RunRow.status == "queued")
+            .group_by(RunRow.priority)
+        )
+        with self.reading() as s:
+            return [(priority, count, oldest) for priority, count, oldest in s.exec(query)]  # type: ignore[call-overload]
