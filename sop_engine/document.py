@@ -88,6 +88,8 @@ class Sop(BaseModel):
     max_parallel: int = Field(1, ge=1, le=64)
     egress: Egress = Egress()
     browser: BrowserOptions | None = None  # how the run's browser context is made
+    # a Playwright trace of the run's browser context; unset: the server's SOP_TRACE (the CLI's --trace wins over both)
+    trace: Literal["off", "on", "on-failure"] | None = None
     steps: list[Any] = Field(min_length=1)
 
     @property
