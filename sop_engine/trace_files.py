@@ -80,8 +80,12 @@ def keep_trace(store: Artifacts, run_id: str, raw: Path, mask: Masker) -> dict[s
             return dropped(str(exc))
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             return dropped(f"the trace Playwright wrote could not be read: {type(exc).__name__}")
-        store.keep(run_id, TRACE_NAME, target)
-        return {"status": "saved", "bytes": target.stat().st_size, **report}
+        size = target.stat().st_size
+        try:
+            store.keep(run_id, TRACE_NAME, target)
+        except Exception as exc:  # the store (a shared folder, S3), not the trace; its message may say too much
+            return dropped(f"the artifact store did not take the trace: {type(exc).__name__}")
+        return {"status": "saved", "bytes": size, **report}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(raw.parent, ignore_errors=True)
