@@ -281,3 +281,60 @@ async def test_the_command_line_wins_over_the_document_and_the_document_over_the
     overridden = await run_document(store, browser_host, document(echo, trace="off", fail=False), trace="on")
     assert store.run(overridden.run_id).trace["status"] == "saved"  # as --trace on does
     assert trace_file(data_dir, overridden.run_id).exists()
+
+
+# in the server: the API, and Playwright's trace viewer in real Chromium --------------------------
+
+HUMAN = """
+sop: 1
+id: SOP_ID
+trace: on-failure
+steps:
+  - {id: open, action: navigate, url: "/demo/secret-box.html"}
+  - id: ask
+    action: input
+    message: The code from the letter
+    fields:
+      code: {type: string, secret: true}
+  - {id: type, action: fill, selector: "#field", value: "{{ code }}", inputs: [code]}
+  - {id: show, action: click, selector: "#show"}
+  - {id: check, action: assert, selector: "#box", text: "something else", timeout: 200ms}
+"""
+CODE = "Letter-Code 7/é"  # learnt as the run goes: a person types it into the input step's secret field
+
+
+async def test_the_server_serves_the_trace_and_the_viewer_shows_its_actions(api, server, browser_host, tmp_path):
+    run_id = start_run(api, post_sop(api, HUMAN))
+    wait_run(api, run_id, "paused")
+    assert api.get(f"/api/runs/{run_id}/trace").status_code == 404  # none yet
+    reply = api.post(f"/api/runs/{run_id}/steps/ask/submit", json={"values": {"code": CODE}})
+    assert reply.status_code == 200, reply.text
+    run = wait_run(api, run_id, "failed")
+    trace = run["trace"]
+    assert trace["status"] == "saved" and trace["download"] == f"/api/runs/{run_id}/trace", trace
+    assert trace["viewer"] == f"/trace-viewer/index.html?trace=%2Fapi%2Fruns%2F{run_id}%2Ftrace"
+    download = api.get(trace["download"])
+    assert download.status_code == 200 and download.headers["content-type"] == "application/zip"
+    assert int(download.headers["content-length"]) == trace["bytes"]
+    path = tmp_path / "trace.zip"
+    path.write_bytes(download.content)
+    assert found_in(path, [CODE]) == []
+    assert {"goto", "fill", "click"} <= {event["method"] for event in actions(path)}
+    assert api.get("/api/runs/nope/trace").status_code == 404
+
+    context = await browser_host.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = await context.new_page()
+        await sign_in(page, server.url)
+        await page.goto(server.url + trace["viewer"])
+        listed = page.locator(".action-title")
+        await expect(listed.first).to_be_visible(timeout=20000)
+        titles = [title.split("\n")[0] for title in await listed.all_inner_texts()]
+        assert {"Navigate", 'Fill "***"', "Click"} <= set(titles), titles
+        await listed.filter(has_text="Click").first.click()
+        snapshot = page.frame_locator("iframe.snapshot-visible")  # time travel: the page's DOM at the click
+        await expect(snapshot.locator("#field")).to_have_value("***")
+        await expect(snapshot.locator("#show")).to_have_text("Show")
+        assert CODE not in await page.content()
+    finally:
+        await context.close()

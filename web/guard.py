@@ -19,9 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .auth import Tokens, token_of
 from .errors import RETRY_AFTER, TooLarge
 
-# /trace-viewer/ is Playwright's static trace viewer (its code only: a trace is fetched from /api with the cookie);
-# its service worker's script is fetched without asking who is signed in
-OPEN = ("/static/", "/demo/", "/trace-viewer/", "/login", "/favicon.ico", "/healthz")
+OPEN = ("/static/", "/demo/", "/login", "/favicon.ico", "/healthz")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON = ("application/json",)
 # what a cookie-signed request may send, by route: what the page itself sends there
@@ -36,10 +34,8 @@ HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),  # no-referrer would make form posts say Origin: null,
 ]
-# the demo pages frame each other (an embedded editor, two frames deep), and the trace viewer frames its DOM
-# snapshots (from its service worker, or its own snapshot.html); nothing else of the server is framed
+# the demo pages frame each other (an embedded editor, two frames deep); nothing else of the server is framed
 DEMO_HEADERS = [(b"x-frame-options", b"SAMEORIGIN") if name == b"x-frame-options" else (name, v) for name, v in HEADERS]
-FRAMED = ("/demo/", "/trace-viewer/")
 
 
 def origin_of(url: str) -> str | None:
@@ -106,7 +102,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
 
-        added = DEMO_HEADERS if scope["path"].startswith(FRAMED) else HEADERS
+        added = DEMO_HEADERS if scope["path"].startswith("/demo/") else HEADERS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
