@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import gzip
 import html
 import io
@@ -130,9 +131,10 @@ def _decoded_base64(data: bytes) -> Iterator[bytes]:
             piece = piece[: len(piece) // 4 * 4]
             for decode in (base64.b64decode, base64.urlsafe_b64decode):
                 try:
-                    yield decode(piece)
+                    decoded = decode(piece)
                 except (binascii.Error, ValueError):
-                    pass
+                    continue
+                yield decoded
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -141,10 +143,8 @@ def _strings(value: Any) -> Iterator[str]:
         item = stack.pop()
         if isinstance(item, str):
             yield item
-            try:
+            with contextlib.suppress(ValueError):
                 stack.append(json.loads(item))  # JSON inside a string (a request body)
-            except ValueError:
-                pass
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
