@@ -90,12 +90,13 @@ class Sop(BaseModel):
     browser: BrowserOptions | None = None  # how the run's browser context is made
     # a Playwright trace of the run's browser context; unset: the server's SOP_TRACE (the CLI's --trace wins over both)
     trace: Literal["off", "on", "on-failure"] | None = None
+    steps: list[Any] = Field(min_length=1)
 
     @field_validator("trace", mode="before")
     @classmethod
     def _trace_words(cls, value: Any) -> Any:
-        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value  # YAML's on/off
-    steps: list[Any] = Field(min_length=1)
+        """`trace: on` and `trace: off` in YAML read as booleans: they mean the words."""
+        return {True: "on", False: "off"}[value] if isinstance(value, bool) else value
 
     @property
     def secret_inputs(self) -> set[str]:
