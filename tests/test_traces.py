@@ -10,7 +10,10 @@ import gzip
 import html
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -338,3 +341,33 @@ async def test_the_server_serves_the_trace_and_the_viewer_shows_its_actions(api,
         assert CODE not in await page.content()
     finally:
         await context.close()
+
+
+def test_the_command_line_trace_option(tmp_path: Path, site: str):
+    sop = tmp_path / "plain.yaml"
+    sop.write_text(
+        f"""
+sop: 1
+id: plain
+trace: off
+steps:
+  - {{id: open, action: navigate, url: "{site}secret-box.html"}}
+  - {{id: type, action: fill, selector: "#field", value: "{SHOWN}"}}
+"""
+    )
+    env = {**os.environ, "SOP_DATA_DIR": str(tmp_path / "data"), "NO_COLOR": "1"}
+    env.pop("SOP_DATABASE_URL", None)
+    command = [sys.executable, "-m", "sop_engine", "run", str(sop), "--json"]
+    done = subprocess.run([*command, "--trace", "on"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    path = trace_file(tmp_path / "data", run_id)
+    with zipfile.ZipFile(path) as archive:  # what `playwright show-trace` opens: actions, network, resources
+        names = archive.namelist()
+    assert {"trace.trace", "trace.network"} <= set(names)
+    assert any(name.startswith("resources/") for name in names) and any(
+        name.startswith("screencast/") for name in names
+    )
+    assert {"goto", "fill"} <= {event["method"] for event in actions(path)}
+    refused = subprocess.run([*command, "--trace", "always"], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--trace" in refused.stderr
