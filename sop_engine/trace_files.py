@@ -25,6 +25,7 @@ import tempfile
 import zipfile
 from enum import StrEnum
 from pathlib import Path
+from collections.abc import Iterator
 from typing import IO, Any
 
 from .artifacts import Artifacts
@@ -32,7 +33,7 @@ from .masking import Masker
 from .states import RunStatus
 
 TRACE_NAME = "trace.zip"  # the run's file
-ENTRY_MAX = 64 * 1024 * 1024  # an entry masked whole in memory; a larger one is dropped
+ENTRY_MAX = 16 * 1024 * 1024  # an entry masked whole in memory; a larger one is dropped
 LINE_MAX = 64 * 1024 * 1024  # a line of a JSON lines entry (a DOM snapshot of a large page)
 IMAGES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"\x00\x00\x01\x00")  # JPEG, PNG, GIF, ICO; and WebP
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".gif", ".webp", ".avif", ".bmp", ".ico")  # an SVG is text: masked
@@ -154,9 +155,15 @@ def _resource(zin: zipfile.ZipFile, info: zipfile.ZipInfo, mask: Masker) -> tupl
 
 def holds_secret(data: bytes, mask: Masker) -> bool:
     """Whether raw bytes hold a secret in any of the Masker's forms, written in UTF-8, Latin-1 or UTF-16."""
-    views = [data.decode("utf-8", "replace"), data.decode("latin-1")]
-    views += [data[start:].decode(codec, "replace") for codec in ("utf-16-le", "utf-16-be") for start in (0, 1)]
-    return any(mask.text(view) != view for view in views)
+    return any(mask.text(view) != view for view in _readings(data))  # one reading at a time in memory
+
+
+def _readings(data: bytes) -> Iterator[str]:
+    yield data.decode("utf-8", "replace")
+    yield data.decode("latin-1")
+    for codec in ("utf-16-le", "utf-16-be"):
+        for start in (0, 1):
+            yield data[start:].decode(codec, "replace")
 
 
 def _events(reader: IO[bytes], writer: IO[bytes], mask: Masker, gone: set[str]) -> None:

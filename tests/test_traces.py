@@ -32,6 +32,7 @@ from tests.loopback import LoopbackServer, Reply, Request, html_reply, json_repl
 
 SECRET = "Hunter2 Sécret/ok"  # a space, a slash and a non-ASCII letter: its encoded forms differ from it
 LEARNT = SECRET[::-1]  # a secret the run learns as it goes: a value computed from the secret input
+API_KEY = "Key-7f3a9Zq-credential"  # a credential the browser sends in a header with every request
 SHOWN = "Plainly-Visible-Word"  # not a secret: a trace keeps it, and the search below finds it
 
 PAGE = """<!doctype html>
@@ -83,6 +84,9 @@ sop: 1
 id: traced
 inputs:
   password: {{type: string, secret: true}}
+  api_key: {{type: string, secret: true}}
+browser:
+  extra_http_headers: {{X-Api-Key: "Bearer {{{{ api_key }}}}"}}
 steps:
   - {{id: derive, action: set, inputs: [password], values: {{backwards: "{{{{ password|reverse }}}}"}}}}
   - {{id: open, action: navigate, url: "{url}/page#{{{{ backwards }}}}", inputs: [backwards]}}
@@ -97,7 +101,7 @@ steps:
 
 async def run_document(store, browser_host, text: str, trace: str | None = None):
     loaded = load_sop(text)
-    inputs = resolve_inputs(loaded.sop, {"password": SECRET})
+    inputs = resolve_inputs(loaded.sop, {"password": SECRET, "api_key": API_KEY})
     runner = Runner(store, browser_host, trace=trace)
     row = await runner.create_run(loaded, inputs)
     return await runner.execute(row.id, loaded, inputs)
@@ -236,7 +240,7 @@ async def test_a_failed_run_keeps_a_trace_without_any_secret_in_any_form(store, 
     assert not [event for event in events if event.get("type") == "screencast-frame"]
     bodies = [entry["snapshot"]["response"]["content"].get("_file") for entry in network]
     assert all(body in names for body in bodies if body), bodies
-    assert found_in(path, [SECRET, LEARNT]) == []
+    assert found_in(path, [SECRET, LEARNT, API_KEY]) == []
 
 
 async def test_the_search_finds_what_a_trace_holds(store, browser_host, echo, data_dir):
@@ -250,11 +254,12 @@ async def test_the_search_finds_what_a_trace_holds(store, browser_host, echo, da
     path = trace_file(data_dir, outcome.run_id)
     with zipfile.ZipFile(path) as archive:
         assert any(name.startswith("screencast/") for name in archive.namelist())  # no secret: pictures kept
-    hits = found_in(path, [SHOWN, SECRET, LEARNT])
+    hits = found_in(path, [SHOWN, SECRET, LEARNT, API_KEY])
     assert any(repr(SHOWN.lower()) in hit for hit in hits)
     assert any(repr(quote(SECRET, safe="").lower()) in hit for hit in hits)  # the URL the page fetched
     assert any("base64" in hit and repr(SECRET.lower()) in hit for hit in hits)  # what the page encoded
     assert any(repr(LEARNT.lower()) in hit for hit in hits)
+    assert any(hit.startswith("trace.network") and repr(API_KEY.lower()) in hit for hit in hits)  # the header
 
 
 async def test_a_run_that_completes_keeps_no_trace_on_failure_only(store, browser_host, echo, data_dir):
@@ -270,7 +275,7 @@ async def test_trace_on_keeps_the_trace_of_a_run_that_completes(store, browser_h
     assert store.run(outcome.run_id).trace["status"] == "saved"
     path = trace_file(data_dir, outcome.run_id)
     assert {"goto", "fill", "click"} <= {event["method"] for event in actions(path)}
-    assert found_in(path, [SECRET, LEARNT]) == []
+    assert found_in(path, [SECRET, LEARNT, API_KEY]) == []
 
 
 async def test_the_command_line_wins_over_the_document_and_the_document_over_the_server(
