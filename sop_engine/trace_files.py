@@ -23,9 +23,9 @@ import json
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from collections.abc import Iterator
 from typing import IO, Any
 
 from .artifacts import Artifacts
