@@ -12,14 +12,17 @@ Masker before the zip is saved as the run's file `trace.zip`.
   the viewer shows what is left.
 - Other binary entries are dropped when they are compressed (nobody can look inside) or when their bytes hold a
   secret in any form (it cannot be cut out of an unknown format); kept otherwise.
-- A masked entry keeps its name (the SHA-1 of what it held), as the trace refers to it by that name.
+- A masked entry named by the SHA-1 of what it held is renamed by what it holds now, and the trace's
+  references follow (the old name would let anyone check a guess of a secret that was a whole body).
 - An entry too large to mask in memory (ENTRY_MAX, LINE_MAX) is dropped; a zip that cannot be read is not kept.
 
 Every function here blocks (zip, disk, artifact store): async code calls them through `asyncio.to_thread`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 import tempfile
 import zipfile
@@ -37,6 +40,7 @@ ENTRY_MAX = 16 * 1024 * 1024  # an entry masked whole in memory; a larger one is
 LINE_MAX = 64 * 1024 * 1024  # a line of a JSON lines entry (a DOM snapshot of a large page)
 IMAGES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"\x00\x00\x01\x00")  # JPEG, PNG, GIF, ICO; and WebP
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".gif", ".webp", ".avif", ".bmp", ".ico")  # an SVG is text: masked
+_SHA1 = re.compile(r"(?<![0-9a-f])[0-9a-f]{40}(?![0-9a-f])")  # how Playwright names an entry by its content
 PACKED = (b"\x1f\x8b", b"PK\x03\x04", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd", b"\x78\x9c", b"\x78\xda")
 
 
@@ -107,6 +111,7 @@ def scrub(source: Path, target: Path, mask: Masker) -> dict[str, Any]:
             shutil.copyfile(source, target)
             return {"scrubbed": False, "dropped_images": 0, "dropped_files": 0}
         dropped_as: dict[str, str] = {}  # name of an entry dropped -> "image" or "file"
+        renamed: dict[str, str] = {}  # SHA-1 a masked entry was named by -> the SHA-1 of what it holds now
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zout:
             for info in entries:
                 if _is_events(info.filename):
@@ -114,22 +119,36 @@ def scrub(source: Path, target: Path, mask: Masker) -> dict[str, Any]:
                 data, kind = _resource(zin, info, mask)
                 if data is None:
                     dropped_as[info.filename] = kind
-                else:
-                    zout.writestr(_copied(info), data)
+                    continue
+                name = _renamed(info.filename, data, renamed)
+                if name not in zout.NameToInfo:  # two bodies masked alike are one entry
+                    zout.writestr(_copied(info, name), data)
             for info in entries:
                 if _is_events(info.filename):
-                    with zin.open(info) as reader, zout.open(_copied(info), "w") as writer:
-                        _events(reader, writer, mask, set(dropped_as))
+                    with zin.open(info) as reader, zout.open(_copied(info, info.filename), "w") as writer:
+                        _events(reader, writer, mask, set(dropped_as), renamed)
     images = sum(kind == "image" for kind in dropped_as.values())
     return {"scrubbed": True, "dropped_images": images, "dropped_files": len(dropped_as) - images}
+
+
+def _renamed(name: str, data: bytes, renamed: dict[str, str]) -> str:
+    """An entry named by the SHA-1 of what it held is named by the SHA-1 of what it holds once masked: the old
+    name would let anyone check a guess of a secret that was a whole body."""
+    found = _SHA1.search(name)
+    if found is None:
+        return name
+    digest = hashlib.sha1(data).hexdigest()  # a name, as Playwright makes them, not a safeguard
+    if digest != found.group():
+        renamed[found.group()] = digest
+    return name[: found.start()] + digest + name[found.end() :]
 
 
 def _is_events(name: str) -> bool:
     return name.endswith((".trace", ".network", ".stacks"))
 
 
-def _copied(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
-    copy = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+def _copied(info: zipfile.ZipInfo, name: str) -> zipfile.ZipInfo:
+    copy = zipfile.ZipInfo(name, date_time=info.date_time)
     copy.compress_type = zipfile.ZIP_DEFLATED
     return copy
 
@@ -166,12 +185,15 @@ def _readings(data: bytes) -> Iterator[str]:
             yield data[start:].decode(codec, "replace")
 
 
-def _events(reader: IO[bytes], writer: IO[bytes], mask: Masker, gone: set[str]) -> None:
-    """Masks a JSON lines entry a line at a time, leaving out the events of the dropped entries."""
+def _events(reader: IO[bytes], writer: IO[bytes], mask: Masker, gone: set[str], renamed: dict[str, str]) -> None:
+    """Masks a JSON lines entry a line at a time, leaving out the events of the dropped entries and pointing at
+    the renamed ones by their new names."""
     while line := reader.readline(LINE_MAX):
         if len(line) >= LINE_MAX and not line.endswith(b"\n"):
             raise TraceUnsafe("a line of the trace is too long to mask")
         masked = _event(line.decode("utf-8", "replace"), mask, gone)
+        if masked is not None and renamed:
+            masked = _SHA1.sub(lambda found: renamed.get(found.group(), found.group()), masked)
         if masked is not None:
             writer.write(masked.encode("utf-8") + b"\n")
 
