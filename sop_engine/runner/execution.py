@@ -251,7 +251,13 @@ class Execution(Flow, Leaf, People, Restart):
         if not written:
             await asyncio.to_thread(shutil.rmtree, raw.parent, True)
             return dropped("the browser context was lost before its trace was written")
-        return await asyncio.to_thread(keep_trace, self.artifact_store, self.run_id, raw, self.mask)
+        try:
+            return await asyncio.to_thread(keep_trace, self.artifact_store, self.run_id, raw, self.mask)
+        except Exception as exc:  # a trace it cannot keep must not keep the run from ending
+            # its type only: a message could quote the page
+            log.warning("run %s: its trace was not kept: %s", self.run_id, type(exc).__name__)
+            await asyncio.to_thread(shutil.rmtree, raw.parent, True)
+            return dropped(f"the trace could not be scrubbed: {type(exc).__name__}")
 
     # the run ---------------------------------------------------------------------------------
 
@@ -314,7 +320,7 @@ class Execution(Flow, Leaf, People, Restart):
             await self.close()
             return await self._lost(str(exc))
         except Exception as exc:  # a bug must not leave the run `running` for ever
-            await self.close()
+            await self.close(ended=RunStatus.FAILED)
             await self._finish(RunStatus.FAILED, {}, clean(f"internal error: {type(exc).__name__}: {exc}"))
             raise
         finally:
