@@ -381,3 +381,101 @@ steps:
     assert {"goto", "fill"} <= {event["method"] for event in actions(path)}
     refused = subprocess.run([*command, "--trace", "always"], env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "--trace" in refused.stderr
+
+
+# the scrubbing of a zip, entry by entry ---------------------------------------------------------
+
+
+def handmade(path: Path, entries: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return path
+
+
+def lines(*events: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(event).encode() + b"\n" for event in events)
+
+
+def test_scrubbing_drops_what_it_cannot_mask_and_the_references_to_it(tmp_path: Path):
+    from sop_engine.artifacts import Artifacts
+    from sop_engine.masking import Masker
+    from sop_engine.trace_files import keep_trace
+
+    frame = {"type": "screencast-frame", "pageId": "p", "file": "screencast/p-1.jpeg", "width": 10, "height": 10}
+    body = {"type": "resource-snapshot", "snapshot": {"request": {"url": "http://x/"}, "response": {"content": {}}}}
+    bodies = {
+        "image": "resources/aaaa.png",
+        "packed": "resources/bbbb.bin",
+        "wide": "resources/cccc.bin",
+        "plain": "resources/dddd.bin",
+    }
+    network = []
+    for name in bodies.values():
+        entry = json.loads(json.dumps(body))
+        entry["snapshot"]["response"]["content"]["_file"] = name
+        network.append(entry)
+    raw = tmp_path / "raw" / "raw.zip"
+    raw.parent.mkdir()
+    handmade(
+        raw,
+        {
+            "trace.trace": lines({"type": "before", "method": "fill", "params": {"value": SECRET}}, frame),
+            "trace.network": lines(*network),
+            "screencast/p-1.jpeg": b"\xff\xd8\xff\xe0 a picture",
+            bodies["image"]: b"\x89PNG\r\n\x1a\n a picture",
+            bodies["packed"]: gzip.compress(SECRET.encode()),
+            bodies["wide"]: b"\xff\xfe" + SECRET.encode("utf-16-le"),
+            bodies["plain"]: b"\xff\x00\x01 no secret here",
+        },
+    )
+    store = Artifacts(str(tmp_path / "artifacts"))
+    kept = keep_trace(store, "run1", raw, Masker([SECRET]))
+    assert kept == {
+        "status": "saved",
+        "bytes": kept["bytes"],
+        "scrubbed": True,
+        "dropped_images": 2,
+        "dropped_files": 2,
+    }
+    assert not raw.parent.exists()  # Playwright's file is gone once scrubbed
+    path = tmp_path / "artifacts" / "run1" / "trace.zip"
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == [bodies["plain"], "trace.network", "trace.trace"]
+        events = [json.loads(line) for line in archive.read("trace.trace").decode().splitlines()]
+        network = [json.loads(line) for line in archive.read("trace.network").decode().splitlines()]
+    assert events == [{"type": "before", "method": "fill", "params": {"value": "***"}}]  # the frame's event went
+    files = [entry["snapshot"]["response"]["content"].get("_file") for entry in network]
+    assert files == [None, None, None, bodies["plain"]]  # a dropped body is no longer pointed at
+    assert found_in(path, [SECRET]) == []
+
+
+def test_a_trace_that_cannot_be_kept_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from sop_engine import trace_files
+    from sop_engine.artifacts import Artifacts
+    from sop_engine.masking import Masker
+
+    store = Artifacts(str(tmp_path / "artifacts"))
+    mask = Masker([SECRET])
+
+    def kept(entries: dict[str, bytes] | None) -> dict[str, Any]:
+        raw = tmp_path / f"raw-{len(list(tmp_path.iterdir()))}" / "raw.zip"
+        raw.parent.mkdir()
+        if entries is None:
+            raw.write_bytes(b"not a zip")
+        else:
+            handmade(raw, entries)
+        return trace_files.keep_trace(store, "run1", raw, mask)
+
+    assert kept(None) == {"status": "dropped", "reason": "the trace Playwright wrote could not be read: BadZipFile"}
+    assert kept({"trace.network": b""}) == {
+        "status": "dropped",
+        "reason": "the trace Playwright wrote holds no actions",
+    }
+    monkeypatch.setattr(trace_files, "LINE_MAX", 100)
+    long_line = lines({"type": "before", "params": {"value": "x" * 200}})
+    assert kept({"trace.trace": long_line}) == {
+        "status": "dropped",
+        "reason": "a line of the trace is too long to mask",
+    }
+    assert not (tmp_path / "artifacts" / "run1").exists()
