@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import BrowserContext, Page
@@ -20,6 +21,7 @@ from .steps import Step, uses_browser
 from .vault import Vault
 
 STORAGE_EVERY = 1.0  # seconds between checkpoints of cookies and local storage on the same pages
+TRACE_STOP_SECONDS = 60.0  # a trace not written by then (a hung browser) is not kept
 
 
 class BrowserSession:
@@ -58,6 +60,7 @@ class BrowserSession:
             }
         # each time a context was rebuilt from a checkpoint: the step key it was taken after, and when
         self.restorations: list[tuple[str | None, datetime]] = []
+        self.tracing = False  # every context records a Playwright trace (the run's `trace`); close() saves it
 
     def tab_of(self, page: Page) -> str | None:
         return next((name for name, tab in self._tabs.items() if tab is page), None)
@@ -143,6 +146,8 @@ class BrowserSession:
         self._context = await self.host.new_context(storage_state=self._saved.get("storage") or None, **options)
         self._context.on("close", lambda _: setattr(self, "_lost", True))
         self._context.on("page", self._watch)
+        if self.tracing:  # a context rebuilt after a crash starts a new trace: the old one died with its context
+            await self._context.tracing.start(screenshots=True, snapshots=True, sources=False)
         if self.guard is not None:
             await self.guard.install(self._context)
         self._lost = False
@@ -182,13 +187,27 @@ class BrowserSession:
         self._saved["key"] = key
         return sealed
 
-    async def close(self) -> None:
+    @property
+    def recording(self) -> bool:
+        """A context was opened, and records a trace."""
+        return self.tracing and self._context is not None
+
+    async def close(self, trace_to: Path | None = None) -> bool:
+        """`trace_to`: where the context's trace goes before it closes (when it records one); True when it was
+        written there (not when the context was lost: its trace went with it)."""
+        written = False
         if self._context is not None:
+            if trace_to is not None and self.tracing and not self._lost:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(TRACE_STOP_SECONDS):
+                        await self._context.tracing.stop(path=trace_to)
+                    written = True
             with contextlib.suppress(Exception):  # the browser may already be gone: nothing to release
                 await self._context.close()
             self._context = None
         if self.guard is not None:
             await self.guard.close()
+        return written
 
 
 async def _no_log(key: str, line: str) -> None:

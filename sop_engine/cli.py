@@ -17,6 +17,7 @@ from .arguments import checked_base_url, column_mapping, from_file, given_inputs
 from .browser import BrowserHost, BrowserNotFound
 from .console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, err, errors_as_json, out, print_batch_summary, refuse
 from .local_runs import NewBatch, resume_target, run_batch, run_document
+from .trace_files import TraceMode
 
 if TYPE_CHECKING:
     from .document import LoadedSop
@@ -44,6 +45,8 @@ BATCH_JSON_HELP = "Print the summary and results as JSON" + JSON_ERRORS
 STRICT_COLUMNS_HELP = "Refuse a data file with columns that match no input (else a warning); --strict does too."
 BROWSER_ARG_HELP = "A Chromium command-line flag, e.g. --browser-arg=--user-agent=Probe/1 (repeatable)."
 BrowserArgs = Annotated[list[str], typer.Option("--browser-arg", help=BROWSER_ARG_HELP)]
+TRACE_HELP = "Record a Playwright trace of each run (the run's file trace.zip): wins over the document's `trace`."
+Trace = Annotated[TraceMode | None, typer.Option("--trace", help=TRACE_HELP, show_default=False)]
 
 
 @app.command()
@@ -72,12 +75,14 @@ def run(
     strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
     base_url: Annotated[str | None, typer.Option("--base-url", help=BASE_URL_HELP)] = None,
     browser_arg: BrowserArgs = [],  # noqa: B006
+    trace: Trace = None,
 ) -> None:
     """Run an SOP headless, start to finish: exit code 0 completed, 1 failed or paused, 2 invalid (or
     refused: a resumed run that another live process holds)."""
     errors_as_json(as_json)
     browser = BrowserHost(headed=headed, extra_args=browser_arg)
     options = {"browser": browser, "as_json": as_json, "strict": strict, "base_url": checked_base_url(base_url)}
+    options["trace"] = trace.value if trace else None
     if resume is not None:
         target = resume_target(resume, force)  # checked, and claimed, before anything starts
         raise typer.Exit(run_document(lambda: target, resume=resume, **options))  # type: ignore[arg-type]
@@ -178,6 +183,7 @@ def batch(
     headed: Annotated[bool, typer.Option("--headed", help="Show the browser window.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help=STRICT_HELP)] = False,
     browser_arg: BrowserArgs = [],  # noqa: B006
+    trace: Trace = None,
 ) -> None:
     """Run an SOP over every row of a data file: exit code 0 when every row completed, 1 when some did not,
     2 when the document or the data file is invalid, or its columns leave a required input without a value."""
@@ -211,6 +217,7 @@ def batch(
                 strict=strict,
                 force=force,
                 base_url=base,
+                trace=trace.value if trace else None,
             )
         )
     except BrowserNotFound as exc:

@@ -89,12 +89,20 @@ class Sop(BaseModel):
     egress: Egress = Egress()
     browser: BrowserOptions | None = None  # how the run's browser context is made
     screenshots: Literal["on-failure", "every-step", "off"] = "on-failure"  # pictures a browser step saves, masked
+    # a Playwright trace of the run's browser context; unset: the server's SOP_TRACE (the CLI's --trace wins over both)
+    trace: Literal["off", "on", "on-failure"] | None = None
     steps: list[Any] = Field(min_length=1)
 
     @field_validator("screenshots", mode="before")
     @classmethod
     def _screenshots(cls, value: Any) -> Any:
         return "off" if value is False else value  # YAML reads a bare `off` as false
+
+    @field_validator("trace", mode="before")
+    @classmethod
+    def _trace_words(cls, value: Any) -> Any:
+        """`trace: on` and `trace: off` in YAML read as booleans: they mean the words."""
+        return {True: "on", False: "off"}[value] if isinstance(value, bool) else value
 
     @property
     def secret_inputs(self) -> set[str]:

@@ -43,6 +43,7 @@ async def _execute(
     resume: str | None = None,
     strict: bool = False,
     base_url: str | None = None,
+    trace: str | None = None,
 ) -> tuple[Store, RunOutcome, LoadedSop]:
     """Chromium starts first when the document looks like it needs a browser (prescan); the document is read
     and checked, and the database opened, while it does (in threads): a run starts sooner. A document that
@@ -61,7 +62,7 @@ async def _execute(
         store, runner_class = await asyncio.to_thread(_open_store)
         if launching is not None:
             await launching
-        runner = cli_runner(runner_class, store, browser, sinks, strict, base_url)
+        runner = cli_runner(runner_class, store, browser, sinks, strict, base_url, trace)
         if resume is None:
             created = await runner.create_run(loaded, inputs, claimed_by=worker_name(), created_by=local_user())
             run_id = created.id
@@ -93,12 +94,15 @@ def cli_runner(
     sinks: list[Any],
     strict: bool,
     base_url: str | None = None,
+    trace: str | None = None,
 ) -> Runner:
     """A Runner with the command line's network policy: everything is allowed, as on the person's own machine;
-    with --strict, what the server allows. `base_url`: where relative URLs (`/demo/todo.html`) go."""
+    with --strict, what the server allows. `base_url`: where relative URLs (`/demo/todo.html`) go; `trace`: the
+    --trace given (off, on, on-failure), which wins over the documents'."""
     from .policy import NetworkPolicy
 
-    return runner_class(store, browser, sinks, policy=NetworkPolicy.for_cli(strict, base_url=base_url))
+    policy = NetworkPolicy.for_cli(strict, base_url=base_url)
+    return runner_class(store, browser, sinks, policy=policy, trace=trace)
 
 
 def _open_store() -> tuple[Store, type[Runner]]:
@@ -143,10 +147,11 @@ def run_document(
     resume: str | None = None,
     strict: bool = False,
     base_url: str | None = None,
+    trace: str | None = None,
 ) -> int:
     try:
         store, outcome, _ = asyncio.run(
-            _execute(load, browser or BrowserHost(), not as_json, resume=resume, strict=strict, base_url=base_url)
+            _execute(load, browser or BrowserHost(), not as_json, resume, strict, base_url, trace)
         )
     except BrowserNotFound as exc:
         raise refuse(str(exc), code=EXIT_FAILED) from None
@@ -188,6 +193,7 @@ async def run_batch(
     strict: bool = False,
     force: bool = False,
     base_url: str | None = None,
+    trace: str | None = None,
 ) -> tuple[Any, str]:
     """Creates the `new` batch, or goes on with `batch_id` (resumed, or its failed rows retried), and runs its
     rows in this process."""
@@ -197,7 +203,7 @@ async def run_batch(
 
     store = Store()
     async with browser:
-        batches = Batches(cli_runner(Runner, store, browser, event_sinks(), strict, base_url))
+        batches = Batches(cli_runner(Runner, store, browser, event_sinks(), strict, base_url, trace))
         if new is None:
             assert batch_id is not None
             if store.batch(batch_id) is None:

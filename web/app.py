@@ -22,6 +22,7 @@ from sop_engine.logs import event_sinks
 from sop_engine.policy import NetworkPolicy
 from sop_engine.runner import Runner
 from sop_engine.store import Store
+from sop_engine.trace_files import viewer_folder
 
 from . import api, errors, health, metrics, pages
 from .auth import Tokens
@@ -99,6 +100,9 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         routes.insert(-1, Mount("/static/vendor", app=StaticFiles(directory=vendor), name="vendor"))
     if config.sites is not None and config.sites.is_dir():
         routes.append(Mount("/demo", app=StaticFiles(directory=config.sites, html=True), name="demo"))
+    viewer = viewer_folder()  # Playwright's own trace viewer, from the installed package: offline, no download
+    if viewer is not None:
+        routes.append(Mount("/trace-viewer", app=StaticFiles(directory=viewer), name="trace-viewer"))
     starlette = Starlette(routes=routes, lifespan=lifespan, exception_handlers=errors.handlers)
     starlette.state.config = config
     starlette.state.tokens = tokens

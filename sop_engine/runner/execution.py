@@ -15,6 +15,7 @@ import httpx
 from playwright.async_api import Page
 from sqlalchemy.exc import SQLAlchemyError
 
+from .. import settings
 from ..artifacts import Artifacts
 from ..browser_options import run_browser
 from ..browser_session import BrowserSession
@@ -34,6 +35,7 @@ from ..store import Store, data_dir
 from ..tables import CheckpointRow, RunRow, StepRunRow
 from ..taint import secret_texts, tainted_names
 from ..text import clean
+from ..trace_files import TraceMode, dropped, keep_trace, kept
 from .flow import Flow
 from .frames import LiveFrames
 from .leaf import Leaf
@@ -120,6 +122,10 @@ class Execution(Flow, Leaf, People, Restart):
         self._start_error = made.error
         dialogs = DialogDesk(made.dialogs, self.mask, self._log_line)
         self.browser = BrowserSession(runner.browser, vault, checkpoint, self.policy, made.options, dialogs)
+        # a Playwright trace: the command line's --trace, else the document's `trace`, else the server's SOP_TRACE
+        self.trace_mode = TraceMode(runner.trace or self.sop.trace or settings.current().trace)
+        self.browser.tracing = self.trace_mode != TraceMode.OFF
+        self._trace: dict[str, Any] | None = None  # what became of this execution's trace, for runs.trace
         # steps a person skipped: they stay skipped, even in a `resume_from` range that is replayed
         self.person_skipped = {r.key for r in rows if skipped_by_person(r.status, r.reason)}
         self._pause_lock = asyncio.Lock()  # one question to a person at a time, even with parallel steps
@@ -224,16 +230,34 @@ class Execution(Flow, Leaf, People, Restart):
         await asyncio.to_thread(self.artifact_store.fetch, self.run_id, name, copy)
         return copy
 
-    async def close(self, last_frame: bool = False) -> None:
-        """`last_frame`: the run ended; a watcher gets a picture of where it stopped before the browser closes."""
+    async def close(self, last_frame: bool = False, ended: RunStatus | None = None) -> None:
+        """`last_frame`: the run ended; a watcher gets a picture of where it stopped before the browser closes.
+        `ended`: the status the run ends this execution with, which decides whether its trace is kept."""
         await self.live.close(last=last_frame)
-        await self.browser.close()
+        keep = self.browser.recording and kept(self.trace_mode, ended)
+        raw = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="sop-trace-")) / "raw.zip" if keep else None
+        written = await self.browser.close(trace_to=raw)
+        if raw is not None:
+            self._trace = await self._keep_trace(raw, written)
         if self._http is not None:
             await self._http.aclose()
             self._http = None
         if self._copies is not None:
             await asyncio.to_thread(shutil.rmtree, self._copies, True)
             self._copies = None
+
+    async def _keep_trace(self, raw: Path, written: bool) -> dict[str, Any]:
+        """The trace scrubbed and stored as the run's file (trace_files), or why it was not kept."""
+        if not written:
+            await asyncio.to_thread(shutil.rmtree, raw.parent, True)
+            return dropped("the browser context was lost before its trace was written")
+        try:
+            return await asyncio.to_thread(keep_trace, self.artifact_store, self.run_id, raw, self.mask)
+        except Exception as exc:  # a trace it cannot keep must not keep the run from ending
+            # its type only: a message could quote the page
+            log.warning("run %s: its trace was not kept: %s", self.run_id, type(exc).__name__)
+            await asyncio.to_thread(shutil.rmtree, raw.parent, True)
+            return dropped(f"the trace could not be scrubbed: {type(exc).__name__}")
 
     # the run ---------------------------------------------------------------------------------
 
@@ -256,6 +280,7 @@ class Execution(Flow, Leaf, People, Restart):
     async def _run(self) -> RunOutcome:
         produced: dict[str, Any] = {}
         status, error = RunStatus.COMPLETED, None
+        ended: RunStatus | None = None  # how the run ends, once known: its trace is kept or not by it
         try:
             await self._reset_interrupted()
             await self._set_run(
@@ -270,14 +295,17 @@ class Execution(Flow, Leaf, People, Restart):
             async with asyncio.timeout(self.sop.timeout):
                 produced = await self.run_scope(self.sop.steps, top, "", None)
                 await self.settled()  # the last step's result, committed behind, is durable: the run ends
+            ended = status
         except RunFailed as exc:
-            status, error = RunStatus.FAILED, str(exc)
+            ended = status = RunStatus.FAILED
+            error = str(exc)
         except RunPaused as exc:
-            await self.close()
-            await self._set_run(RunStatus.PAUSED, waiting=self.mask(exc.waiting.as_dict()))
+            await self.close(ended=RunStatus.PAUSED)
+            await self._set_run(RunStatus.PAUSED, waiting=self.mask(exc.waiting.as_dict()), **self._traced())
             return RunOutcome(self.run_id, RunStatus.PAUSED, {}, exc.waiting.reason)
         except TimeoutError:
-            status, error = RunStatus.FAILED, f"the run did not finish within {format_duration(self.sop.timeout or 0)}"
+            ended = status = RunStatus.FAILED
+            error = f"the run did not finish within {format_duration(self.sop.timeout or 0)}"
         except asyncio.CancelledError:
             await self.close()
             try:
@@ -292,11 +320,11 @@ class Execution(Flow, Leaf, People, Restart):
             await self.close()
             return await self._lost(str(exc))
         except Exception as exc:  # a bug must not leave the run `running` for ever
-            await self.close()
+            await self.close(ended=RunStatus.FAILED)
             await self._finish(RunStatus.FAILED, {}, clean(f"internal error: {type(exc).__name__}: {exc}"))
             raise
         finally:
-            await self.close(last_frame=True)
+            await self.close(last_frame=True, ended=ended)
         scope = {**self.inputs, **produced}
         outputs = self._shown({name: scope.get(name) for name in self.sop.outputs})
         await self._finish(status, outputs, error)
@@ -323,7 +351,7 @@ class Execution(Flow, Leaf, People, Restart):
         await self._finish(RunStatus.CANCELLED, {}, "cancelled")
 
     async def _set_run(self, status: RunStatus, **values: Any) -> None:
-        shown = ("error", "outputs", "waiting")
+        shown = ("error", "outputs", "waiting", "trace")
         data = {"status": status.value, **{k: v for k, v in values.items() if k in shown}}
         if self.batch_id:
             data["batch_id"] = self.batch_id
@@ -347,4 +375,10 @@ class Execution(Flow, Leaf, People, Restart):
                     {"key": key, "status": "failed", "error": lost},
                     step=(key, {"status": "failed", "error": lost, "finished_at": utcnow()}),
                 )
-        await self._set_run(status, outputs=outputs, error=error, finished_at=utcnow(), waiting=None, worker=None)
+        await self._set_run(
+            status, outputs=outputs, error=error, finished_at=utcnow(), waiting=None, worker=None, **self._traced()
+        )
+
+    def _traced(self) -> dict[str, Any]:
+        """runs.trace, when this execution kept its trace or says why it did not; else the column stays."""
+        return {"trace": self._trace} if self._trace is not None else {}

@@ -29,10 +29,13 @@ class Runner:
         sinks: Iterable[EventSink] = (),
         frames: FrameSink | None = None,
         policy: NetworkPolicy | None = None,
+        trace: str | None = None,
     ) -> None:
         """`policy`: where runs may go (each run's narrowed by its SOP's own egress rules); by default the
-        command line's, which allows everything; the server passes its own (NetworkPolicy.for_server)."""
+        command line's, which allows everything; the server passes its own (NetworkPolicy.for_server).
+        `trace`: off, on or on-failure for every run, whatever its document says (the command line's --trace)."""
         self.policy = policy or NetworkPolicy.for_cli()
+        self.trace = trace
         self.store = store
         self.browser = browser
         self.sinks = list(sinks)

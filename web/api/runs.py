@@ -18,6 +18,7 @@ from sop_engine import settings
 from sop_engine.artifacts import Artifacts, UnsafeName, shown_url, split_relative
 from sop_engine.document import DocumentError, resolve_inputs
 from sop_engine.states import RunStatus
+from sop_engine.trace_files import TRACE_NAME
 
 from ..access import may_control, name_of, require_control, user_of
 from ..db import off_loop
@@ -333,3 +334,25 @@ async def get_step(request: Request) -> Response:
     detail = {"step": step_json(row, run, viewer), **_step_detail(row, events)}
     detail["typical_ms"] = await state.db.typical_duration(run.sop_id, row.step_id)
     return Json(detail)
+
+
+@endpoint("GET", "/runs/{run_id}/trace", "A run's Playwright trace (for playwright show-trace or the viewer)", None)
+async def run_trace(request: Request) -> Response:
+    """The zip kept by the run's last execution that recorded one (sop_engine.trace_files), masked; streamed
+    from the artifact store."""
+    run = await _run(request)
+    if not run.trace or run.trace.get("status") != "saved":
+        raise NotFound(f"run {run.id} has no trace" + (f": {run.trace['reason']}" if run.trace else ""))
+    try:
+        found = await off_loop(_opened, Artifacts.configured(), f"{run.id}/{TRACE_NAME}")
+    except Exception as exc:  # the store, not the request; its message is not quoted: it may say too much
+        log.warning("the artifact store did not answer: %s", type(exc).__name__)
+        raise ArtifactsUnavailable("the artifact store is unavailable for now: try again shortly") from None
+    if found is None:
+        raise NotFound(f"run {run.id} has no trace file")
+    handle, size, _ = found
+    return StreamingResponse(
+        _chunks(handle, body=request.method != "HEAD"),
+        media_type="application/zip",
+        headers={"Content-Length": str(size), "Content-Disposition": f'attachment; filename="trace-{run.id}.zip"'},
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
@@ -104,8 +105,22 @@ def step_json(row: StepRunRow, run: RunRow | None = None, viewer: Viewer | None 
 
 
 def trace_json(run: RunRow) -> dict[str, Any] | None:
-    """The run's Playwright trace as the API shows it: where to download and view it, or why there is none."""
-    return run.trace
+    """The run's Playwright trace as the API shows it: where to download and view it, or why there is none.
+    `viewer`: Playwright's own trace viewer, served by this server, opening the download (root-relative: the
+    viewer's service worker fetches it from this origin, with the page's cookie)."""
+    if not run.trace:
+        return None
+    shown: dict[str, Any] = {
+        "status": run.trace.get("status"),
+        "reason": run.trace.get("reason"),
+        "bytes": run.trace.get("bytes"),
+        "scrubbed": run.trace.get("scrubbed"),
+        "dropped_images": run.trace.get("dropped_images", 0),
+    }
+    if shown["status"] == "saved":
+        shown["download"] = download = f"/api/runs/{run.id}/trace"
+        shown["viewer"] = f"/trace-viewer/index.html?trace={quote(download, safe='')}"
+    return shown
 
 
 def run_json(
