@@ -14,7 +14,7 @@ def decode(raw: bytes, encoding: str | None = None) -> str:
     name = encoding or "utf-8"
     try:
         codec = codecs.lookup(name)
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a name with a NUL in it
         raise Undecodable(f"unknown encoding {name!r}") from None
     if not getattr(codec, "_is_text_encoding", True):  # rot13, base64: not a way to read text
         raise Undecodable(f"unknown encoding {name!r} (it is not a text encoding)")
