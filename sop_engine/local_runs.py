@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import telemetry
 from .arguments import FileLoader, Loader
 from .browser import BrowserHost, BrowserNotFound
 from .console import (
@@ -62,7 +63,8 @@ async def _execute(
             await launching
         runner = cli_runner(runner_class, store, browser, sinks, strict, base_url)
         if resume is None:
-            created = await runner.create_run(loaded, inputs, claimed_by=worker_name(), created_by=local_user())
+            with telemetry.span("sop-engine run"):  # the run's spans continue this command's trace
+                created = await runner.create_run(loaded, inputs, claimed_by=worker_name(), created_by=local_user())
             run_id = created.id
         else:
             run_id = resume  # claimed by this process already (resume_target)
@@ -97,6 +99,7 @@ def cli_runner(
     with --strict, what the server allows. `base_url`: where relative URLs (`/demo/todo.html`) go."""
     from .policy import NetworkPolicy
 
+    sinks = [*sinks, *telemetry.sinks(store)]
     return runner_class(store, browser, sinks, policy=NetworkPolicy.for_cli(strict, base_url=base_url))
 
 
@@ -143,12 +146,15 @@ def run_document(
     strict: bool = False,
     base_url: str | None = None,
 ) -> int:
+    tracing = telemetry.start("cli")  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
         store, outcome, _ = asyncio.run(
             _execute(load, browser or BrowserHost(), not as_json, resume=resume, strict=strict, base_url=base_url)
         )
     except BrowserNotFound as exc:
         raise refuse(str(exc), code=EXIT_FAILED) from None
+    finally:
+        telemetry.stop(tracing)
     summary = run_summary(store, outcome)
     store.close()
     if as_json:
@@ -195,7 +201,10 @@ async def run_batch(
     from .store import Store
 
     store = Store()
-    async with browser:
+    tracing = telemetry.start("cli")
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(asyncio.to_thread, telemetry.stop, tracing)
+        await stack.enter_async_context(browser)
         batches = Batches(cli_runner(Runner, store, browser, [], strict, base_url))
         if new is None:
             assert batch_id is not None
@@ -209,7 +218,8 @@ async def run_batch(
                     out.print(f"retrying rows {', '.join(map(str, rows)) or '(none failed)'}")
         else:
             size = concurrency or default_concurrency()
-            batch_id = batches.create(new.loaded, new.rows, new.data.name, size, created_by=local_user()).id
+            with telemetry.span("sop-engine batch"):  # its runs' spans continue this command's trace
+                batch_id = batches.create(new.loaded, new.rows, new.data.name, size, created_by=local_user()).id
             if progress:
                 out.print(f"batch {batch_id}: {len(new.rows)} rows of {new.data}")
         total = store.batch(batch_id).rows  # type: ignore[union-attr]

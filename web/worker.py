@@ -8,7 +8,7 @@ import asyncio
 import logging
 import signal
 
-from sop_engine import settings
+from sop_engine import settings, telemetry
 from sop_engine.browser import BrowserHost
 from sop_engine.policy import NetworkPolicy
 from sop_engine.runner import Runner
@@ -25,12 +25,14 @@ async def work(concurrency: int, base_url: str | None, headed: bool = False) -> 
     """Until SIGTERM or SIGINT. `base_url`: the server's address, where runs' relative URLs go (its own
     origin stays closed to them but for the demo pages, as in the server)."""
     options = settings.current()
+    tracing = telemetry.start("worker")  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     store = Store()
     browser = BrowserHost(headed=headed, extra_args=list(options.browser_args))
     own = dict.fromkeys([base_url, options.public_origin])
     policy = NetworkPolicy.for_server(own, base_url=base_url or options.public_origin)
     feed = feed_for_worker(store)  # with SOP_REDIS_URL: its runs' events reach every server's clients
-    runner = Runner(store, browser, [feed] if feed else [], frames=feed, policy=policy)
+    sinks = [*([feed] if feed else []), *telemetry.sinks(store)]
+    runner = Runner(store, browser, sinks, frames=feed, policy=policy)
     pool = WorkerPool(store, runner, concurrency)
     relay = relay_for_worker(store, pool)  # with SOP_REDIS_URL: controls asked of any server reach its runs
     stopping = asyncio.Event()
@@ -54,3 +56,4 @@ async def work(concurrency: int, base_url: str | None, headed: bool = False) -> 
             await feed.close()
         await browser.close()
         store.close()
+        await asyncio.to_thread(telemetry.stop, tracing)
