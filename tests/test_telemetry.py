@@ -210,3 +210,100 @@ def test_tracing_off_makes_no_sink_and_keeps_no_context(store):
     with telemetry.span("nothing") as current:
         assert current is None
     assert telemetry.start("cli") is None  # OTEL_EXPORTER_OTLP_ENDPOINT is not set
+
+
+# across processes: a server that only serves, a worker that executes, both exporting over OTLP/HTTP ----------
+
+
+class Collector:
+    """An OTLP/HTTP receiver on loopback: the spans of every export it is sent, with their process's role."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, Any]] = []
+        self.server = LoopbackServer(self._answer)
+        self.url = self.server.url
+
+    def _answer(self, request: Request) -> Reply:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        assert request.path == "/v1/traces", request.path
+        sent = ExportTraceServiceRequest.FromString(request.body)
+        for group in sent.resource_spans:
+            resource = {a.key: a.value.string_value for a in group.resource.attributes}
+            self.spans += [(resource.get("sop.role", "?"), s) for g in group.scope_spans for s in g.spans]
+        reply = ExportTraceServiceResponse().SerializeToString()
+        return Reply(200, reply, {"Content-Type": "application/x-protobuf"})
+
+    def of(self, role: str, name: str) -> list[Any]:
+        return [s for r, s in self.spans if r == role and s.name == name]
+
+
+def _attrs(span: Any) -> dict[str, Any]:
+    return {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in span.attributes}
+
+
+STEPS = """
+sop: 1
+id: SOP_ID
+steps:
+  - {id: first, action: set, values: {x: 1}}
+  - id: again
+    action: loop
+    repeat: 2
+    steps:
+      - {id: tick, action: log, message: tick}
+"""
+
+
+def test_the_request_that_creates_a_run_is_the_parent_of_its_run_in_a_worker_process(tmp_path):
+    import sqlite3
+
+    from tests.conftest import ServerProcess, WorkerProcess, post_sop, wait_run
+
+    collector = Collector()
+    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
+    url = f"sqlite:///{tmp_path / 'sop.db'}"
+    server = ServerProcess(tmp_path / "server", concurrency=0, env=otlp, database_url=url).start()
+    worker = WorkerProcess(tmp_path / "worker", url, concurrency=1, env=otlp).start()
+    trace_id, caller = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    try:
+        with server.client() as api:
+            sop_id = post_sop(api, STEPS)
+            body = {"sop_id": sop_id}
+            traced = api.post("/api/runs", json=body, headers={"traceparent": f"00-{trace_id}-{caller}-01"})
+            garbled = api.post("/api/runs", json=body, headers={"traceparent": "00-zz-not-a-trace-context"})
+            assert (traced.status_code, garbled.status_code) == (201, 201), garbled.text
+            runs = [traced.json()["id"], garbled.json()["id"]]
+            for run_id in runs:
+                wait_run(api, run_id, "completed")
+        assert worker.stop() == 0  # each process exports what it still holds as it stops
+        server.stop()
+    finally:
+        worker.stop(kill=True)
+        server.stop(kill=True)
+        collector.server.close()
+
+    with sqlite3.connect(tmp_path / "sop.db") as db:
+        stored = dict(db.execute("SELECT id, trace_context FROM runs").fetchall())
+    requests = collector.of("server", "POST /api/runs")
+    assert len(requests) == 2
+    [request] = [s for s in requests if s.trace_id.hex() == trace_id]
+    assert request.parent_span_id.hex() == caller  # the caller's trace goes on
+    assert stored[runs[0]] == f"00-{trace_id}-{request.span_id.hex()}-01"
+    [run] = [s for s in collector.of("worker", f"run {sop_id}") if _attrs(s)["sop.run_id"] == runs[0]]
+    assert (run.trace_id.hex(), run.parent_span_id.hex()) == (trace_id, request.span_id.hex())
+    steps = [s for role, s in collector.spans if role == "worker" and s.trace_id.hex() == trace_id and s is not run]
+    assert sorted(_attrs(s)["sop.step.key"] for s in steps) == ["again", "again[0].tick", "again[1].tick", "first"]
+    loop = next(s for s in steps if s.name == "step again")
+    assert {s.name: s.parent_span_id for s in steps} == {
+        "step first": run.span_id,
+        "step again": run.span_id,
+        "step again[].tick": loop.span_id,
+    }
+
+    [fresh] = [s for s in requests if s is not request]  # a malformed traceparent is ignored: a new trace
+    assert fresh.parent_span_id == b"" and fresh.trace_id.hex() != trace_id
+    assert stored[runs[1]].split("-")[1:3] == [fresh.trace_id.hex(), fresh.span_id.hex()]
