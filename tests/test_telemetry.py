@@ -15,8 +15,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from sop_engine import telemetry
+from sop_engine.batch import Batches
 from sop_engine.browser import BrowserHost
 from sop_engine.control import RunControl
+from sop_engine.datafile import Row
 from sop_engine.document import load_sop, resolve_inputs
 from sop_engine.events import Event, EventSink
 from sop_engine.runner import Runner
@@ -204,6 +206,17 @@ async def test_a_run_paused_and_resumed_is_two_pieces_in_one_trace(store, spans)
     assert tick.parent.span_id == loops[1].context.span_id  # the loop goes on in the second piece
 
 
+async def test_the_runs_of_a_batch_continue_the_trace_that_created_it(store, spans):
+    runner = Runner(store, BrowserHost(), telemetry.sinks(store))
+    batches = Batches(runner)
+    with telemetry.span("test") as created:
+        batch = batches.create(load_sop(PAUSING), [Row(1, {}), Row(2, {})], "rows.csv", 2)
+    await batches.run(batch.id)
+    runs = [s for s in spans.get_finished_spans() if s.name == "run pausing"]
+    assert len(runs) == 2 and {r.attributes["sop.batch_id"] for r in runs} == {batch.id}
+    assert {r.parent.span_id for r in runs} == {created.get_span_context().span_id}
+
+
 def test_tracing_off_makes_no_sink_and_keeps_no_context(store):
     assert not telemetry.tracing()
     assert telemetry.sinks(store) == [] and telemetry.traceparent() is None
@@ -307,3 +320,26 @@ def test_the_request_that_creates_a_run_is_the_parent_of_its_run_in_a_worker_pro
     [fresh] = [s for s in requests if s is not request]  # a malformed traceparent is ignored: a new trace
     assert fresh.parent_span_id == b"" and fresh.trace_id.hex() != trace_id
     assert stored[runs[1]].split("-")[1:3] == [fresh.trace_id.hex(), fresh.span_id.hex()]
+
+
+def test_a_command_s_run_is_traced_under_the_command(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    collector = Collector()
+    (tmp_path / "steps.yaml").write_text(STEPS.replace("SOP_ID", "steps"))
+    env = {**os.environ, "SOP_DATA_DIR": str(tmp_path / "data"), "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
+    env.pop("SOP_DATABASE_URL", None)
+    try:
+        command = [sys.executable, "-m", "sop_engine", "run", str(tmp_path / "steps.yaml"), "--json"]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        collector.server.close()
+    assert done.returncode == 0, done.stderr
+    [command_span] = collector.of("cli", "sop-engine run")
+    [run] = collector.of("cli", "run steps")
+    assert run.parent_span_id == command_span.span_id and run.trace_id == command_span.trace_id
+    assert len([s for _, s in collector.spans if s.parent_span_id == run.span_id]) == 2  # first, again
