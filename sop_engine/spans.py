@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sop_engine.telemetry")
 CONTAINERS = frozenset({"loop", "if"})  # steps holding steps: their spans are made as they start
 INDEX = re.compile(r"\[\d+\]")
+MAX_RUNS = 10_000  # runs a sink keeps track of at once
 
 
 @dataclass
@@ -114,6 +115,8 @@ class SpanSink:
                 self._end_piece(run, event.at, "interrupted", None)
             if run is None:
                 run = self.runs[event.run_id] = await self._read(event.run_id)
+                if len(self.runs) > MAX_RUNS:  # one this process let go of without an event (a lost claim)
+                    del self.runs[next(iter(self.runs))]
             if run.span is None:
                 self._start_piece(run, event)
             return

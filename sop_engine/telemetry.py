@@ -10,9 +10,12 @@ SDK documents them. Tests install a provider of their own (`install`)."""
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,9 +30,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sop_engine.telemetry")
 R = TypeVar("R")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SDK = (  # what an OTLP provider needs: loaded in a thread as a process starts (it takes a tenth of a second)
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.sdk.resources",
+    "opentelemetry.sdk.trace.export",
+    "sop_engine.spans",
+)
+
+
+@dataclass
+class Started:
+    """What `start` asked for: its provider is made when a span is first needed, so that loading the SDK goes on
+    beside the process's own start (Chromium's, the document's)."""
+
+    role: str
+    loading: threading.Thread
+    provider: TracerProvider | None = None
+
+
 _tracer: Tracer | None = None
 _installed: TracerProvider | None = None
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_pending: Started | None = None
+_making = threading.Lock()
 
 
 def install(provider: TracerProvider | None) -> None:
@@ -40,16 +63,41 @@ def install(provider: TracerProvider | None) -> None:
     _tracer = provider.get_tracer("sop_engine") if provider is not None else None
 
 
+def _current() -> Tracer | None:
+    """The tracer, made now if `start` asked for one: None when tracing is off (at once: nothing is loaded)."""
+    global _pending
+    if _pending is None:
+        return _tracer
+    with _making:
+        if _pending is not None:
+            started, _pending = _pending, None
+            started.provider = _otlp_provider(started.role)
+            install(started.provider)
+    return _tracer
+
+
 def tracing() -> bool:
-    return _tracer is not None
+    return _current() is not None
 
 
-def start(role: str) -> TracerProvider | None:
-    """With OTEL_EXPORTER_OTLP_ENDPOINT set, and no provider installed yet: installs one exporting over
-    OTLP/HTTP, service.name `sop-engine`, `sop.role` the process's role (server, worker, cli). Returns what it
-    installed, for `stop`."""
-    if _tracer is not None or settings.current().otlp_endpoint is None:
+def start(role: str) -> Started | None:
+    """With OTEL_EXPORTER_OTLP_ENDPOINT set, and no provider installed yet: this process's spans go over
+    OTLP/HTTP, service.name `sop-engine`, `sop.role` its role (server, worker, cli). Returns a handle for `stop`."""
+    global _pending
+    if _tracer is not None or _pending is not None or settings.current().otlp_endpoint is None:
         return None
+    loading = threading.Thread(target=_load_sdk, name="otel-sdk", daemon=True)
+    loading.start()
+    _pending = Started(role, loading)
+    return _pending
+
+
+def _load_sdk() -> None:
+    for module in SDK:
+        importlib.import_module(module)
+
+
+def _otlp_provider(role: str) -> TracerProvider:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkProvider
@@ -60,27 +108,33 @@ def start(role: str) -> TracerProvider | None:
     resource = Resource.create({"service.name": "sop-engine", "sop.role": role, "service.instance.id": worker_name()})
     provider = SdkProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    install(provider)
     return provider
 
 
-def stop(provider: TracerProvider | None) -> None:
-    """Exports the spans still buffered and shuts `provider` down (what `start` returned; None: nothing).
-    Blocking: from async code, in a thread."""
-    if provider is None:
+def stop(started: Started | None) -> None:
+    """Exports the spans still buffered and shuts the provider down (`started`: what `start` returned; None:
+    nothing). Blocking: from async code, in a thread."""
+    global _pending
+    if started is None:
         return
-    if _installed is provider:
-        install(None)
-    provider.shutdown()  # type: ignore[attr-defined]
+    with _making:
+        if _pending is started:  # no span was ever needed
+            _pending = None
+    started.loading.join()
+    if started.provider is not None:
+        if _installed is started.provider:
+            install(None)
+        started.provider.shutdown()  # type: ignore[attr-defined]
 
 
 def sinks(store: Store) -> list[EventSink]:
     """The event sinks tracing adds to a Runner: none when it is off."""
-    if _tracer is None:
+    tracer = _current()
+    if tracer is None:
         return []
     from .spans import SpanSink
 
-    return [SpanSink(store, _tracer)]
+    return [SpanSink(store, tracer)]
 
 
 # the context carried from whatever creates a run to whoever executes it --------------------------------------
@@ -94,7 +148,7 @@ def _w3c() -> Any:
 
 def traceparent() -> str | None:
     """The current span's context as a W3C traceparent, kept with a run it creates; None without one."""
-    if _tracer is None:
+    if _current() is None:
         return None
     carrier: dict[str, str] = {}
     _w3c().inject(carrier)
@@ -112,13 +166,14 @@ def remote(headers: Mapping[str, str] | None) -> Context | None:
 def span(name: str, headers: Mapping[str, str] | None = None, **attributes: Any) -> Iterator[Any]:
     """A span current for the block (None when tracing is off): with `headers`, a request's server span that
     continues the caller's trace when it sent a traceparent."""
-    if _tracer is None:
+    tracer = _current()
+    if tracer is None:
         yield None
         return
     from opentelemetry.trace import SpanKind
 
     kind = SpanKind.SERVER if headers is not None else SpanKind.INTERNAL
-    with _tracer.start_as_current_span(
+    with tracer.start_as_current_span(
         name,
         remote(headers),
         kind=kind,
@@ -140,7 +195,7 @@ def request_span(name: str) -> Callable[[Callable[[Any], Awaitable[R]]], Callabl
     def wrap(handler: Callable[[Any], Awaitable[R]]) -> Callable[[Any], Awaitable[R]]:
         @functools.wraps(handler)
         async def traced(request: Any) -> R:
-            if _tracer is None:
+            if _current() is None:
                 return await handler(request)
             with span(name, request.headers) as current:
                 response = await handler(request)
