@@ -151,16 +151,16 @@ def run_document(
         store, outcome, _ = asyncio.run(
             _execute(load, browser or BrowserHost(), not as_json, resume=resume, strict=strict, base_url=base_url)
         )
+        summary = run_summary(store, outcome)
+        store.close()
+        if as_json:
+            sys.stdout.write(json.dumps(summary, default=str) + "\n")
+        else:
+            print_outcome(outcome, summary)
     except BrowserNotFound as exc:
         raise refuse(str(exc), code=EXIT_FAILED) from None
-    finally:
+    finally:  # after the outcome is shown: the spans' export may wait for a slow collector
         telemetry.stop(tracing)
-    summary = run_summary(store, outcome)
-    store.close()
-    if as_json:
-        sys.stdout.write(json.dumps(summary, default=str) + "\n")
-    else:
-        print_outcome(outcome, summary)
     return EXIT_OK if outcome.status == RunStatus.COMPLETED else EXIT_FAILED
 
 
