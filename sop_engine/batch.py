@@ -10,6 +10,7 @@ import os
 import uuid
 from typing import Any
 
+from . import telemetry
 from .datafile import Row
 from .document import LoadedSop, load_sop
 from .events import call_store, utcnow
@@ -59,6 +60,7 @@ class Batches:
             secrets=vault.seal(row.inputs) if vault else None,
             batch_id=batch_id,
             row_number=row.number,
+            trace_context=telemetry.traceparent(),  # the request's (or command's) that made the row's run
         )
 
     def create(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import telemetry
 from .arguments import FileLoader, Loader
 from .browser import BrowserHost, BrowserNotFound
 from .console import (
@@ -64,7 +65,8 @@ async def _execute(
             await launching
         runner = cli_runner(runner_class, store, browser, sinks, strict, base_url, trace)
         if resume is None:
-            created = await runner.create_run(loaded, inputs, claimed_by=worker_name(), created_by=local_user())
+            with telemetry.span("sop-engine run"):  # the run's spans continue this command's trace
+                created = await runner.create_run(loaded, inputs, claimed_by=worker_name(), created_by=local_user())
             run_id = created.id
         else:
             run_id = resume  # claimed by this process already (resume_target)
@@ -101,6 +103,7 @@ def cli_runner(
     --trace given (off, on, on-failure), which wins over the documents'."""
     from .policy import NetworkPolicy
 
+    sinks = [*sinks, *telemetry.sinks(store)]
     policy = NetworkPolicy.for_cli(strict, base_url=base_url)
     return runner_class(store, browser, sinks, policy=policy, trace=trace)
 
@@ -149,18 +152,21 @@ def run_document(
     base_url: str | None = None,
     trace: str | None = None,
 ) -> int:
+    tracing = telemetry.start("cli")  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
         store, outcome, _ = asyncio.run(
             _execute(load, browser or BrowserHost(), not as_json, resume, strict, base_url, trace)
         )
+        summary = run_summary(store, outcome)
+        store.close()
+        if as_json:
+            sys.stdout.write(json.dumps(summary, default=str) + "\n")
+        else:
+            print_outcome(outcome, summary)
     except BrowserNotFound as exc:
         raise refuse(str(exc), code=EXIT_FAILED) from None
-    summary = run_summary(store, outcome)
-    store.close()
-    if as_json:
-        sys.stdout.write(json.dumps(summary, default=str) + "\n")
-    else:
-        print_outcome(outcome, summary)
+    finally:  # after the outcome is shown: the spans' export may wait for a slow collector
+        telemetry.stop(tracing)
     return EXIT_OK if outcome.status == RunStatus.COMPLETED else EXIT_FAILED
 
 
@@ -202,7 +208,10 @@ async def run_batch(
     from .store import Store
 
     store = Store()
-    async with browser:
+    tracing = telemetry.start("cli")
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(asyncio.to_thread, telemetry.stop, tracing)
+        await stack.enter_async_context(browser)
         batches = Batches(cli_runner(Runner, store, browser, event_sinks(), strict, base_url, trace))
         if new is None:
             assert batch_id is not None
@@ -216,7 +225,8 @@ async def run_batch(
                     out.print(f"retrying rows {', '.join(map(str, rows)) or '(none failed)'}")
         else:
             size = concurrency or default_concurrency()
-            batch_id = batches.create(new.loaded, new.rows, new.data.name, size, created_by=local_user()).id
+            with telemetry.span("sop-engine batch"):  # its runs' spans continue this command's trace
+                batch_id = batches.create(new.loaded, new.rows, new.data.name, size, created_by=local_user()).id
             if progress:
                 out.print(f"batch {batch_id}: {len(new.rows)} rows of {new.data}")
         total = store.batch(batch_id).rows  # type: ignore[union-attr]

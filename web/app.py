@@ -3,6 +3,7 @@ the Socket.IO wrapper has no hooks of its own (they would replace the wrapped ap
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from sop_engine import settings
+from sop_engine import settings, telemetry
 from sop_engine.batch import Batches
 from sop_engine.browser import BrowserHost
 from sop_engine.document import DocumentError, load_sop_file
@@ -65,6 +66,7 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tracing = telemetry.start("server")  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
         store = Store()
         tokens.attach(store)
         load_examples(store, config)
@@ -72,7 +74,8 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         feed = LiveFeed(sio, store, tokens, options.redis_url)
         own = dict.fromkeys([config.base_url, config.local_url, options.public_origin])  # in order, once each
         policy = NetworkPolicy.for_server(own, base_url=config.local_url)
-        runner = Runner(store, browser, [feed, *metrics.observe(store), *event_sinks()], frames=feed, policy=policy)
+        sinks = [feed, *metrics.observe(store), *event_sinks(), *telemetry.sinks(store)]
+        runner = Runner(store, browser, sinks, frames=feed, policy=policy)
         pool = WorkerPool(store, runner, config.concurrency)
         metrics.watch(pool)
         db = AsyncStore(store)
@@ -92,6 +95,7 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
             await feed.stop()
             await browser.close()
             store.close()
+            await asyncio.to_thread(telemetry.stop, tracing)  # the spans still buffered are exported
 
     routes: list[Any] = [Mount("/api", routes=api.routes()), *pages.routes, *health.routes, *metrics.routes(options)]
     routes.append(Mount("/static", app=StaticFiles(directory=asset_dir("static")), name="static"))

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import signal
 
-from sop_engine import settings
+from sop_engine import settings, telemetry
 from sop_engine.browser import BrowserHost
 from sop_engine.logs import event_sinks
 from sop_engine.policy import NetworkPolicy
@@ -28,13 +28,14 @@ async def work(concurrency: int, base_url: str | None, headed: bool = False, met
     origin stays closed to them but for the demo pages, as in the server). `metered`: it records metrics
     (served on its --metrics-port: web.metrics.expose)."""
     options = settings.current()
+    tracing = telemetry.start("worker")  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     store = Store()
     browser = BrowserHost(headed=headed, extra_args=list(options.browser_args))
     own = dict.fromkeys([base_url, options.public_origin])
     policy = NetworkPolicy.for_server(own, base_url=base_url or options.public_origin)
     feed = feed_for_worker(store)  # with SOP_REDIS_URL: its runs' events reach every server's clients
     measured = metrics.observe(store) if metered else []
-    sinks = [*([feed] if feed else []), *measured, *event_sinks()]
+    sinks = [*([feed] if feed else []), *measured, *event_sinks(), *telemetry.sinks(store)]
     runner = Runner(store, browser, sinks, frames=feed, policy=policy)
     pool = WorkerPool(store, runner, concurrency)
     metrics.watch(pool)
@@ -60,3 +61,4 @@ async def work(concurrency: int, base_url: str | None, headed: bool = False, met
             await feed.close()
         await browser.close()
         store.close()
+        await asyncio.to_thread(telemetry.stop, tracing)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .. import telemetry
 from ..browser import BrowserHost
 from ..control import RunControl
 from ..document import LoadedSop
@@ -54,6 +55,8 @@ class Runner:
         """Stores a queued run. With secret inputs, the full inputs are kept encrypted so that a worker
         (perhaps after a restart) can run it; what is stored in the open has the secrets masked."""
         shown = shown_inputs(loaded, inputs)
+        if (context := telemetry.traceparent()) is not None:  # its spans continue the trace that created it
+            extra.setdefault("trace_context", context)
         if loaded.sop.secret_inputs:
             extra["secrets"] = self.vault.seal(inputs)
         status = RunStatus.QUEUED

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sop_engine import settings
+from sop_engine import settings, telemetry
 from sop_engine.batch import ROW_STATUSES, results_csv, results_jsonl
 from sop_engine.datafile import DataFile, check_columns, column_mapping, data_of_objects, fit_rows, parse_data
 from sop_engine.document import DocumentError
@@ -109,6 +109,7 @@ def _problems(exc: DocumentError) -> list[dict[str, str]]:
     status=201,
     role="operator",
 )
+@telemetry.request_span("POST /api/batches")
 async def create_batch(request: Request) -> Response:
     state = state_of(request)
     body, table = await _batch_request(request)
@@ -179,6 +180,7 @@ async def get_batch(request: Request) -> Response:
 
 
 @endpoint("POST", "/batches/{batch_id}/retry-failed", "A new run for every failed row", RetriedOut, role="operator")
+@telemetry.request_span("POST /api/batches/{batch_id}/retry-failed")
 async def batch_retry_failed(request: Request) -> Response:
     state, batch = await _batch(request)
     require_control(request, f"batch {batch.id}", getattr(batch, "created_by", None))

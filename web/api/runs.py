@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from sop_engine import settings
+from sop_engine import settings, telemetry
 from sop_engine.artifacts import Artifacts, UnsafeName, shown_url, split_relative
 from sop_engine.document import DocumentError, resolve_inputs
 from sop_engine.states import RunStatus
@@ -74,6 +74,7 @@ async def _run(request: Request) -> Any:
 
 
 @endpoint("POST", "/runs", "Queue a run of an SOP", RunOut, body=RunRequest, status=201, role="operator")
+@telemetry.request_span("POST /api/runs")
 async def create_run(request: Request) -> Response:
     state = state_of(request)
     body = await body_model(request, RunRequest)
