@@ -139,7 +139,8 @@ def section(report: Report, measured: Measured, rounds: int) -> None:
         "",
         f"todo-{measured.n} ({browser_steps(measured.n)} browser steps) as runs created through the JSON API of "
         "three `serve --concurrency 1` processes (SQLite), each run watched by a Socket.IO client, timed by the "
-        f"server's own record (started_at → finished_at), {rounds} rounds after a warm-up, interleaved in a "
+        f"server's own record (started_at → finished_at), {rounds} round{'s' if rounds > 1 else ''} after a warm-up, "
+        "interleaved in a "
         "rotating order (bench/telemetry.py). *off*: SOP_METRICS=off, no span exporter, no trace. *metrics and "
         "spans*: metrics recorded and `/metrics` scraped once a round; spans exported over OTLP/HTTP "
         "(BatchSpanProcessor) to a loopback receiver. *trace*: SOP_TRACE=on, a Playwright trace (screenshots, "

@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 def test_the_harness_runs_every_flow_and_writes_its_report(tmp_path: Path):
     out = tmp_path / "benchmarks.md"
     # the scale figure's drain has a test of its own (below): one drain in the suite is enough
-    parts = "todo,scrape,batch,micro,log,long,server"
+    parts = "todo,scrape,batch,micro,log,long,server,telemetry"
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--only", parts, "--out", str(out)],
         cwd=ROOT,
@@ -39,6 +39,7 @@ def test_the_harness_runs_every_flow_and_writes_its_report(tmp_path: Path):
         "### batch: todo-3 over 4 rows",
         "### engine figures",
         "### server path: todo-4 and todo-6, watched",
+        "### telemetry: todo-6 through the server, with metrics, spans or a trace",
     )
     for heading in headings:
         assert f"\n{heading}\n" in text, heading
@@ -54,6 +55,7 @@ def test_the_harness_runs_every_flow_and_writes_its_report(tmp_path: Path):
         "batch throughput at concurrency 2 next to the asyncio script",
         "in-process engine overhead per no-op step (no browser, SQLite store)",
         "server path: wall overhead per browser step, watched (slope todo-4 → todo-6)",
+        "metrics and spans recorded, todo-6 through the server, next to them off",
     ):
         row = next((line for line in targets.splitlines() if line.startswith(f"| {target} | ")), None)
         assert row is not None and row.endswith(("| met |", "| **missed** |")), (target, targets)
@@ -74,6 +76,12 @@ def test_the_harness_runs_every_flow_and_writes_its_report(tmp_path: Path):
     assert all(1 <= n <= steps for n, steps in zip(frames, (12, 17), strict=True)), rows  # watched, throttled
     assert "| server path: wall overhead per browser step (slope todo-4 → todo-6: " in server
     assert "| server path: fixed overhead per run (" in server
+    telemetry = text.split("### telemetry: todo-6 through the server, with metrics, spans or a trace\n", 1)[1]
+    for server in ("off", "metrics and spans", "trace"):
+        assert f"\n| {server} | " in telemetry, telemetry
+    exported = int(telemetry.split("The OTLP receiver got ", 1)[1].split(" ", 1)[0])
+    samples = int(telemetry.split("`/metrics` had ", 1)[1].split(" ", 1)[0])
+    assert exported >= 1 and samples > 0, telemetry  # spans went out, metrics were there to scrape
 
 
 def test_a_partial_run_puts_its_parts_into_the_report_there(tmp_path: Path):
