@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from .cost import describe
 from .problems import Problem
 from .states import RunStatus
 
@@ -100,8 +101,10 @@ def run_summary(store: Store, outcome: RunOutcome) -> dict[str, Any]:
                 "attempts": row.attempts,
                 "duration_ms": duration,
                 "error": row.error.get("message") if row.error else None,
+                "cost": row.cost,
             }
         )
+    run = store.run(outcome.run_id)
     return {
         "run_id": outcome.run_id,
         "status": outcome.status.value,
@@ -109,6 +112,7 @@ def run_summary(store: Store, outcome: RunOutcome) -> dict[str, Any]:
         "error": outcome.error,
         "steps": steps,
         "restored": store.restorations(outcome.run_id),
+        "cost": run.cost if run else None,
     }
 
 
@@ -128,6 +132,9 @@ def print_outcome(outcome: RunOutcome, summary: dict[str, Any]) -> None:
         )
     if outcome.outputs:
         out.print_json(json.dumps(outcome.outputs, default=str))
+    cost = describe(summary.get("cost"))
+    if cost:
+        out.print(f"[dim]cost: {escape(cost)}[/]")
 
 
 async def show_batch_progress(batches: Any, batch_id: str, total: int, done: asyncio.Event) -> None:
@@ -189,6 +196,9 @@ def print_batch_summary(summary: dict[str, Any], lines: list[dict[str, Any]], ou
             f"[yellow]warning: rows {', '.join(rebuilt)} had their browser rebuilt from a checkpoint: what their "
             "pages held in memory was lost (see `restored` in each run; resume_from answers it)[/]"
         )
+    cost = describe(summary.get("cost"))
+    if cost:
+        out.print(f"[dim]cost of its runs: {escape(cost)}[/]")
     if out_file is not None:
         out.print(f"results in {out_file}")
     out.print(

@@ -20,6 +20,7 @@ from ..browser_options import run_browser
 from ..browser_session import BrowserSession
 from ..control import RunControl
 from ..controls import skipped_by_person
+from ..cost import CostMeter
 from ..dialogs import DialogDesk
 from ..document import LoadedSop
 from ..durations import format_duration
@@ -119,7 +120,8 @@ class Execution(Flow, Leaf, People, Restart):
             self.hide(value)
         self._start_error = made.error
         dialogs = DialogDesk(made.dialogs, self.mask, self._log_line)
-        self.browser = BrowserSession(runner.browser, vault, checkpoint, self.policy, made.options, dialogs)
+        self.cost = CostMeter(run.cost if run else None)  # what this execution costs, on top of the earlier ones
+        self.browser = BrowserSession(runner.browser, vault, checkpoint, self.policy, made.options, dialogs, self.cost)
         # steps a person skipped: they stay skipped, even in a `resume_from` range that is replayed
         self.person_skipped = {r.key for r in rows if skipped_by_person(r.status, r.reason)}
         self._pause_lock = asyncio.Lock()  # one question to a person at a time, even with parallel steps
@@ -154,12 +156,13 @@ class Execution(Flow, Leaf, People, Restart):
         step: tuple[str, dict[str, Any]] | None = None,
         new_steps: list[dict[str, Any]] | None = None,
         checkpoint: dict[str, Any] | None = None,
+        costs: dict[str, dict[str, Any]] | None = None,
         wait: bool = True,
     ) -> None:
         """Store a state change with its event, then tell the sinks. With `wait=False` (a step's start, new
         step rows) the change is written with the next one waited for, or WRITE_BEHIND seconds later, whichever
         comes first: a quick step's start and result share one commit, and both are committed before the
-        next step starts."""
+        next step starts. `costs`: steps' figures completed since they ended (CostMeter.late)."""
         # the store's gate applies the table (and this worker's claim) to every change; kept here: what it holds
         if step is not None and "status" in step[1]:
             self.status[step[0]] = StepStatus(step[1]["status"])
@@ -175,6 +178,7 @@ class Execution(Flow, Leaf, People, Restart):
             "step": (step[0], self.mask(step[1])) if step else None,
             "new_steps": new_steps or (),
             "checkpoint": checkpoint,
+            "costs": costs,
         }
         if wait:  # what a commit started earlier raised comes first (the journal keeps the writes in order)
             await self.settled()
@@ -227,6 +231,7 @@ class Execution(Flow, Leaf, People, Restart):
     async def close(self, last_frame: bool = False) -> None:
         """`last_frame`: the run ended; a watcher gets a picture of where it stopped before the browser closes."""
         await self.live.close(last=last_frame)
+        await self.cost.close()  # the pages' last readings, before they close
         await self.browser.close()
         if self._http is not None:
             await self._http.aclose()
@@ -256,6 +261,7 @@ class Execution(Flow, Leaf, People, Restart):
     async def _run(self) -> RunOutcome:
         produced: dict[str, Any] = {}
         status, error = RunStatus.COMPLETED, None
+        self.cost.start()
         try:
             await self._reset_interrupted()
             await self._set_run(
@@ -327,7 +333,10 @@ class Execution(Flow, Leaf, People, Restart):
         data = {"status": status.value, **{k: v for k, v in values.items() if k in shown}}
         if self.batch_id:
             data["batch_id"] = self.batch_id
-        await self.emit("run.updated", data, run={"status": status.value, **values})
+        costs = None
+        if status != RunStatus.RUNNING:  # the execution ends here: what it cost so far, the steps' last figures
+            values["cost"], costs = self.cost.run_cost(), self.cost.late()
+        await self.emit("run.updated", data, run={"status": status.value, **values}, costs=costs)
 
     async def _finish(self, status: RunStatus, outputs: dict[str, Any], error: str | None) -> None:
         """The run ended: steps still running (a run timeout, a cancel, a sibling that failed the run) are

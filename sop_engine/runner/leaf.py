@@ -150,6 +150,7 @@ class Leaf:
         """`durable`: committed before the step acts (a non-idempotent step must be known to have started).
         `action` is told in the event, for those who watch (metrics, spans, logs)."""
         attempt = attempt or self.attempts.setdefault(key, 1)
+        self.cost.step_started(key, sampled=action not in ("loop", "if"))
         shown = self._shown_inputs(variables)
         values = {
             "status": "running",
@@ -182,11 +183,15 @@ class Leaf:
             values["sealed_outputs"] = self.runner.vault.seal(real)
         if artifacts:
             values["artifacts"] = artifacts
+        values["cost"] = self.cost.step_ended(key)
+        # the run's figures so far, and the steps' CPU and heap read since they ended: at most every second
+        costs = {"run": {"cost": self.cost.run_cost()}, "costs": self.cost.late()} if self.cost.due() else {}
         await self.commit_behind(
             "step.updated",
             {"key": key, "status": "completed", "outputs": outputs, "duration_ms": duration_ms, "artifacts": artifacts},
             (key, values),
             checkpoint=checkpoint,
+            **costs,
         )
 
     async def _fail(self, step: Step, key: str, exc: StepError, artifacts: list[str]) -> StepStatus:
@@ -194,10 +199,11 @@ class Leaf:
         (who retries or skips the step: RETRY comes back as PENDING)."""
         exc = clean_error(exc)
         error = exc.as_dict()
+        values = {"status": "failed", "finished_at": utcnow(), "error": error, "artifacts": artifacts}
+        values["cost"] = self.cost.step_ended(key)
+        self.cost.sample(key, self.browser.current(step.tab) if uses_browser(step) else None)
         await self.emit(
-            "step.updated",
-            {"key": key, "status": "failed", "error": error, "artifacts": artifacts},
-            step=(key, {"status": "failed", "finished_at": utcnow(), "error": error, "artifacts": artifacts}),
+            "step.updated", {"key": key, "status": "failed", "error": error, "artifacts": artifacts}, step=(key, values)
         )
         policy = step.on_error or self.sop.defaults.on_error
         if policy == "continue":
@@ -267,6 +273,7 @@ class Leaf:
             return await self._fail(step, key, exc, ctx.artifacts)
         env.maps[0].update(outputs)
         await self._complete(key, outputs, started, ctx.artifacts, await self.browser.checkpoint(step, key))
+        self.cost.sample(key, self.browser.current(step.tab) if uses_browser(step) else None)
         if uses_browser(step):
             self._want_frame(step, key)
         self._stepped()
