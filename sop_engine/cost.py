@@ -5,12 +5,15 @@ Counting is passive: each page of the run's context gets a CDP session whose Net
 they come (`requestWillBeSent`: a request, each hop of a redirect too; `loadingFinished`: its
 `encodedDataLength`, the bytes as they came over the wire, which Chromium counts with the response's headers
 for most responses but not all). CPU time and heap come from `Performance.getMetrics` (`TaskDuration`,
-`JSHeapUsedSize`): a sample is *sent* as a browser step ends and answered while the next step runs, so no
-step waits for it; Chromium answers a page's messages in order, so the sample reads the page as the step left
-it. Those two figures are approximate: a renderer process may serve several pages (of this run or of others),
-a cross-site navigation swaps it (its counters start again), and a step's figure is the change since the
-page's previous sample (the time between steps included). A step's figures are written when it ends, and
-its CPU and heap once its sample is back, with a later write of the run (`late`)."""
+`JSHeapUsedSize`): a reading is *sent* as a browser step ends and answered while the next step runs, so no
+step waits for it; Chromium answers a page's messages in order, so it reads the page as the step left it. A
+page is read at most every SAMPLE_EVERY seconds (a reading costs the browser about as much as a quick step's
+engine overhead): the CPU time between two readings is shared among the steps that ended on the page in
+between, by their wall time, and each of them gets the heap of that reading. Those two figures are
+approximate: a renderer process may serve several pages (of this run or of others), a cross-site navigation
+swaps it (its counters start again), the time between steps counts too, and a heap read now and then is not
+its peak. A step's other figures are written when it ends; its CPU and heap once read, with a later write of
+the run (`late`)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 FIGURES = ("wall_ms", "browser_cpu_ms", "js_heap_peak_bytes", "bytes_received", "requests", "artifact_bytes")
 APPROXIMATE = ["browser_cpu_ms", "js_heap_peak_bytes"]
 WRITE_EVERY = 1.0  # seconds between writes of the run's figures (and the steps' late ones) while it runs
+SAMPLE_EVERY = 0.2  # seconds between two readings of a page's CPU time and heap: one costs the browser ~0.5 ms
 SAMPLE_TIMEOUT = 2.0  # seconds the last samples may take as the run ends
 METERED = True  # off only to measure what metering costs (bench)
 
@@ -103,6 +107,8 @@ class _PageMeter:
     def __init__(self) -> None:
         self.session: Any = None
         self.task_s: float | None = None  # TaskDuration at the last sample
+        self.sent_at = float("-inf")  # when the last sample was asked for
+        self.steps: list[tuple[str, dict[str, Any]]] = []  # steps ended on the page since: key, figures
 
 
 class CostMeter:
@@ -206,7 +212,8 @@ class CostMeter:
 
     def sample(self, key: str, page: Page | None) -> None:
         """After the step `key` ended: when it acted on `page`, its CPU time and heap, read in the background
-        and given back with `late`."""
+        and given back with `late`. A page is read at most every SAMPLE_EVERY seconds: the CPU time between
+        two readings is shared among the steps that ended on the page in between, by their wall time."""
         figures = self._ended.pop(key, None)
         found = self._pages.get(page) if page is not None else None
         if figures is None or found is None or not found.done() or self._closed:
@@ -214,11 +221,19 @@ class CostMeter:
         meter = found.result()
         if meter is None:
             return
-        task = asyncio.ensure_future(self._sample(meter, key, figures))
+        meter.steps.append((key, figures))
+        now = self._now()
+        if now - meter.sent_at >= SAMPLE_EVERY:
+            self._read(meter, now)
+
+    def _read(self, meter: _PageMeter, now: float) -> None:
+        meter.sent_at = now
+        steps, meter.steps = meter.steps, []
+        task = asyncio.ensure_future(self._sample(meter, steps))
         self._samples.add(task)
         task.add_done_callback(self._samples.discard)
 
-    async def _sample(self, meter: _PageMeter, key: str | None, figures: dict[str, Any] | None) -> None:
+    async def _sample(self, meter: _PageMeter, steps: list[tuple[str, dict[str, Any]]]) -> None:
         with contextlib.suppress(Exception):  # the page closed meanwhile: its last reading stays
             task_s, heap = _readings(await meter.session.send("Performance.getMetrics"))
             if task_s is None:
@@ -229,8 +244,10 @@ class CostMeter:
             cpu_ms = (task_s - before) * 1000
             self.cpu_ms = (self.cpu_ms or 0.0) + cpu_ms
             self.heap_peak = _max(self.heap_peak, heap)
-            if key is not None and figures is not None:
-                self._late[key] = {**figures, "browser_cpu_ms": round(cpu_ms, 1), "js_heap_peak_bytes": heap}
+            walls = sum(figures["wall_ms"] for _, figures in steps)
+            for key, figures in steps:
+                share = figures["wall_ms"] / walls if walls > 0 else 1 / len(steps)
+                self._late[key] = {**figures, "browser_cpu_ms": round(cpu_ms * share, 1), "js_heap_peak_bytes": heap}
 
     # writes -----------------------------------------------------------------------------------
 
@@ -267,11 +284,13 @@ class CostMeter:
         if self._closed:
             return
         self._closed = True
-        pages = [found.result() for found in self._pages.values() if found.done() and found.result() is not None]
-        last = [asyncio.ensure_future(self._sample(meter, None, None)) for meter in pages]
-        waiting = [*self._samples, *last]
-        if waiting:
-            await asyncio.wait(waiting, timeout=SAMPLE_TIMEOUT)
+        now = self._now()
+        for found in self._pages.values():
+            meter = found.result() if found.done() else None
+            if meter is not None:
+                self._read(meter, now)
+        if self._samples:
+            await asyncio.wait(list(self._samples), timeout=SAMPLE_TIMEOUT)
         for found in self._pages.values():
             found.cancel()
 
