@@ -204,6 +204,45 @@ async def test_a_batch_costs_the_sum_of_its_runs(store: Store, browser_host: Bro
     assert "cost" not in progress  # the progress bar reads it often: it does without the sum
 
 
+async def test_a_popup_counts_too(store: Store, browser_host: BrowserHost):
+    """A page a step opened (a popup) is counted: what it loads after it opened is the steps' on it."""
+    pages = {
+        "/": "<a id=pop href='/pop' target=_blank>pop</a>",
+        "/pop": "<button id=more onclick=\"var l = document.createElement('link'); l.rel = 'stylesheet'; "
+        "l.href = '/late.css'; l.onload = function () { document.body.append(Object.assign("
+        "document.createElement('p'), {id: 'loaded', textContent: 'ok'})) }; document.head.append(l)\">more</button>",
+    }
+    served: list[str] = []
+
+    def answer(request: Request) -> Reply:
+        served.append(request.path)
+        if request.path == "/late.css":
+            return Reply(200, b"p {}" * 1000, {"Content-Type": "text/css", "Cache-Control": "no-store"})
+        head = "<!doctype html><html><head><link rel=icon href='data:,'></head><body>"
+        return Reply(200, (head + pages[request.path] + "</body></html>").encode(), {"Content-Type": "text/html"})
+
+    with LoopbackServer(answer) as server:
+        loaded = load_sop(f"""
+sop: 1
+id: popup
+steps:
+  - {{id: open, action: navigate, url: "{server.url}/"}}
+  - {{id: pop, action: click, selector: "#pop", opens_tab: pop}}
+  - {{id: more, action: click, selector: "#more", tab: pop}}
+  - {{id: loaded, action: wait, selector: "#loaded", tab: pop}}
+""")
+        runner = Runner(store, browser_host, [])
+        row = await runner.create_run(loaded, {})
+        outcome = await runner.execute(row.id, loaded, {})
+    assert outcome.status.value == "completed", outcome.error
+    assert sorted(served) == ["/", "/late.css", "/pop"]
+    steps = {s.key: s.cost for s in store.steps(row.id)}
+    # the popup's own first request may come before it is seen; what it loads later is counted
+    assert steps["more"]["requests"] + steps["loaded"]["requests"] == 1
+    assert steps["more"]["bytes_received"] + steps["loaded"]["bytes_received"] >= 4000
+    assert store.run(row.id).cost["requests"] >= 2
+
+
 def test_the_command_line_shows_the_cost(tmp_path: Path, loopback: Site):
     sop = tmp_path / "costly.yaml"
     sop.write_text(document(loopback.server.url))
