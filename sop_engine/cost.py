@@ -29,7 +29,7 @@ FIGURES = ("wall_ms", "browser_cpu_ms", "js_heap_peak_bytes", "bytes_received", 
 APPROXIMATE = ["browser_cpu_ms", "js_heap_peak_bytes"]
 WRITE_EVERY = 1.0  # seconds between writes of the run's figures (and the steps' late ones) while it runs
 SAMPLE_EVERY = 0.2  # seconds between two readings of a page's CPU time and heap: one costs the browser ~0.5 ms
-SAMPLE_TIMEOUT = 2.0  # seconds the last samples may take as the run ends
+SAMPLE_TIMEOUT = 2.0  # seconds a page's attachment is waited for, and the last readings as the run ends
 METERED = True  # off only to measure what metering costs (bench)
 
 
@@ -147,7 +147,7 @@ class CostMeter:
         found = self._pages.get(page)
         if found is None:
             found = self._pages[page] = asyncio.ensure_future(self._attach(page))
-        await asyncio.wait([found])
+        await asyncio.wait([found], timeout=SAMPLE_TIMEOUT)  # a page that hangs is counted once attached
 
     def watch_soon(self, page: Page) -> None:
         """A page the run did not open itself (a popup): attached in the background, so its very first
@@ -215,11 +215,8 @@ class CostMeter:
         and given back with `late`. A page is read at most every SAMPLE_EVERY seconds: the CPU time between
         two readings is shared among the steps that ended on the page in between, by their wall time."""
         figures = self._ended.pop(key, None)
-        found = self._pages.get(page) if page is not None else None
-        if figures is None or found is None or not found.done() or self._closed:
-            return
-        meter = found.result()
-        if meter is None:
+        meter = _attached(self._pages.get(page)) if page is not None else None
+        if figures is None or meter is None or self._closed:
             return
         meter.steps.append((key, figures))
         now = self._now()
@@ -286,13 +283,20 @@ class CostMeter:
         self._closed = True
         now = self._now()
         for found in self._pages.values():
-            meter = found.result() if found.done() else None
+            meter = _attached(found)
             if meter is not None:
                 self._read(meter, now)
         if self._samples:
             await asyncio.wait(list(self._samples), timeout=SAMPLE_TIMEOUT)
         for found in self._pages.values():
             found.cancel()
+
+
+def _attached(found: asyncio.Future[_PageMeter | None] | None) -> _PageMeter | None:
+    """The page's meter, once it is attached."""
+    if found is None or not found.done() or found.cancelled():
+        return None
+    return found.result()
 
 
 def _readings(answer: Any) -> tuple[float | None, int | None]:
