@@ -307,25 +307,3 @@ def _readings(answer: Any) -> tuple[float | None, int | None]:
         float(task) if isinstance(task, int | float) else None,
         int(heap) if isinstance(heap, int | float) else None,
     )
-
-
-def size_text(count: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    raise AssertionError("unreachable")
-
-
-def describe(cost: dict[str, Any] | None) -> str | None:
-    """One short line: "3.1 s, 1.2 MB received in 34 requests, ~0.4 s browser CPU, 80.2 kB of files"."""
-    if not cost:
-        return None
-    figures = Figures.read(cost)
-    parts = [f"{figures.wall_ms / 1000:.1f} s"]
-    parts.append(f"{size_text(figures.bytes_received)} received in {figures.requests} requests")
-    if figures.browser_cpu_ms is not None:
-        parts.append(f"~{figures.browser_cpu_ms / 1000:.1f} s browser CPU")
-    if figures.artifact_bytes:
-        parts.append(f"{size_text(figures.artifact_bytes)} of files")
-    return ", ".join(parts)

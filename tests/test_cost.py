@@ -16,8 +16,9 @@ import pytest
 
 from sop_engine.batch import Batches
 from sop_engine.browser import BrowserHost
+from sop_engine.console import describe_cost
 from sop_engine.control import RunControl
-from sop_engine.cost import APPROXIMATE, FIGURES, Figures, describe
+from sop_engine.cost import APPROXIMATE, FIGURES, Figures
 from sop_engine.datafile import Row
 from sop_engine.document import load_sop
 from sop_engine.runner import Runner
@@ -270,7 +271,7 @@ def test_figures_read_and_add_up():
     hostile = Figures.read({"wall_ms": -1, "requests": "many", "bytes_received": True, "js_heap_peak_bytes": 1e3})
     assert hostile == Figures(js_heap_peak_bytes=1e3)
     assert Figures.read(None) == Figures()
-    assert describe(Figures(3100.0, 400.0, 1, 1_234_567, 34, 80_200).as_dict()) == (
+    assert describe_cost(Figures(3100.0, 400.0, 1, 1_234_567, 34, 80_200).as_dict()) == (
         "3.1 s, 1.2 MB received in 34 requests, ~0.4 s browser CPU, 80.2 kB of files"
     )
-    assert describe(None) is None
+    assert describe_cost(None) is None
