@@ -76,9 +76,15 @@ class StepContext:
         """Keeps `content` (bytes, or a local file's) as one of the run's files, named after the step; gives back
         where it is now. It is recorded with the step only once it is stored."""
         named = f"{file_safe(self.key)}-{file_safe(name)}"
-        where = await asyncio.to_thread(self.artifact_store.keep, self.run_id, named, content)
+        where, size = await asyncio.to_thread(self._keep, named, content)
         self.artifacts.append(f"{self.run_id}/{named}")
+        self.execution.cost.artifact(size)
         return where
+
+    def _keep(self, named: str, content: bytes | Path) -> tuple[str, int]:
+        """Where the file is kept, and its size (it counts in the run's cost)."""
+        size = len(content) if isinstance(content, bytes) else content.stat().st_size
+        return self.artifact_store.keep(self.run_id, named, content), size
 
     async def artifact_copy(self, name: str) -> Path:
         return await self.execution.artifact_copy(name)

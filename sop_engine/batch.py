@@ -213,10 +213,11 @@ class Batches:
         return lines
 
     async def current_summary(self, batch_id: str) -> dict[str, Any]:
-        """`summary`, read in a thread: for a progress display next to running rows."""
-        return await call_store(self.summary, batch_id, what=f"reading batch {batch_id}")
+        """`summary`, read in a thread, without the cost: for a progress display next to running rows."""
+        return await call_store(self.summary, batch_id, False, what=f"reading batch {batch_id}")
 
-    def summary(self, batch_id: str) -> dict[str, Any]:
+    def summary(self, batch_id: str, cost: bool = True) -> dict[str, Any]:
+        """The batch, its counts, its rate; with `cost`, what its runs cost together (sop_engine.cost)."""
         batch = self.store.batch(batch_id)
         assert batch is not None
         counts = self.store.batch_counts(batch_id)
@@ -230,7 +231,7 @@ class Batches:
             status = "completed"
             if batch.finished_at is None:
                 self.finish_if_done(batch_id)
-        return {
+        shown = {
             "id": batch.id,
             "sop_id": batch.sop_id,
             "sop_version": batch.sop_version,
@@ -244,6 +245,9 @@ class Batches:
             "created_at": batch.created_at.isoformat(),
             "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
         }
+        if cost:
+            shown["cost"] = self.store.batch_cost(batch_id)
+        return shown
 
 
 def _aware(moment: Any) -> Any:

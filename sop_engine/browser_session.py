@@ -12,6 +12,7 @@ from typing import Any
 from playwright.async_api import BrowserContext, Page
 
 from .browser import BrowserHost
+from .cost import CostMeter
 from .dialogs import DialogDesk
 from .errors import ErrorKind, StepError
 from .events import utcnow
@@ -33,16 +34,19 @@ class BrowserSession:
         policy: NetworkPolicy | None = None,
         options: dict[str, Any] | None = None,
         dialogs: DialogDesk | None = None,
+        meter: CostMeter | None = None,
     ) -> None:
         """`policy`: where the run's pages may go (the command line's, which allows everything, by default);
         with any restriction, every context gets the policy's proxy, route handler and frame guard.
         `options`: the document's own context options (its `browser:` section, rendered); `dialogs`: who
-        answers the dialogs of every page of the context (by default each is dismissed)."""
+        answers the dialogs of every page of the context (by default each is dismissed); `meter`: counts what
+        every page of the context costs."""
         self.host = host
         self.options = options or {}
         self.dialogs = dialogs or DialogDesk(None, lambda text: text, _no_log)
         self.dialogs.tab_of = self.tab_of
         self.vault = vault
+        self.meter = meter
         self.policy = policy or NetworkPolicy.for_cli()
         self.guard = None if self.policy.unrestricted else BrowserGuard(self.policy)
         self._context: BrowserContext | None = None
@@ -106,13 +110,17 @@ class BrowserSession:
         assert self._context is not None
         page = await self._context.new_page()
         self._watch(page)
+        if self.meter is not None:  # counted from its first request
+            await self.meter.watch(page)
         return page
 
     def _watch(self, page: Page) -> None:
-        """Every page of the context, a popup the run never named too: the egress guard and the dialogs."""
+        """Every page of the context, a popup the run never named too: the egress guard, the dialogs, the cost."""
         if self.guard is not None:
             self.guard.watch(page)
         self.dialogs.watch(page)
+        if self.meter is not None:
+            self.meter.watch_soon(page)
 
     async def adopt(self, tab: str, page: Page) -> None:
         """A page an action opened (a popup, a link to a new tab) is the tab `tab` from now on."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from .cost import Figures
 from .problems import Problem
 from .states import RunStatus
 
@@ -100,8 +101,10 @@ def run_summary(store: Store, outcome: RunOutcome) -> dict[str, Any]:
                 "attempts": row.attempts,
                 "duration_ms": duration,
                 "error": row.error.get("message") if row.error else None,
+                "cost": row.cost,
             }
         )
+    run = store.run(outcome.run_id)
     return {
         "run_id": outcome.run_id,
         "status": outcome.status.value,
@@ -109,6 +112,7 @@ def run_summary(store: Store, outcome: RunOutcome) -> dict[str, Any]:
         "error": outcome.error,
         "steps": steps,
         "restored": store.restorations(outcome.run_id),
+        "cost": run.cost if run else None,
     }
 
 
@@ -128,6 +132,9 @@ def print_outcome(outcome: RunOutcome, summary: dict[str, Any]) -> None:
         )
     if outcome.outputs:
         out.print_json(json.dumps(outcome.outputs, default=str))
+    cost = describe_cost(summary.get("cost"))
+    if cost:
+        out.print(f"[dim]cost: {escape(cost)}[/]")
 
 
 async def show_batch_progress(batches: Any, batch_id: str, total: int, done: asyncio.Event) -> None:
@@ -189,9 +196,35 @@ def print_batch_summary(summary: dict[str, Any], lines: list[dict[str, Any]], ou
             f"[yellow]warning: rows {', '.join(rebuilt)} had their browser rebuilt from a checkpoint: what their "
             "pages held in memory was lost (see `restored` in each run; resume_from answers it)[/]"
         )
+    cost = describe_cost(summary.get("cost"))
+    if cost:
+        out.print(f"[dim]cost of its runs: {escape(cost)}[/]")
     if out_file is not None:
         out.print(f"results in {out_file}")
     out.print(
         f"[dim]resume: sop-engine batch --resume {summary['id']}   "
         f"retry the failed rows: sop-engine batch --retry-failed {summary['id']}[/]"
     )
+
+
+def size_text(count: float) -> str:
+    """A count of bytes for people: "980 B", "80.2 kB", "1.2 MB"."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def describe_cost(cost: dict[str, Any] | None) -> str | None:
+    """One short line: "3.1 s, 1.2 MB received in 34 requests, ~0.4 s browser CPU, 80.2 kB of files"."""
+    if not cost:
+        return None
+    figures = Figures.read(cost)
+    parts = [f"{figures.wall_ms / 1000:.1f} s"]
+    parts.append(f"{size_text(figures.bytes_received)} received in {figures.requests} requests")
+    if figures.browser_cpu_ms is not None:
+        parts.append(f"~{figures.browser_cpu_ms / 1000:.1f} s browser CPU")
+    if figures.artifact_bytes:
+        parts.append(f"{size_text(figures.artifact_bytes)} of files")
+    return ", ".join(parts)

@@ -21,6 +21,7 @@ from ..browser_options import run_browser
 from ..browser_session import BrowserSession
 from ..control import RunControl
 from ..controls import skipped_by_person
+from ..cost import CostMeter
 from ..dialogs import DialogDesk
 from ..document import LoadedSop
 from ..durations import format_duration
@@ -121,7 +122,8 @@ class Execution(Flow, Leaf, People, Restart):
             self.hide(value)
         self._start_error = made.error
         dialogs = DialogDesk(made.dialogs, self.mask, self._log_line)
-        self.browser = BrowserSession(runner.browser, vault, checkpoint, self.policy, made.options, dialogs)
+        self.cost = CostMeter(run.cost if run else None)  # what this execution costs, on top of the earlier ones
+        self.browser = BrowserSession(runner.browser, vault, checkpoint, self.policy, made.options, dialogs, self.cost)
         # a Playwright trace: the command line's --trace, else the document's `trace`, else the server's SOP_TRACE
         self.trace_mode = TraceMode(runner.trace or self.sop.trace or settings.current().trace)
         self.browser.tracing = self.trace_mode != TraceMode.OFF
@@ -160,12 +162,13 @@ class Execution(Flow, Leaf, People, Restart):
         step: tuple[str, dict[str, Any]] | None = None,
         new_steps: list[dict[str, Any]] | None = None,
         checkpoint: dict[str, Any] | None = None,
+        costs: dict[str, dict[str, Any]] | None = None,
         wait: bool = True,
     ) -> None:
         """Store a state change with its event, then tell the sinks. With `wait=False` (a step's start, new
         step rows) the change is written with the next one waited for, or WRITE_BEHIND seconds later, whichever
         comes first: a quick step's start and result share one commit, and both are committed before the
-        next step starts."""
+        next step starts. `costs`: steps' figures completed since they ended (CostMeter.late)."""
         # the store's gate applies the table (and this worker's claim) to every change; kept here: what it holds
         if step is not None and "status" in step[1]:
             self.status[step[0]] = StepStatus(step[1]["status"])
@@ -181,6 +184,7 @@ class Execution(Flow, Leaf, People, Restart):
             "step": (step[0], self.mask(step[1])) if step else None,
             "new_steps": new_steps or (),
             "checkpoint": checkpoint,
+            "costs": costs,
         }
         if wait:  # what a commit started earlier raised comes first (the journal keeps the writes in order)
             await self.settled()
@@ -234,11 +238,14 @@ class Execution(Flow, Leaf, People, Restart):
         """`last_frame`: the run ended; a watcher gets a picture of where it stopped before the browser closes.
         `ended`: the status the run ends this execution with, which decides whether its trace is kept."""
         await self.live.close(last=last_frame)
+        await self.cost.close()  # the pages' last readings, before they close
         keep = self.browser.recording and kept(self.trace_mode, ended)
         raw = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="sop-trace-")) / "raw.zip" if keep else None
         written = await self.browser.close(trace_to=raw)
         if raw is not None:
             self._trace = await self._keep_trace(raw, written)
+            if self._trace.get("status") == "saved":  # the trace is one of the run's files: its bytes count
+                self.cost.artifact(int(self._trace.get("bytes") or 0))
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -281,6 +288,7 @@ class Execution(Flow, Leaf, People, Restart):
         produced: dict[str, Any] = {}
         status, error = RunStatus.COMPLETED, None
         ended: RunStatus | None = None  # how the run ends, once known: its trace is kept or not by it
+        self.cost.start()
         try:
             await self._reset_interrupted()
             await self._set_run(
@@ -355,7 +363,10 @@ class Execution(Flow, Leaf, People, Restart):
         data = {"status": status.value, **{k: v for k, v in values.items() if k in shown}}
         if self.batch_id:
             data["batch_id"] = self.batch_id
-        await self.emit("run.updated", data, run={"status": status.value, **values})
+        costs = None
+        if status != RunStatus.RUNNING:  # the execution ends here: what it cost so far, the steps' last figures
+            values["cost"], costs = self.cost.run_cost(), self.cost.late()
+        await self.emit("run.updated", data, run={"status": status.value, **values}, costs=costs)
 
     async def _finish(self, status: RunStatus, outputs: dict[str, Any], error: str | None) -> None:
         """The run ended: steps still running (a run timeout, a cancel, a sibling that failed the run) are

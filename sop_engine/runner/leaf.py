@@ -157,6 +157,7 @@ class Leaf:
         """`durable`: committed before the step acts (a non-idempotent step must be known to have started).
         `action` is told in the event, for those who watch (metrics, spans, logs)."""
         attempt = attempt or self.attempts.setdefault(key, 1)
+        self.cost.step_started(key, sampled=action not in ("loop", "if"))
         shown = self._shown_inputs(variables)
         values = {
             "status": "running",
@@ -191,6 +192,9 @@ class Leaf:
             values["sealed_outputs"] = self.runner.vault.seal(real)
         if artifacts:
             values["artifacts"] = artifacts
+        values["cost"] = self.cost.step_ended(key)
+        # the run's figures so far, and the steps' CPU and heap read since they ended: at most every second
+        costs = {"run": {"cost": self.cost.run_cost()}, "costs": self.cost.late()} if self.cost.due() else {}
         await self.commit_behind(
             "step.updated",
             {
@@ -203,6 +207,7 @@ class Leaf:
             },
             (key, values),
             checkpoint=checkpoint,
+            **costs,
         )
 
     async def _fail(self, step: Step, key: str, exc: StepError, artifacts: list[str], fields: Any = None) -> StepStatus:
@@ -210,10 +215,13 @@ class Leaf:
         (who retries or skips the step: RETRY comes back as PENDING)."""
         exc = clean_error(exc)
         error = exc.as_dict()
+        values = {"status": "failed", "finished_at": utcnow(), "error": error, "artifacts": artifacts}
+        values["cost"] = self.cost.step_ended(key)
+        self.cost.sample(key, self.browser.current(step.tab) if uses_browser(step) else None)
         await self.emit(
             "step.updated",
             {"key": key, "status": "failed", "error": error, "artifacts": artifacts, "fields": fields},
-            step=(key, {"status": "failed", "finished_at": utcnow(), "error": error, "artifacts": artifacts}),
+            step=(key, values),
         )
         policy = step.on_error or self.sop.defaults.on_error
         if policy == "continue":
@@ -288,6 +296,7 @@ class Leaf:
             await self._screenshot(ctx, "after.png")  # awaited: the next step cannot show a secret meanwhile
         checkpoint = await self.browser.checkpoint(step, key)
         await self._complete(key, outputs, started, ctx.artifacts, checkpoint, fields=shown)
+        self.cost.sample(key, self.browser.current(step.tab) if uses_browser(step) else None)
         if uses_browser(step):
             self._want_frame(step, key)
         self._stepped()

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlmodel import select
 
+from ..cost import FIGURES, Figures
 from ..events import utcnow
 from ..tables import (
     BatchItemRow,
@@ -81,6 +82,29 @@ class Batches(Database):
                 .group_by(RunEventRow.run_id)
             )
             return dict(s.exec(query).all())
+
+    def batch_cost(self, batch_id: str) -> dict[str, Any] | None:
+        """What the batch's runs cost together, summed in the database (one row, however many runs): times,
+        bytes and requests add up, the heap's peak is the largest; `runs`: how many had figures. None: none."""
+        cost = RunRow.__table__.c.cost  # type: ignore[attr-defined]
+        kept = [name for name in FIGURES if name != "js_heap_peak_bytes"]
+        columns = [func.sum(cost[name].as_float()).label(name) for name in kept]
+        columns.append(func.max(cost["js_heap_peak_bytes"].as_float()).label("js_heap_peak_bytes"))
+        columns.append(func.count(cost["wall_ms"].as_float()).label("runs"))
+        query = (
+            select(*columns)
+            .join(BatchItemRow, BatchItemRow.run_id == RunRow.id)  # type: ignore[arg-type]
+            .where(BatchItemRow.batch_id == batch_id)
+        )
+        with self.reading() as s:
+            found = s.exec(query).one()._asdict()
+        if not found["runs"]:
+            return None
+        figures = Figures.total(found)
+        for name in ("js_heap_peak_bytes", "bytes_received", "requests", "artifact_bytes"):
+            value = getattr(figures, name)
+            setattr(figures, name, int(value) if value is not None else None)
+        return {**figures.as_dict(), "runs": found["runs"]}
 
     def batch_counts(self, batch_id: str) -> dict[str, int]:
         with self.reading() as s:

@@ -34,8 +34,8 @@ class Journal(Database):
     def record(self, run_id: str, type_: str, data: dict[str, Any], holder: str | None = None, **change: Any) -> Event:
         """Applies a state change and appends its event, numbered next in the run's sequence, atomically.
         `change`: run={columns}, step=(key, {columns}), new_steps=[rows], reset=(keys, reason), audit={...},
-        checkpoint={key, tabs, storage}. `holder`: the change is made only while this worker holds the run
-        (ClaimLost otherwise)."""
+        checkpoint={key, tabs, storage}, costs={step key: figures} (sop_engine.cost; no status moves). `holder`:
+        the change is made only while this worker holds the run (ClaimLost otherwise)."""
         return self.record_many(run_id, [(type_, data, change)], holder)[0]
 
     def record_many(self, run_id: str, changes: list[Change], holder: str | None = None) -> list[Event]:
@@ -62,6 +62,9 @@ class Journal(Database):
             )
             if moves and changed == 0:
                 raise self._step_refused(conn, run_id, key, moves[0])
+        if merged.costs:  # steps' figures completed after they ended: the steps are where they are
+            costs = [{"rid": run_id, "k": key, "v_cost": cost} for key, cost in merged.costs.items()]
+            self._statement("step", ("cost",)).many(conn, costs)
         for _, _, change in changes:
             if change.get("reset"):
                 self._reset(conn, run_id, *change["reset"])
@@ -186,6 +189,7 @@ class _Merged:
     run_moves: list[RunStatus] = field(default_factory=list)
     step_moves: dict[str, list[StepStatus]] = field(default_factory=dict)
     checkpoint: dict[str, Any] | None = None
+    costs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, run_id: str, changes: list[Change]) -> _Merged:
@@ -203,6 +207,7 @@ class _Merged:
                 if "status" in values:
                     merged.step_moves.setdefault(key, []).append(StepStatus(values["status"]))
             merged.checkpoint = change.get("checkpoint") or merged.checkpoint
+            merged.costs.update(change.get("costs") or {})
         check_runs(merged.run_moves)
         for moves in merged.step_moves.values():
             check_steps(moves)
