@@ -261,6 +261,7 @@ class BatchOut(_Out):
     status: str
     rows: int
     counts: dict[str, int]
+    cost: dict[str, Any] | None = None  # its runs' costs summed (sop_engine.cost)
 
 
 class BatchCreatedOut(BatchOut):
