@@ -40,7 +40,7 @@ class Sizes:
     overhead_repeats: int
     batch_runs: int  # a batch of 100 rows is long: fewer rounds, and the flows before it warmed the machine up
     todo_long: int  # the flow whose per-step cost is checked against the smaller ones': batch_runs rounds, no warm-up
-    telemetry_rounds: int = 10  # paired rounds of todo_large with metrics and spans on and off, and with a trace
+    telemetry_rounds: int = 20  # paired rounds of todo_large with metrics and spans on and off, and with a trace
     scale_runs: int = 1000  # queued runs drained by each count of worker processes
     scale_workers: tuple[int, ...] = scale.WORKERS
 
