@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 EVENTS = "sop_engine.events"  # the logger of run events: INFO in JSON mode, the rest stays at WARNING
 TEXT = "%(asctime)s %(name)s %(levelname)s %(message)s"  # the lines of long-running processes (worker)
 log = logging.getLogger(EVENTS)
+# the run (and step) the code logging now works for: set by the runner, read by JsonLines for any record
+WHERE: ContextVar[tuple[str, str | None] | None] = ContextVar("sop_engine_where", default=None)
 
 
 class JsonLines(logging.Formatter):
@@ -31,6 +34,11 @@ class JsonLines(logging.Formatter):
             "message": record.getMessage(),
         }
         line.update(getattr(record, "fields", None) or {})
+        where = WHERE.get()  # a line logged while a run (or one of its steps) is under way says which
+        if where is not None:
+            line.setdefault("run_id", where[0])
+            if where[1] is not None:
+                line.setdefault("step_key", where[1])
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)

@@ -3,14 +3,20 @@ key, no secret in any of them; text, for people, by default."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from sop_engine.document import load_sop
+from sop_engine.logs import JsonLines
+from sop_engine.runner import Runner
 from tests.conftest import ROOT, ServerProcess, post_sop, start_run, wait_run
+from tests.loopback import LoopbackServer, json_reply
 
 SECRET = "hunter2-s3cret"
 SOP = """
@@ -92,3 +98,39 @@ def test_the_server_logs_json_lines_too(tmp_path):
     mine: list[dict[str, Any]] = [line for line in logged if line.get("run_id") == run_id]
     assert ("a", "completed") in {(line.get("step_key"), line.get("status")) for line in mine}
     assert mine[-1]["message"] == "run completed"
+
+
+async def test_a_line_logged_during_a_step_says_its_run_and_step(store, browser_host):
+    """Not only the event lines: whatever is logged while a step runs (here httpx's line for the `http` step's
+    request) carries the run id and the step key; a line logged outside a run carries neither."""
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonLines())
+    httpx_log = logging.getLogger("httpx")
+    level = httpx_log.level
+    httpx_log.addHandler(handler)
+    httpx_log.setLevel(logging.INFO)
+    try:
+        with LoopbackServer(lambda request: json_reply({"ok": True})) as site:
+            loaded = load_sop(
+                f"""
+sop: 1
+id: logged
+steps:
+  - {{id: first, action: set, values: {{n: 1}}}}
+  - {{id: call, action: http, url: "{site.url}/ping"}}
+"""
+            )
+            runner = Runner(store, browser_host, [])
+            row = await runner.create_run(loaded, {})
+            outcome = await runner.execute(row.id, loaded, {})
+            assert outcome.status.value == "completed", outcome.error
+            httpx_log.info("a line of nobody's run")
+    finally:
+        httpx_log.removeHandler(handler)
+        httpx_log.setLevel(level)
+    parsed = [json.loads(line) for line in lines.getvalue().splitlines()]
+    request = next(p for p in parsed if "/ping" in p["message"])
+    assert (request["run_id"], request["step_key"]) == (row.id, "call"), request
+    outside = next(p for p in parsed if p["message"] == "a line of nobody's run")
+    assert "run_id" not in outside and "step_key" not in outside, outside

@@ -29,6 +29,7 @@ from ..errors import ErrorKind, StepError
 from ..events import Journal, StoreUnavailable, call_store, utcnow
 from ..graph import Graph, sibling_lists
 from ..liveness import HEARTBEAT
+from ..logs import WHERE
 from ..masking import Masker
 from ..policy import PolicyError
 from ..states import ClaimLost, RunStatus, StepStatus, TransitionError
@@ -269,11 +270,13 @@ class Execution(Flow, Leaf, People, Restart):
     # the run ---------------------------------------------------------------------------------
 
     async def run(self) -> RunOutcome:
+        where = WHERE.set((self.run_id, None))  # what is logged meanwhile says the run (JSON logs)
         beating = asyncio.create_task(self._heartbeat())
         try:
             return await self._run()
         finally:
             beating.cancel()
+            WHERE.reset(where)
 
     async def _heartbeat(self) -> None:
         """Tells the database this worker still holds the run, so nobody takes it over while it is alive."""

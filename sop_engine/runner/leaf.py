@@ -28,6 +28,7 @@ from ..controls import skipped_by_person
 from ..errors import StepError
 from ..events import utcnow
 from ..graph import step_outputs
+from ..logs import WHERE
 from ..loops import (
     instance_key,
 )
@@ -241,10 +242,14 @@ class Leaf:
         raise RunFailed(self.mask(message))
 
     async def run_leaf(self, step: Step, env: ChainMap[str, Any], key: str, variables: dict[str, Any]) -> StepStatus:
-        while True:
-            status = await self._leaf_once(step, env, key, variables)
-            if status != StepStatus.PENDING:  # PENDING: a person asked for it to run again
-                return status
+        where = WHERE.set((self.run_id, key))  # what is logged meanwhile says the step too (JSON logs)
+        try:
+            while True:
+                status = await self._leaf_once(step, env, key, variables)
+                if status != StepStatus.PENDING:  # PENDING: a person asked for it to run again
+                    return status
+        finally:
+            WHERE.reset(where)
 
     async def _leaf_once(self, step: Step, env: ChainMap[str, Any], key: str, variables: dict[str, Any]) -> StepStatus:
         self.attempts[key] = self.attempts.get(key, 0) + 1
