@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -108,12 +109,21 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self._arrived = asyncio.Event()  # set by each event: wait_for looks again
 
     async def emit(self, event: Event) -> None:
         self.events.append(event)
+        self._arrived.set()
 
     def of(self, type_: str, **match: Any) -> list[Event]:
         return [e for e in self.events if e.type == type_ and all(e.data.get(k) == v for k, v in match.items())]
+
+    async def wait_for(self, type_: str, **match: Any) -> Event:
+        """The first event of that type and data, waiting for it to be told."""
+        while not (found := self.of(type_, **match)):
+            self._arrived.clear()
+            await self._arrived.wait()
+        return found[0]
 
 
 @pytest.fixture

@@ -158,8 +158,7 @@ async def test_a_resumed_run_adds_to_what_it_had_cost(store: Store, browser_host
         control = RunControl()
         first = asyncio.ensure_future(runner.execute(row.id, loaded, {}, control=control, worker="first"))
         async with asyncio.timeout(30):
-            while not recorder.of("step.updated", key="ready", status="running"):
-                await asyncio.sleep(0.02)
+            await recorder.wait_for("step.updated", key="ready", status="running")
         control.stopping = True
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
