@@ -149,6 +149,24 @@ class AuditRow(SQLModel, table=True):
     detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
+class ServerAuditRow(SQLModel, table=True):
+    """Who did what to which run, server-wide: controls and bulk actions. No foreign key to runs: the line of a
+    deleted run outlives it."""
+
+    __tablename__ = "server_audit"
+    __table_args__ = (Index("ix_server_audit_at", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime
+    who: str
+    action: str  # a control (retry, rerun, skip, …), or a bulk action: retry, rerun, delete
+    run_id: str | None = Field(default=None, index=True)
+    sop_id: str | None = None
+    target: str | None = None  # the step key, for step controls
+    outcome: str = "done"  # done, refused
+    detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
 class CheckpointRow(SQLModel, table=True):
     """What puts a fresh browser back where a run was: each tab's URL, and cookies and local storage.
     One row per run, replaced as the run goes; never sent to the page or the feed."""

@@ -8,6 +8,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from sop_engine import settings
+from sop_engine.dead_letters import ERROR_KINDS
 
 from .api import document_json
 from .auth import COOKIE
@@ -49,6 +50,10 @@ async def run_page(request: Request) -> Response:
     if run is None:
         return _missing(request, f"run {request.path_params['run_id']}")
     return _page(request, "run.html", run_id=run.id, sop_id=run.sop_id)
+
+
+async def dead_letters_page(request: Request) -> Response:
+    return _page(request, "dead_letters.html", kinds=ERROR_KINDS)
 
 
 async def batches_page(request: Request) -> Response:
@@ -108,6 +113,7 @@ routes = [
     Route("/sops/{sop_id}", sop_page),
     Route("/runs", runs_page),
     Route("/runs/{run_id}", run_page),
+    Route("/dead-letters", dead_letters_page),
     Route("/batches", batches_page),
     Route("/batches/{batch_id}", batch_page),
     Route("/login", login, methods=["GET", "POST"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .batches import Batches
 from .database import READ, CannotOpen, Database, data_dir, default_database_url, make_engine
+from .dead_letters import DeadLetters
 from .deliveries import Deliveries, Undelivered
 from .documents import Documents
 from .journal import Journal
@@ -27,6 +28,6 @@ __all__ = [
 ]
 
 
-class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, Database):
+class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, DeadLetters, Database):
     """Every method lets sqlalchemy's OperationalError through when the database is locked or gone,
     so that callers can retry."""

@@ -21,12 +21,13 @@ from ..states import (
     run_sources,
     step_sources,
 )
-from ..tables import AuditRow, CheckpointRow, RunEventRow, RunRow, StepRunRow
+from ..tables import AuditRow, CheckpointRow, RunEventRow, RunRow, ServerAuditRow, StepRunRow
 from .database import Database
 from .prepared import Prepared
 
 Change = tuple[str, dict[str, Any], dict[str, Any]]  # event type, event data, state change
 RUNS, STEPS = RunRow.__table__, StepRunRow.__table__  # type: ignore[attr-defined]
+SERVER_AUDIT = ServerAuditRow.__table__  # type: ignore[attr-defined]
 EVENT_COLUMNS = ("run_id", "seq", "type", "data", "at")
 
 
@@ -70,6 +71,7 @@ class Journal(Database):
                 self._reset(conn, run_id, *change["reset"])
             if change.get("audit"):
                 conn.execute(insert(AuditRow.__table__), [{"run_id": run_id, "at": at, **change["audit"]}])  # type: ignore[attr-defined]
+                self._server_audit(conn, run_id, at, change["audit"])
         if merged.checkpoint:
             self._save_checkpoint(conn, run_id, at, merged.checkpoint)
         first = last - len(changes) + 1
@@ -166,6 +168,12 @@ class Journal(Database):
             .where(STEPS.c.run_id == run_id, STEPS.c.key.in_(keys), STEPS.c.status.in_(allowed))
             .values(status="pending", reason=reason, error=None, outputs=None, sealed_outputs=None, finished_at=None)
         )
+
+    @staticmethod
+    def _server_audit(conn: Any, run_id: str, at: Any, audit: dict[str, Any]) -> None:
+        """A control goes to the server-level audit log too (store.audit), in the same transaction."""
+        sop_id = conn.execute(select(RUNS.c.sop_id).where(RUNS.c.id == run_id)).scalar_one_or_none()
+        conn.execute(insert(SERVER_AUDIT), [{"run_id": run_id, "sop_id": sop_id, "at": at, "outcome": "done", **audit}])
 
     @staticmethod
     def _save_checkpoint(conn: Any, run_id: str, at: Any, checkpoint: dict[str, Any]) -> None:

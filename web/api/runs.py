@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 
 from sop_engine import settings, telemetry
 from sop_engine.artifacts import Artifacts, UnsafeName, shown_url, split_relative
+from sop_engine.dead_letters import error_kind
 from sop_engine.document import DocumentError, resolve_inputs
 from sop_engine.states import RunStatus
 from sop_engine.trace_files import TRACE_NAME
@@ -25,8 +26,9 @@ from ..db import off_loop
 from ..errors import ApiError, Invalid, NotFound
 from ..responses import Json
 from ..state import state_of
+from .dead_letters import FILTERS, query_filter
 from .endpoints import Query, endpoint
-from .reading import body_model, json_body, model, query_int, query_text
+from .reading import body_model, json_body, model, query_int
 from .serialize import PRIORITIES, AuditOut, EventListOut, RunListOut, RunOut, StepOut, Viewer, run_json, step_json
 
 KEY = r"[A-Za-z0-9_.\[\]-]{1,512}"
@@ -101,21 +103,23 @@ async def create_run(request: Request) -> Response:
     RunListOut,
     query=(
         Query("status", enum=tuple(RunStatus)),
-        Query("sop_id"),
         Query("created_by"),
+        *FILTERS,
         Query("limit", "integer", "at most 500", minimum=1, maximum=500),
         Query("offset", "integer", minimum=0),
     ),
 )
 async def list_runs(request: Request) -> Response:
-    status = query_text(request, "status", tuple(RunStatus))
     limit = query_int(request, "limit", 50, low=1, high=500)
     offset = query_int(request, "offset", 0)
-    runs, total = await state_of(request).db.runs(
-        status, query_text(request, "sop_id"), limit, offset, created_by=query_text(request, "created_by")
-    )
+    db = state_of(request).db
+    runs, total = await db.find_runs(query_filter(request), limit, offset)
+    failed = await db.failed_steps([r.id for r in runs if r.status == RunStatus.FAILED])
     user = user_of(request)
     shown = [run_json(r, viewer=Viewer(may_control(user, r.created_by))) for r in runs]
+    for run in shown:  # what kind of error failed it (sop_engine.dead_letters.error_kind)
+        if run["status"] == RunStatus.FAILED:
+            run["error_kind"] = error_kind(failed.get(run["id"], (None, None))[1])
     return Json({"runs": shown, "total": total, "limit": limit, "offset": offset})
 
 
