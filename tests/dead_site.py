@@ -15,6 +15,16 @@ FIXED = (
     "<p id='done'></p>"
 )
 
+HOSTILE = '<!doctype html><h1>&lt;img src=x onerror="window.pwned=1"&gt;</h1>'
+# fails on an assertion whose message quotes the page's heading, markup as text
+HOSTILE_SOP = """
+sop: 1
+id: SOP_ID
+steps:
+  - {id: open, action: navigate, url: "SITE_URL/hostile"}
+  - {id: check, action: assert, selector: h1, text: "Welcome", timeout: 1s}
+"""
+
 # opens the page (its key, a secret, in the URL), clicks the button the broken page lacks, reads the result
 SOP = """
 sop: 1
@@ -40,10 +50,12 @@ class DeadSite:
     def _answer(self, request: Request) -> Reply:
         with self._lock:
             self.keys += parse_qs(urlsplit(request.path).query).get("key", [])
+        if request.path.startswith("/hostile"):  # page text that is markup once it is in an error message
+            return html_reply(HOSTILE)
         return html_reply(FIXED if self.fixed else BROKEN)
 
-    def sop(self) -> str:
-        return SOP.replace("SITE_URL", self.url)
+    def sop(self, text: str = SOP) -> str:
+        return text.replace("SITE_URL", self.url)
 
 
 def serve_dead_site() -> Iterator[DeadSite]:
