@@ -15,7 +15,7 @@ FIXED = (
     "<p id='done'></p>"
 )
 
-HOSTILE = '<!doctype html><h1>&lt;img src=x onerror="window.pwned=1"&gt;</h1>'
+HOSTILE = '<!doctype html><h1>&lt;img src=x onerror="window.pwned=true"&gt;</h1>'
 # fails on an assertion whose message quotes the page's heading, markup as text
 HOSTILE_SOP = """
 sop: 1
