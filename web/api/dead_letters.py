@@ -40,11 +40,12 @@ def _moment(raw: str | None, name: str) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(raw) if len(raw) <= 40 else None
-    except ValueError:
+        moment = moment and (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC))
+    except (ValueError, OverflowError):  # not a time; or one whose UTC falls outside the years 1–9999
         moment = None
     if moment is None:
         raise Invalid(f"{name} must be an ISO 8601 time, like 2026-01-31T12:00:00Z", problems=[_where(name)])
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment
 
 
 def _where(name: str, message: str = "not a valid value") -> dict[str, str]:
@@ -52,8 +53,8 @@ def _where(name: str, message: str = "not a valid value") -> dict[str, str]:
 
 
 def _name(value: str | None, name: str) -> str | None:
-    if value is not None and not 1 <= len(value) <= NAME_MAX:
-        raise Invalid(f"{name} must be 1 to {NAME_MAX} characters", problems=[_where(name)])
+    if value is not None and not (1 <= len(value) <= NAME_MAX and value.isprintable()):
+        raise Invalid(f"{name} must be 1 to {NAME_MAX} printable characters", problems=[_where(name)])
     return value
 
 
