@@ -27,8 +27,8 @@ def _when(at: datetime | None) -> str | None:
 
 async def failed_groups(state: ServerState, wanted: RunFilter) -> dict[str, Any]:
     """Failed runs that fit the filter (the latest GROUP_SCAN_MAX to end), grouped by their normalised error
-    message, the largest group first: {groups, scanned, truncated}. Each group keeps every run id it found
-    in `all_runs` (for a bulk action), and shows the newest GROUP_RUNS_SHOWN."""
+    message, the largest group first (then the one that failed last): {groups, scanned, truncated}. Each group
+    keeps every run id it found in `all_runs` (for a bulk action), and shows the newest GROUP_RUNS_SHOWN."""
     wanted = RunFilter(**{**wanted.__dict__, "status": RunStatus.FAILED.value})
     rows = await state.db.run_summaries(wanted, GROUP_SCAN_MAX + 1)
     truncated = len(rows) > GROUP_SCAN_MAX
@@ -58,7 +58,7 @@ async def failed_groups(state: ServerState, wanted: RunFilter) -> dict[str, Any]
         for field, value in (("kinds", error_kind(key_error[1])), ("sops", sop_id)):
             if value not in group[field]:
                 group[field].append(value)
-    ordered = sorted(groups.values(), key=lambda g: (-g["count"], g["last_seen"] or ""))
+    ordered = sorted(groups.values(), key=lambda g: (g["count"], g["last_seen"] or ""), reverse=True)
     return {"groups": ordered, "scanned": len(rows), "truncated": truncated}
 
 
