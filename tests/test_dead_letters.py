@@ -10,7 +10,7 @@ import pytest
 
 from sop_engine.dead_letters import error_kind, group_key, normalised
 from tests.conftest import BOB, CAROL, VIC, both_databases, post_sop, start_run, wait_run
-from tests.dead_site import DeadSite, serve_dead_site
+from tests.dead_site import HOSTILE_SOP, DeadSite, serve_dead_site
 
 pytestmark = both_databases
 
@@ -113,6 +113,20 @@ def test_filters_on_runs_and_dead_letters(api, dead_site):
     assert api.get("/api/dead-letters", params={"sop_id": sop_id, "batch_id": "none"}).json()["groups"] == []
     paged = api.get("/api/runs", params={"sop_id": sop_id, "limit": 1, "offset": 1}).json()
     assert paged["total"] == 2 and len(paged["runs"]) == 1
+
+
+def test_groups_come_largest_first_each_with_its_kind(api, dead_site):
+    start = datetime.now(UTC).isoformat()  # the tests run one at a time: what fails from now on is this test's
+    shop, _ = failed_runs(api, dead_site, 2)
+    hostile = post_sop(api, dead_site.sop(HOSTILE_SOP), prefix="dead")
+    wait_run(api, start_run(api, hostile), "failed", timeout=60)
+    groups = api.get("/api/dead-letters", params={"since": start}).json()["groups"]
+    assert [(g["count"], g["sops"], g["kinds"]) for g in groups] == [
+        (2, [shop], ["element_not_found"]),
+        (1, [hostile], ["assertion"]),
+    ]
+    by_kind = api.get("/api/dead-letters", params={"since": start, "error_kind": "assertion"}).json()["groups"]
+    assert [g["sops"] for g in by_kind] == [[hostile]]
 
 
 @pytest.mark.parametrize(
