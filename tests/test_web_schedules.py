@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -150,3 +151,16 @@ def test_schedules_show_their_next_times_and_only_their_creator_controls_them(se
         assert bob.delete(path).status_code == 204
         assert vic.get(path).status_code == 404
     assert api.get("/api/schedules/" + "x" * 5000).status_code == 404
+
+
+def test_the_readme_example_request_makes_a_nightly_schedule(api):
+    from tests.test_web_schedules_page import EXAMPLE_REQUEST, EXAMPLE_SOP
+
+    assert api.post("/api/sops", content=EXAMPLE_SOP).status_code in (200, 201)
+    made = new_schedule(api, **EXAMPLE_REQUEST)
+    try:
+        berlin = ZoneInfo(EXAMPLE_REQUEST["timezone"])
+        walls = {datetime.fromisoformat(t).astimezone(berlin).strftime("%H:%M") for t in made["next_times"]}
+        assert walls <= {"02:30", "03:00"} and len(made["next_times"]) == 5  # 03:00 only on a spring-forward day
+    finally:
+        assert api.delete(f"/api/schedules/{made['id']}").status_code == 204

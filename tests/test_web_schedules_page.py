@@ -1,15 +1,21 @@
 """The schedules page in real Chromium: a schedule added with the form shows its next times; a bad one is
-refused in place; it can be turned off and deleted."""
+refused in place; it can be turned off and deleted. The README's example runs when its tick fires."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import json
+import re
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.conftest import post_sop, sign_in
+from sop_engine.document import load_sop
+from sop_engine.runner import Runner
+from sop_engine.scheduler import Scheduler
+from sop_engine.states import RunStatus
+from tests.conftest import ROOT, post_sop, sign_in
 
 expect.set_options(timeout=15000)
 
@@ -63,3 +69,31 @@ async def test_the_page_adds_a_schedule_and_shows_its_next_times(page: Page, ser
     await page.locator("tr.schedule", has_text=sop_id).locator("button.delete").click()
     await expect(page.locator("tr.schedule", has_text=sop_id)).to_have_count(0)
     assert all(s["sop_id"] != sop_id for s in api.get("/api/schedules").json()["schedules"])
+
+
+# the README's example (docs/readme-sched.md): the SOP runs when its schedule's tick fires ---------
+
+README = (ROOT / "docs" / "readme-sched.md").read_text()
+EXAMPLE_SOP = re.search(r"```yaml\n(sop: 1.*?)```", README, re.S).group(1)
+EXAMPLE_REQUEST = json.loads(re.search(r"```json\n(.*?)```", README, re.S).group(1))
+
+
+async def test_the_readme_example_runs_when_its_tick_fires(store, browser_host, site):
+    text = EXAMPLE_SOP.replace('"/demo/', f'"{site}')
+    store.save_document(load_sop(text))
+    ticks = Scheduler(store, grace=60)
+    fields = dict(EXAMPLE_REQUEST)
+    made = ticks.create(
+        fields.pop("sop_id"),
+        datetime(2026, 11, 23, 12, tzinfo=UTC),
+        cron=fields.pop("cron"),
+        zone=fields.pop("timezone"),
+        **fields,
+    )
+    assert made.next_fire_at.replace(tzinfo=UTC) == datetime(2026, 11, 24, 1, 30, tzinfo=UTC)  # 02:30 in Berlin
+    assert ticks.tick(datetime(2026, 11, 24, 1, 29, 59, tzinfo=UTC)) == []
+    [fired] = ticks.tick(datetime(2026, 11, 24, 1, 30, 0, 300000, tzinfo=UTC))
+    run = store.run(fired.run_id)
+    assert run.inputs == {"item": "water the plants"}
+    outcome = await Runner(store, browser_host, []).execute(run.id, load_sop(text), dict(run.inputs))
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
