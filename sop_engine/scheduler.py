@@ -17,6 +17,7 @@ from croniter import CroniterError
 from . import settings
 from .document import DocumentError, LoadedSop, load_sop, resolve_inputs
 from .events import Event
+from .masking import MASK, Masker
 from .runner import shown_inputs
 from .store import Firing, Store
 from .store.runs import new_run_row
@@ -146,11 +147,15 @@ class Scheduler:
         if document is None:
             gone = f"SOP {row.sop_id}" + (f" version {row.version}" if row.version else "") + " is gone"
             return Firing(row.id, tick, "failed", gone)
+        given: dict[str, Any] = dict(row.inputs)
         try:
+            given = self.vault.open(row.secrets) if row.secrets else given
             loaded = self._document(document.id)  # type: ignore[arg-type]
-            inputs = _resolved(loaded, self.vault.open(row.secrets) if row.secrets else dict(row.inputs))
+            inputs = _resolved(loaded, given)
         except (DocumentError, ValueError, LookupError) as exc:
-            return Firing(row.id, tick, "failed", f"version {document.version}: {str(exc)[:500]}")
+            # the values secret when the schedule was made stay masked, whatever this version declares
+            masker = Masker([given.get(n) for n, shown in row.inputs.items() if shown == MASK])
+            return Firing(row.id, tick, "failed", f"version {document.version}: {masker(str(exc))[:500]}")
         shown = shown_inputs(loaded, inputs)
         sealed = self.vault.seal(inputs) if loaded.sop.secret_inputs else None
         run = new_run_row(

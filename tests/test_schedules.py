@@ -217,6 +217,12 @@ def test_secret_inputs_stay_sealed_in_the_schedule_and_its_runs(store: Store):
     run = store.run(fired.run_id)
     assert run.inputs == {"pw": "***"} and ticks.vault.open(run.secrets) == {"pw": "hunter2-topsecret"}
     assert "hunter2" not in repr(store.events(run.id)) + repr(store.schedule(row.id))
+    # a later version no longer says the input is secret, and wants a number: the failure does not show it
+    store.save_document(load_sop(SECRET_SOP.replace("{type: string, secret: true}", "{type: integer}")))
+    _end(store, fired.run_id)
+    [failed] = ticks.tick(at(2))
+    detail = store.firings(row.id)[0].detail
+    assert failed.outcome == "failed" and "must be integer" in detail and "hunter2" not in detail
 
 
 @both_databases
