@@ -7,11 +7,12 @@ An interval fires every `interval` seconds from its anchor, whatever the zone.""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
@@ -32,8 +33,14 @@ def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+@functools.cache
+def _iana_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
 def zone_of(name: str) -> ZoneInfo:
-    if not name or len(name) > ZONE_MAX or name.startswith(("/", ".")) or ".." in name:
+    """An IANA zone: not a file path, nor the machine's own `localtime` (each server could have its own)."""
+    if (name not in _iana_names() and name != "UTC") or name == "localtime":
         raise BadTimetable(f"unknown time zone {name[:ZONE_MAX]!r}: use an IANA name like Europe/Berlin or UTC")
     try:
         return ZoneInfo(name)

@@ -78,6 +78,7 @@ def test_an_interval_ticks_from_its_anchor_in_whole_seconds():
         ("* * * * *", None, "Mars/Olympus", "unknown time zone"),
         ("* * * * *", None, "../../etc/passwd", "unknown time zone"),
         ("* * * * *", None, "x" * 500, "unknown time zone"),
+        ("* * * * *", None, "localtime", "unknown time zone"),
     ],
 )
 def test_a_bad_timetable_says_what_is_wrong(cron, interval, zone, says):
