@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from croniter import CroniterError
+from sqlalchemy.exc import DBAPIError
 
 from . import settings
 from .document import DocumentError, LoadedSop, load_sop, resolve_inputs
@@ -114,6 +115,8 @@ class Scheduler:
         for row in self.store.due_schedules(now):
             try:
                 fired += self.tick_schedule(row, now)
+            except DBAPIError:  # the database is away: the caller's next round tries again
+                raise
             except Exception:  # one broken schedule does not stop the others
                 log.exception("schedule %s could not fire", row.id)
         return fired
