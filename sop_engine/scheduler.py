@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from croniter import CroniterError
@@ -28,6 +28,7 @@ from .vault import Vault
 
 log = logging.getLogger("sop_engine.scheduler")
 PRIORITY = 1  # a scheduled run queues at normal priority
+PRUNE_EVERY = timedelta(hours=1)
 
 
 def timetable_of(row: ScheduleRow) -> Timetable:
@@ -65,7 +66,10 @@ class Scheduler:
         self.vault = vault or Vault()
         self._documents = documents
         self._loaded: dict[int, LoadedSop] = {}
-        self.grace = settings.current().schedule_grace_seconds if grace is None else grace
+        options = settings.current()
+        self.grace = options.schedule_grace_seconds if grace is None else grace
+        self.keep = timedelta(days=options.schedule_keep_days)
+        self._pruned_at: datetime | None = None
 
     def create(
         self,
@@ -110,7 +114,11 @@ class Scheduler:
         return self.store.create_schedule(row)
 
     def tick(self, now: datetime) -> list[Fired]:
-        """Fires every due schedule's ticks up to `now`."""
+        """Fires every due schedule's ticks up to `now`; once an hour, drops firings older than
+        SOP_SCHEDULE_KEEP_DAYS (a schedule every second records 86,400 a day)."""
+        if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = now
+            self.store.prune_firings(now - self.keep)
         fired: list[Fired] = []
         for row in self.store.due_schedules(now):
             try:

@@ -257,3 +257,18 @@ def test_a_disabled_schedule_does_not_fire_and_enabled_again_passes_over_the_tic
     assert store.enable_schedule(row.id, True, at(20.5), at(21))
     assert [f.fire_at for f in ticks.tick(at(22))] == [at(21), at(22)]
     assert store.delete_schedule(row.id) and store.schedule(row.id) is None and store.fire_times(row.id) == []
+
+
+@both_databases
+def test_old_firings_are_dropped_and_their_ticks_never_fire_again(store: Store):
+    ticks = scheduler(store)
+    row = ticks.create("beat", T0, interval=1, overlap="queue")
+    ticks.tick(at(5))
+    assert store.prune_firings(at(4)) == 3  # the ticks at 1, 2 and 3 s
+    assert fired_at(store, row.id) == [at(4), at(5)]
+    assert ticks.tick_schedule(store.schedule(row.id), at(6)) != [] and fired_at(store, row.id) == [at(4), at(5), at(6)]
+    # the tick itself prunes, once an hour: what is older than SOP_SCHEDULE_KEEP_DAYS goes
+    ticks.keep = timedelta(seconds=2)
+    ticks._pruned_at = None
+    ticks.tick(at(7))
+    assert fired_at(store, row.id) == [at(5), at(6), at(7)]

@@ -92,6 +92,22 @@ class Schedules(Database):
             query = select(ScheduleFiringRow.fire_at).where(ScheduleFiringRow.schedule_id == schedule_id)
             return list(s.exec(query.order_by(ScheduleFiringRow.fire_at)))
 
+    def prune_firings(self, before: datetime) -> int:
+        """Drops every schedule's firings of ticks before `before`, one schedule at a time (on the unique
+        key's index). Safe for the once-only rule: a schedule's next ticks are after its last_fire_at,
+        which is never earlier than a firing it recorded."""
+        dropped = 0
+        for schedule_id in [row.id for row in self.schedules(limit=100_000)]:
+            with self.session() as s, s.begin():
+                done = s.execute(
+                    delete(ScheduleFiringRow).where(
+                        ScheduleFiringRow.schedule_id == schedule_id,  # type: ignore[arg-type]
+                        ScheduleFiringRow.fire_at < before,  # type: ignore[arg-type]
+                    )
+                )
+                dropped += done.rowcount or 0
+        return dropped
+
     def record_firing(self, firing: Firing, overlap: str, next_fire_at: datetime | None) -> Recorded | None:
         """In one transaction: the firing row, its run with the run.created event (unless the schedule's
         previous run is still going and `overlap` is skip: then the firing says so and makes none), and the
