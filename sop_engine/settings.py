@@ -89,6 +89,9 @@ class Settings:
     metrics_port: int | None = None  # SOP_METRICS_PORT: /metrics on its own port (no token) instead of beside the API
     # OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; None: no spans are exported
     otlp_endpoint: str | None = None
+    schedule_tick_seconds: int = 1  # SOP_SCHEDULE_TICK_SECONDS: how often a server looks for due schedules; 0: never
+    schedule_grace_seconds: int = 60  # SOP_SCHEDULE_GRACE_SECONDS: a tick older than this was missed (catch-up)
+    schedule_keep_days: int = 30  # SOP_SCHEDULE_KEEP_DAYS: how long a schedule's firings are kept
 
     @property
     def database(self) -> str:
@@ -130,4 +133,7 @@ def current() -> Settings:
         metrics=_choice("SOP_METRICS", "on", ("on", "off")) == "on",
         metrics_port=_int("SOP_METRICS_PORT", 0) or None,
         otlp_endpoint=(env("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip() or None,
+        schedule_tick_seconds=max(_int("SOP_SCHEDULE_TICK_SECONDS", 1), 0),
+        schedule_grace_seconds=min(max(_int("SOP_SCHEDULE_GRACE_SECONDS", 60), 0), 86_400),
+        schedule_keep_days=max(_int("SOP_SCHEDULE_KEEP_DAYS", 30), 1),
     )

@@ -198,3 +198,45 @@ class ApiTokenRow(SQLModel, table=True):
     created_by: str | None = None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None  # updated at most once a minute
+
+
+class ScheduleRow(SQLModel, table=True):
+    """An SOP run on a timetable (sop_engine.timetable): a cron expression in a zone, or an interval."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        CheckConstraint("overlap IN ('skip', 'queue')", name="ck_schedules_overlap"),
+        CheckConstraint("catch_up IN ('once', 'none')", name="ck_schedules_catch_up"),
+    )
+
+    id: str = Field(primary_key=True)
+    sop_id: str = Field(index=True)
+    version: int | None = None  # None: the latest version when it fires
+    cron: str | None = None
+    interval_seconds: int | None = None
+    timezone: str = "UTC"
+    inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # secrets masked
+    secrets: str | None = Field(default=None, sa_column=Column(Text))  # all inputs, sealed, when some are secret
+    overlap: str = "skip"  # skip: no run while its previous one is going; queue: a run anyway, queued behind
+    catch_up: str = "once"  # once: the latest tick missed while down fires; none: missed ticks do not
+    enabled: bool = True
+    created_by: str | None = None
+    created_at: datetime
+    last_fire_at: datetime | None = None  # the latest tick dealt with (fired, skipped or missed)
+    next_fire_at: datetime | None = None  # None: it never fires again
+
+
+class ScheduleFiringRow(SQLModel, table=True):
+    """One tick of a schedule, recorded once (the unique key: a second server's insert fails): the run it
+    made, or why it made none."""
+
+    __tablename__ = "schedule_firings"
+    __table_args__ = (UniqueConstraint("schedule_id", "fire_at", name="uq_schedule_firings_tick"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    schedule_id: str = Field(foreign_key="schedules.id", index=True)
+    fire_at: datetime
+    run_id: str | None = Field(default=None, index=True)  # no foreign key: the run's retention is its own
+    outcome: str  # fired, skipped (overlap), missed (catch-up none), failed (the SOP or its inputs)
+    detail: str | None = None
+    recorded_at: datetime

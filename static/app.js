@@ -942,5 +942,40 @@ const SOP = (() => {
     if (form.dataset.auto) form.submit();
   }
 
-  return { api, uploadForm, runForm, runsPage, runPage, batchForm, batchPage, loginPage };
+  // schedules ----------------------------------------------------------------------------
+
+  function schedulesPage() {
+    const form = document.getElementById("schedule-form");
+    const result = document.getElementById("schedule-result");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const f = form.elements;
+      let inputs;
+      try { inputs = JSON.parse(f.inputs.value || "{}"); } catch (_) {
+        result.replaceChildren(problemsList({ error: "inputs: not JSON" }));
+        return;
+      }
+      const body = { sop_id: f.sop_id.value, timezone: f.timezone.value, inputs, overlap: f.overlap.value, catch_up: f.catch_up.value };
+      if (f.cron.value.trim()) body.cron = f.cron.value.trim();
+      if (f.interval_seconds.value) body.interval_seconds = Number(f.interval_seconds.value);
+      if (f.version.value) body.version = Number(f.version.value);
+      const reply = await api("POST", "/api/schedules", body);
+      if (reply.ok) location.reload();
+      else result.replaceChildren(problemsList(reply.data));
+    });
+    for (const row of document.querySelectorAll("tr.schedule")) {
+      const path = `/api/schedules/${row.dataset.id}`;
+      const act = async (method, body) => {
+        const reply = await api(method, path, body);
+        if (reply.ok) location.reload();
+        else result.replaceChildren(problemsList(reply.data));
+      };
+      const toggle = row.querySelector("button.toggle");
+      if (toggle) toggle.addEventListener("click", () => act("PATCH", { enabled: toggle.dataset.enable === "true" }));
+      const remove = row.querySelector("button.delete");
+      if (remove) remove.addEventListener("click", () => act("DELETE"));
+    }
+  }
+
+  return { api, uploadForm, runForm, runsPage, runPage, batchForm, batchPage, loginPage, schedulesPage };
 })();

@@ -22,6 +22,7 @@ from sop_engine.document import DocumentError, load_sop_file
 from sop_engine.logs import event_sinks
 from sop_engine.policy import NetworkPolicy
 from sop_engine.runner import Runner
+from sop_engine.scheduler import Scheduler
 from sop_engine.store import Store
 from sop_engine.trace_files import viewer_folder
 
@@ -33,6 +34,7 @@ from .db import AsyncStore
 from .guard import Guard, socket_origin_check
 from .live import LiveFeed, client_manager
 from .relay import ControlRelay
+from .scheduling import ScheduleLoop
 from .state import ServerState
 from .workers import WorkerPool
 
@@ -81,14 +83,20 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
         db = AsyncStore(store)
         controls = Controls(db, pool)
         relay = ControlRelay.attach(controls, options.redis_url)  # None without Redis
-        app.state.server = ServerState(store, db, browser, runner, pool, feed, controls, tokens, Batches(runner))
+        scheduler = Scheduler(store, runner.vault, documents=pool.document)
+        schedules = ScheduleLoop(scheduler, runner, pool, options.schedule_tick_seconds)
+        app.state.server = ServerState(
+            store, db, browser, runner, pool, feed, controls, tokens, Batches(runner), scheduler
+        )
         await feed.start()
         if relay is not None:
             await relay.start()
         await pool.start()
+        schedules.start()
         try:
             yield
         finally:
+            await schedules.stop()  # no more runs queued by this process while it drains
             await pool.drain(options.drain_seconds)  # the relay still takes controls for the runs finishing
             if relay is not None:
                 await relay.stop()

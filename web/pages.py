@@ -10,7 +10,9 @@ from starlette.templating import Jinja2Templates
 from sop_engine import settings
 from sop_engine.dead_letters import ERROR_KINDS
 
+from .access import may_control
 from .api import document_json
+from .api.schedules import firing_json, schedule_json
 from .auth import COOKIE
 from .config import asset_dir
 from .db import off_loop
@@ -73,6 +75,23 @@ async def batch_page(request: Request) -> Response:
     return _page(request, "batch.html", batch=await off_loop(state.batches.summary, batch_id))
 
 
+async def schedules_page(request: Request) -> Response:
+    state = state_of(request)
+    user = getattr(request.state, "user", None)
+
+    def shown() -> list[dict[str, object]]:
+        return [
+            {
+                **schedule_json(row, 3, user is not None and may_control(user, row.created_by)),
+                "firings": [firing_json(f) for f in state.store.firings(row.id, 5)],
+            }
+            for row in state.store.schedules()
+        ]
+
+    sops = [row.sop_id for row in await state.db.documents()]
+    return _page(request, "schedules.html", schedules=await off_loop(shown), sops=sops)
+
+
 def _signed_in(request: Request, token: str) -> Response:
     target = request.query_params.get("next", "/")
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -116,5 +135,6 @@ routes = [
     Route("/dead-letters", dead_letters_page),
     Route("/batches", batches_page),
     Route("/batches/{batch_id}", batch_page),
+    Route("/schedules", schedules_page),
     Route("/login", login, methods=["GET", "POST"]),
 ]

@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 from sop_engine.batch import Batches
 from sop_engine.browser import BrowserHost
 from sop_engine.runner import Runner
+from sop_engine.scheduler import Scheduler
 from sop_engine.store import Store
 
 from .auth import Tokens
@@ -29,6 +30,7 @@ class ServerState:
     controls: Controls
     tokens: Tokens
     batches: Batches
+    scheduler: Scheduler | None = None  # schedules' creation and tick (web/scheduling.py)
 
 
 def state_of(conn: HTTPConnection) -> ServerState:

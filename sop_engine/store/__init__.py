@@ -10,12 +10,15 @@ from .documents import Documents
 from .journal import Journal
 from .queue import RELEASED, Claim, Queue, RunHeld
 from .runs import Runs
+from .schedules import Firing, Recorded, Schedules
 from .tokens import TokenInfo, TokenNameTaken, Tokens
 
 __all__ = [
     "READ",
     "CannotOpen",
     "Claim",
+    "Firing",
+    "Recorded",
     "RELEASED",
     "RunHeld",
     "Store",
@@ -28,6 +31,6 @@ __all__ = [
 ]
 
 
-class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, DeadLetters, Database):
+class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, DeadLetters, Schedules, Database):
     """Every method lets sqlalchemy's OperationalError through when the database is locked or gone,
     so that callers can retry."""
