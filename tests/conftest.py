@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -158,6 +159,17 @@ BOB = "bob-token"  # operator
 CAROL = "carol-token"  # operator
 VIC = "vic-token"  # viewer
 TOKENS = f"alice:admin:{ALICE},bob:operator:{BOB},carol:operator:{CAROL},vic:viewer:{VIC}"
+
+
+def readme_section(heading: str) -> str:
+    """The README's text from `heading` (a whole line, like `### Schedules`) to the next heading of its level
+    or above: where a feature's tested example is printed."""
+    text = (ROOT / "README.md").read_text()
+    level = len(heading) - len(heading.lstrip("#"))
+    start = text.index("\n" + heading + "\n") + 1
+    after = start + len(heading) + 1
+    end = re.search(rf"^#{{1,{level}}} ", text[after:], re.M)
+    return text[start : after + end.start()] if end else text[start:]
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""The README's dead-letter example (docs/readme-dead.md), as printed: its SOP, its requests in order against a
+"""The README's dead-letter example , as printed: its SOP, its requests in order against a
 real server with real Chromium, and the answers it shows (their shape, the group's message exactly)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import shlex
 
 import pytest
 
-from tests.conftest import ROOT, start_run, wait_run
+from tests.conftest import readme_section, start_run, wait_run
 from tests.dead_site import serve_dead_site
 
-DOC = (ROOT / "docs" / "readme-dead.md").read_text()
+DOC = readme_section("### Dead letters: failed runs, in bulk")
 YAML = re.findall(r"```yaml\n(.*?)```", DOC, re.S)
 SHELL = re.findall(r"```sh\n(.*?)```", DOC, re.S)
 ANSWERS = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", DOC, re.S)]

@@ -15,7 +15,7 @@ from sop_engine.document import load_sop
 from sop_engine.runner import Runner
 from sop_engine.scheduler import Scheduler
 from sop_engine.states import RunStatus
-from tests.conftest import ROOT, post_sop, sign_in
+from tests.conftest import post_sop, readme_section, sign_in
 
 expect.set_options(timeout=15000)
 
@@ -71,9 +71,9 @@ async def test_the_page_adds_a_schedule_and_shows_its_next_times(page: Page, ser
     assert all(s["sop_id"] != sop_id for s in api.get("/api/schedules").json()["schedules"])
 
 
-# the README's example (docs/readme-sched.md): the SOP runs when its schedule's tick fires ---------
+# the README's example: the SOP runs when its schedule's tick fires ---------
 
-README = (ROOT / "docs" / "readme-sched.md").read_text()
+README = readme_section("### Schedules")
 EXAMPLE_SOP = re.search(r"```yaml\n(sop: 1.*?)```", README, re.S).group(1)
 EXAMPLE_REQUEST = json.loads(re.search(r"```json\n(.*?)```", README, re.S).group(1))
 
