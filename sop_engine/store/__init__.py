@@ -10,11 +10,13 @@ from .journal import Journal
 from .queue import RELEASED, Claim, Queue, RunHeld
 from .runs import Runs
 from .tokens import TokenInfo, TokenNameTaken, Tokens
+from .webhooks import Due, Webhooks
 
 __all__ = [
     "READ",
     "CannotOpen",
     "Claim",
+    "Due",
     "RELEASED",
     "RunHeld",
     "Store",
@@ -27,6 +29,6 @@ __all__ = [
 ]
 
 
-class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, Database):
+class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, Webhooks, Database):
     """Every method lets sqlalchemy's OperationalError through when the database is locked or gone,
     so that callers can retry."""
