@@ -300,3 +300,38 @@ def test_the_wait_between_attempts_grows_and_the_signature_covers_timestamp_and_
     assert all(1 <= w <= 60 for w in waits) and waits[-1] == 60 and waits[0] < 2
     assert signature("s", 1, b"{}") != signature("s", 2, b"{}") != signature("s", 1, b"{ }")
     assert signature("s", 1, b"{}").startswith("sha256=") and len(signature("s", 1, b"{}")) == 71
+
+
+async def test_the_pages_add_a_webhook_and_show_a_run_s_notifications(browser_host, api, hook_server, receiver):
+    from playwright.async_api import expect
+
+    from tests.conftest import sign_in
+
+    sop_id = post_sop(api, PLAIN_SOP, "hook")
+    context = await browser_host.new_context()
+    page = await context.new_page()
+    try:
+        await sign_in(page, hook_server.url)
+        await page.click("nav >> text=Webhooks")
+        await page.fill("input[name=url]", receiver.url)
+        await page.fill("input[name=scope]", sop_id)
+        await page.click("#webhook-form button[type=submit]")
+        await expect(page.locator("#new-secret")).to_contain_text("whsec_", timeout=15000)
+        secret = await page.locator("#new-secret").text_content()
+        row = page.locator("#webhooks tbody tr")
+        await expect(row).to_contain_text(receiver.url, timeout=15000)
+        run_id = start_run(api, sop_id)
+        await page.goto(f"{hook_server.url}/runs/{run_id}")
+        attempts = page.locator("#deliveries tbody tr[data-status=delivered]")
+        await expect(attempts).to_contain_text("#1 200", timeout=20000)
+        await expect(attempts).to_contain_text("run.completed")
+        assert readme_verify()(secret, headers_of(receiver.got[0]), receiver.got[0].body, set())
+        await page.goto(f"{hook_server.url}/webhooks")
+        await page.fill("input[name=url]", "http://169.254.169.254/")
+        await page.click("#webhook-form button[type=submit]")
+        await expect(page.locator("#webhook-result")).to_contain_text("egress policy", timeout=15000)
+        await page.click("#webhooks tbody tr >> text=Remove")
+        await expect(page.locator("#no-webhooks")).to_be_visible(timeout=15000)
+        assert api.get("/api/webhooks").json()["webhooks"] == []
+    finally:
+        await context.close()

@@ -8,9 +8,10 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from sop_engine import settings
+from sop_engine.webhooks import EVENTS
 
 from .api import document_json
-from .auth import COOKIE
+from .auth import COOKIE, can
 from .config import asset_dir
 from .db import off_loop
 from .state import state_of
@@ -68,6 +69,11 @@ async def batch_page(request: Request) -> Response:
     return _page(request, "batch.html", batch=await off_loop(state.batches.summary, batch_id))
 
 
+async def webhooks_page(request: Request) -> Response:
+    user = getattr(request.state, "user", None)
+    return _page(request, "webhooks.html", admin=user is not None and can(user.role, "admin"), events=EVENTS)
+
+
 def _signed_in(request: Request, token: str) -> Response:
     target = request.query_params.get("next", "/")
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -110,5 +116,6 @@ routes = [
     Route("/runs/{run_id}", run_page),
     Route("/batches", batches_page),
     Route("/batches/{batch_id}", batch_page),
+    Route("/webhooks", webhooks_page),
     Route("/login", login, methods=["GET", "POST"]),
 ]
