@@ -91,7 +91,7 @@ class Settings:
     otlp_endpoint: str | None = None
     # webhooks (sop_engine.webhooks): attempts of one delivery, the first wait between them (doubling, with
     # jitter, up to the most), how long one attempt may take, and how often a process looks for due deliveries
-    webhook_max_attempts: int = 8
+    webhook_max_attempts: int = 12
     webhook_backoff_ms: int = 5000
     webhook_backoff_max_ms: int = 3_600_000
     webhook_timeout_seconds: int = 10
@@ -137,7 +137,7 @@ def current() -> Settings:
         metrics=_choice("SOP_METRICS", "on", ("on", "off")) == "on",
         metrics_port=_int("SOP_METRICS_PORT", 0) or None,
         otlp_endpoint=(env("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip() or None,
-        webhook_max_attempts=max(1, _int("SOP_WEBHOOK_MAX_ATTEMPTS", 8)),
+        webhook_max_attempts=max(1, _int("SOP_WEBHOOK_MAX_ATTEMPTS", 12)),
         webhook_backoff_ms=max(1, _int("SOP_WEBHOOK_BACKOFF_MS", 5000)),
         webhook_backoff_max_ms=max(1, _int("SOP_WEBHOOK_BACKOFF_MAX_MS", 3_600_000)),
         webhook_timeout_seconds=max(1, _int("SOP_WEBHOOK_TIMEOUT_SECONDS", 10)),

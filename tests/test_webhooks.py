@@ -335,3 +335,26 @@ async def test_the_pages_add_a_webhook_and_show_a_run_s_notifications(browser_ho
         assert api.get("/api/webhooks").json()["webhooks"] == []
     finally:
         await context.close()
+
+
+@both_databases
+def test_two_processes_never_claim_one_delivery_at_once(store):
+    from datetime import timedelta
+
+    from sop_engine.events import utcnow
+    from sop_engine.store import Store
+    from sop_engine.tables import WebhookRow
+
+    store.create_webhook(
+        WebhookRow(id="wh_1", url="http://127.0.0.1:9/x", scope="server", events=[], secret="s", created_at=utcnow())
+    )
+    delivery = store.notify_test("wh_1")
+    other = Store(store.url)  # another process's store, on the same database
+    try:
+        [claimed] = store.claim_deliveries(lease=timedelta(seconds=60))
+        assert claimed.id == delivery and other.claim_deliveries() == []
+        store.record_attempt(claimed, {"attempt": 1, "code": 500, "error": "answered 500"}, timedelta(0))
+        [again] = other.claim_deliveries(lease=timedelta(0))  # its sender died: due again when its lease ends
+        assert (again.id, again.attempts) == (delivery, 1) and len(store.claim_deliveries()) == 1
+    finally:
+        other.close()

@@ -20,7 +20,7 @@ from sop_engine.events import utcnow
 from sop_engine.policy import NetworkPolicy, PolicyError
 from sop_engine.store import Due, Store
 from sop_engine.vault import Vault
-from sop_engine.webhooks import ERROR_MAX, headers, next_wait
+from sop_engine.webhooks import ERROR_MAX, LEASE, headers, next_wait
 
 log = logging.getLogger("sop_engine.webhooks")
 AT_ONCE = 8  # deliveries in flight at once in one process: a slow endpoint holds only its own
@@ -50,13 +50,16 @@ class Dispatcher:
             await self._client.aclose()
 
     async def _loop(self) -> None:
-        poll = settings.current().webhook_poll_ms / 1000
+        options = settings.current()
+        poll = options.webhook_poll_ms / 1000
+        # a claim lasts well beyond one attempt: no other process takes a delivery while it is being sent
+        lease = max(LEASE, timedelta(seconds=3 * options.webhook_timeout_seconds))
         while True:
             room = AT_ONCE - len(self._flying)
             claimed: list[Due] = []
             if room > 0:
                 try:
-                    claimed = await asyncio.to_thread(self.store.claim_deliveries, room)
+                    claimed = await asyncio.to_thread(self.store.claim_deliveries, room, lease)
                 except Exception as exc:  # the database is away: the outbox waits for it
                     log.warning("webhooks: cannot read the outbox: %s", exc)
             for due in claimed:

@@ -180,8 +180,8 @@ class Webhooks(Database):
             )
         return delivery
 
-    def claim_deliveries(self, limit: int = 20) -> list[Due]:
-        """Deliveries due now, each claimed by moving its due time on by LEASE with a conditional update:
+    def claim_deliveries(self, limit: int = 20, lease: timedelta = LEASE) -> list[Due]:
+        """Deliveries due now, each claimed by moving its due time on by `lease` with a conditional update:
         another process that read it as due too finds it no longer due, and skips it. One indexed query when
         nothing is due."""
         now = utcnow()
@@ -194,7 +194,7 @@ class Webhooks(Database):
         with self._write() as conn:
             for (delivery_id,) in seen:
                 moved = conn.execute(
-                    update(OUTBOX).where(OUTBOX.c.id == delivery_id, due).values(next_attempt_at=now + LEASE)
+                    update(OUTBOX).where(OUTBOX.c.id == delivery_id, due).values(next_attempt_at=now + lease)
                 )
                 if not moved.rowcount:
                     continue
