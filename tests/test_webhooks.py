@@ -351,8 +351,9 @@ def test_two_processes_never_claim_one_delivery_at_once(store):
     delivery = store.notify_test("wh_1")
     other = Store(store.url)  # another process's store, on the same database
     try:
-        [claimed] = store.claim_deliveries(lease=timedelta(seconds=60))
-        assert claimed.id == delivery and other.claim_deliveries() == []
+        assert store.due_deliveries() == other.due_deliveries() == [delivery]  # both read it as due
+        [claimed] = store.take_deliveries([delivery], lease=timedelta(seconds=60))
+        assert claimed.id == delivery and other.take_deliveries([delivery]) == [] and other.claim_deliveries() == []
         store.record_attempt(claimed, {"attempt": 1, "code": 500, "error": "answered 500"}, timedelta(0))
         [again] = other.claim_deliveries(lease=timedelta(0))  # its sender died: due again when its lease ends
         assert (again.id, again.attempts) == (delivery, 1) and len(store.claim_deliveries()) == 1

@@ -39,6 +39,10 @@ class Due:
     secret: str  # sealed
 
 
+def _due(now: datetime) -> Any:
+    return and_(OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= now)
+
+
 def _subscribed(conn: Any, scope: str, event: str) -> list[str]:
     rows = conn.execute(
         select(HOOKS.c.id, HOOKS.c.events).where(HOOKS.c.enabled.is_(True), HOOKS.c.scope.in_((SERVER, scope)))
@@ -181,20 +185,27 @@ class Webhooks(Database):
         return delivery
 
     def claim_deliveries(self, limit: int = 20, lease: timedelta = LEASE) -> list[Due]:
-        """Deliveries due now, each claimed by moving its due time on by `lease` with a conditional update:
-        another process that read it as due too finds it no longer due, and skips it. One indexed query when
-        nothing is due."""
+        """Deliveries due now, each claimed (`take_deliveries`). One indexed query when nothing is due."""
+        return self.take_deliveries(self.due_deliveries(limit), lease)
+
+    def due_deliveries(self, limit: int = 20) -> list[str]:
         now = utcnow()
-        due = and_(OUTBOX.c.status == "pending", OUTBOX.c.next_attempt_at <= now)
+        query = select(OUTBOX.c.id).where(_due(now)).order_by(OUTBOX.c.next_attempt_at).limit(limit)
         with self.reading() as s:
-            seen = list(s.execute(select(OUTBOX.c.id).where(due).order_by(OUTBOX.c.next_attempt_at).limit(limit)))
+            return list(s.execute(query).scalars())
+
+    def take_deliveries(self, seen: list[str], lease: timedelta = LEASE) -> list[Due]:
+        """Of deliveries read as due, those this process claims: each by moving its due time on by `lease`
+        with a conditional update, so that another process that read it as due too finds it no longer due and
+        skips it (and it is due again if this one dies before it records the attempt)."""
         if not seen:
             return []
+        now = utcnow()
         claimed: list[Due] = []
         with self._write() as conn:
-            for (delivery_id,) in seen:
+            for delivery_id in seen:
                 moved = conn.execute(
-                    update(OUTBOX).where(OUTBOX.c.id == delivery_id, due).values(next_attempt_at=now + lease)
+                    update(OUTBOX).where(OUTBOX.c.id == delivery_id, _due(now)).values(next_attempt_at=now + lease)
                 )
                 if not moved.rowcount:
                     continue
