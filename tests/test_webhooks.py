@@ -359,3 +359,21 @@ def test_two_processes_never_claim_one_delivery_at_once(store):
         assert (again.id, again.attempts) == (delivery, 1) and len(store.claim_deliveries()) == 1
     finally:
         other.close()
+
+
+def test_the_egress_policy_is_checked_again_when_sending(tmp_path, receiver):
+    """A name the policy cannot judge when the webhook is added (no allow list: names are not resolved then)
+    is refused at send time by the address it resolves to, as a DNS change would make it."""
+    env = {**FAST, "SOP_EGRESS_DENY": "127.0.0.0/8,::1"}
+    server = ServerProcess(tmp_path / "data", env=env).start()
+    try:
+        with server.client() as api:
+            sop_id = post_sop(api, PLAIN_SOP, "hook")
+            assert api.post("/api/webhooks", json={"url": receiver.url, "scope": sop_id}).status_code == 422
+            port = receiver.url.split(":")[2].split("/")[0]
+            add_hook(api, f"http://localhost:{port}/hook", sop_id)
+            [delivery] = deliveries(api, start_run(api, sop_id))
+    finally:
+        server.stop()
+    assert (delivery["status"], delivery["attempts"], delivery["last_code"]) == ("failed", 1, None)
+    assert "egress policy" in delivery["last_error"] and receiver.got == []
