@@ -92,6 +92,13 @@ class Settings:
     schedule_tick_seconds: int = 1  # SOP_SCHEDULE_TICK_SECONDS: how often a server looks for due schedules; 0: never
     schedule_grace_seconds: int = 60  # SOP_SCHEDULE_GRACE_SECONDS: a tick older than this was missed (catch-up)
     schedule_keep_days: int = 30  # SOP_SCHEDULE_KEEP_DAYS: how long a schedule's firings are kept
+    # webhooks (sop_engine.webhooks): attempts of one delivery, the first wait between them (doubling, with
+    # jitter, up to the most), how long one attempt may take, and how often a process looks for due deliveries
+    webhook_max_attempts: int = 12
+    webhook_backoff_ms: int = 5000
+    webhook_backoff_max_ms: int = 3_600_000
+    webhook_timeout_seconds: int = 10
+    webhook_poll_ms: int = 1000
 
     @property
     def database(self) -> str:
@@ -136,4 +143,9 @@ def current() -> Settings:
         schedule_tick_seconds=max(_int("SOP_SCHEDULE_TICK_SECONDS", 1), 0),
         schedule_grace_seconds=min(max(_int("SOP_SCHEDULE_GRACE_SECONDS", 60), 0), 86_400),
         schedule_keep_days=max(_int("SOP_SCHEDULE_KEEP_DAYS", 30), 1),
+        webhook_max_attempts=max(1, _int("SOP_WEBHOOK_MAX_ATTEMPTS", 12)),
+        webhook_backoff_ms=max(1, _int("SOP_WEBHOOK_BACKOFF_MS", 5000)),
+        webhook_backoff_max_ms=max(1, _int("SOP_WEBHOOK_BACKOFF_MAX_MS", 3_600_000)),
+        webhook_timeout_seconds=max(1, _int("SOP_WEBHOOK_TIMEOUT_SECONDS", 10)),
+        webhook_poll_ms=max(10, _int("SOP_WEBHOOK_POLL_MS", 1000)),
     )

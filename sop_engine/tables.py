@@ -240,3 +240,45 @@ class ScheduleFiringRow(SQLModel, table=True):
     outcome: str  # fired, skipped (overlap), missed (catch-up none), failed (the SOP or its inputs)
     detail: str | None = None
     recorded_at: datetime
+
+
+class WebhookRow(SQLModel, table=True):
+    """A URL called when runs (of one SOP, or of the whole server) end, fail, pause on a failed step, and when
+    batches finish. Its signing secret is kept sealed with the server's key: shown once, at creation."""
+
+    __tablename__ = "webhooks"
+
+    id: str = Field(primary_key=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    scope: str = Field(index=True)  # "server", or the id of the SOP whose runs it follows
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    secret: str = Field(sa_column=Column(Text, nullable=False))  # sealed (sop_engine.vault)
+    enabled: bool = True
+    created_at: datetime
+    created_by: str | None = None
+    failures: int = 0  # deliveries in a row that ended failed (0 after one gets through)
+    last_status: str | None = None  # the last attempt's: "200", "500", "timed out", ...
+    last_attempt_at: datetime | None = None
+
+
+class WebhookDeliveryRow(SQLModel, table=True):
+    """The outbox: one notification of one webhook, written in the transaction of the change it tells of, and
+    sent (again, with backoff) until its endpoint answers 2xx or it runs out of attempts."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: str = Field(primary_key=True)  # the X-SOP-Delivery header: the same on every attempt
+    webhook_id: str = Field(index=True)  # no foreign key: a removed webhook's history stays
+    run_id: str | None = Field(default=None, index=True)
+    batch_id: str | None = None
+    event: str  # run.completed, run.failed, run.cancelled, run.escalated, batch.finished
+    body: str = Field(sa_column=Column(Text, nullable=False))  # the JSON sent, secrets masked
+    status: str = "pending"  # pending, delivered, failed
+    attempts: int = 0
+    next_attempt_at: datetime  # when it is due; moved on while a process sends it (a lease)
+    last_code: int | None = None
+    last_error: str | None = None
+    log: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # every attempt
+    created_at: datetime
+    finished_at: datetime | None = None

@@ -32,6 +32,7 @@ from .config import ServerConfig, asset_dir, vendor_dir
 from .controls import Controls
 from .db import AsyncStore
 from .guard import Guard, socket_origin_check
+from .hooks import Dispatcher
 from .live import LiveFeed, client_manager
 from .relay import ControlRelay
 from .scheduling import ScheduleLoop
@@ -93,11 +94,14 @@ def create_app(config: ServerConfig | None = None, tokens: Tokens | None = None)
             await relay.start()
         await pool.start()
         schedules.start()
+        hooks = Dispatcher(store, NetworkPolicy.for_server(own, base_url=config.local_url))
+        await hooks.start()
         try:
             yield
         finally:
             await schedules.stop()  # no more runs queued by this process while it drains
             await pool.drain(options.drain_seconds)  # the relay still takes controls for the runs finishing
+            await hooks.stop()  # after the drain: the runs that finished in it are in the outbox, sent later
             if relay is not None:
                 await relay.stop()
             await feed.stop()

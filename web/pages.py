@@ -9,11 +9,12 @@ from starlette.templating import Jinja2Templates
 
 from sop_engine import settings
 from sop_engine.dead_letters import ERROR_KINDS
+from sop_engine.webhooks import EVENTS
 
 from .access import may_control
 from .api import document_json
 from .api.schedules import firing_json, schedule_json
-from .auth import COOKIE
+from .auth import COOKIE, can
 from .config import asset_dir
 from .db import off_loop
 from .state import state_of
@@ -92,6 +93,11 @@ async def schedules_page(request: Request) -> Response:
     return _page(request, "schedules.html", schedules=await off_loop(shown), sops=sops)
 
 
+async def webhooks_page(request: Request) -> Response:
+    user = getattr(request.state, "user", None)
+    return _page(request, "webhooks.html", admin=user is not None and can(user.role, "admin"), events=EVENTS)
+
+
 def _signed_in(request: Request, token: str) -> Response:
     target = request.query_params.get("next", "/")
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -136,5 +142,6 @@ routes = [
     Route("/batches", batches_page),
     Route("/batches/{batch_id}", batch_page),
     Route("/schedules", schedules_page),
+    Route("/webhooks", webhooks_page),
     Route("/login", login, methods=["GET", "POST"]),
 ]

@@ -17,6 +17,7 @@ from sop_engine.store import Store
 
 from . import metrics
 from .feed import feed_for_worker
+from .hooks import Dispatcher
 from .relay import relay_for_worker
 from .workers import WorkerPool
 
@@ -40,6 +41,7 @@ async def work(concurrency: int, base_url: str | None, headed: bool = False, met
     pool = WorkerPool(store, runner, concurrency)
     metrics.watch(pool)
     relay = relay_for_worker(store, pool)  # with SOP_REDIS_URL: controls asked of any server reach its runs
+    hooks = Dispatcher(store, NetworkPolicy.for_server(own, base_url=base_url or options.public_origin))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -48,6 +50,7 @@ async def work(concurrency: int, base_url: str | None, headed: bool = False, met
         if relay is not None:
             await relay.start()
         await pool.start()
+        await hooks.start()
         log.warning(
             "worker %s: %d run(s) at once, queue %s, database %s", pool.name, concurrency, pool.queue, store.dialect
         )
@@ -55,6 +58,7 @@ async def work(concurrency: int, base_url: str | None, headed: bool = False, met
         log.warning("worker %s: draining", pool.name)
         await pool.drain(options.drain_seconds)
     finally:
+        await hooks.stop()
         if relay is not None:
             await relay.stop()
         if feed is not None:

@@ -12,6 +12,7 @@ from .queue import RELEASED, Claim, Queue, RunHeld
 from .runs import Runs
 from .schedules import Firing, Recorded, Schedules
 from .tokens import TokenInfo, TokenNameTaken, Tokens
+from .webhooks import Due, Webhooks
 
 __all__ = [
     "READ",
@@ -19,6 +20,7 @@ __all__ = [
     "Claim",
     "Firing",
     "Recorded",
+    "Due",
     "RELEASED",
     "RunHeld",
     "Store",
@@ -31,6 +33,6 @@ __all__ = [
 ]
 
 
-class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, DeadLetters, Schedules, Database):
+class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, DeadLetters, Schedules, Webhooks, Database):
     """Every method lets sqlalchemy's OperationalError through when the database is locked or gone,
     so that callers can retry."""

@@ -16,6 +16,7 @@ from ..tables import (
     RunRow,
 )
 from .database import Database
+from .webhooks import notify_batch
 
 
 class Batches(Database):
@@ -52,8 +53,12 @@ class Batches(Database):
             return list(s.exec(select(BatchRow).order_by(BatchRow.created_at.desc()).limit(limit)))
 
     def update_batch(self, batch_id: str, **values: Any) -> None:
+        """A batch that ends here (completed, cancelled) from running tells its webhooks, in this transaction."""
         with self.session() as s, s.begin():
+            was = s.exec(select(BatchRow.status).where(BatchRow.id == batch_id)).first()
             s.execute(update(BatchRow).where(BatchRow.id == batch_id).values(**values))
+            if was == "running" and values.get("status") in ("completed", "cancelled"):
+                notify_batch(s.connection(), batch_id, utcnow())
 
     def batch_items(
         self, batch_id: str, status: str | None = None, limit: int | None = None, offset: int = 0

@@ -24,6 +24,7 @@ from ..states import (
 from ..tables import AuditRow, CheckpointRow, RunEventRow, RunRow, ServerAuditRow, StepRunRow
 from .database import Database
 from .prepared import Prepared
+from .webhooks import notify_run
 
 Change = tuple[str, dict[str, Any], dict[str, Any]]  # event type, event data, state change
 RUNS, STEPS = RunRow.__table__, StepRunRow.__table__  # type: ignore[attr-defined]
@@ -74,6 +75,8 @@ class Journal(Database):
                 self._server_audit(conn, run_id, at, change["audit"])
         if merged.checkpoint:
             self._save_checkpoint(conn, run_id, at, merged.checkpoint)
+        if merged.run_moves:  # webhooks' outbox, in this transaction: a crash cannot lose a notification
+            notify_run(conn, run_id, merged.run_moves[-1], at)
         first = last - len(changes) + 1
         events = [Event(run_id, first + i, type_, data, at) for i, (type_, data, _) in enumerate(changes)]
         if merged.run_moves and merged.run_moves[-1] == RunStatus.CANCELLED:
