@@ -25,6 +25,13 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r} is not a whole number") from None
 
 
+def _at_least(name: str, default: int, low: int) -> int:
+    value = _int(name, default)
+    if value < low:
+        raise SystemExit(f"{name}={value} is less than {low}")
+    return value
+
+
 def _json_object(name: str) -> dict[str, Any]:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -89,6 +96,11 @@ class Settings:
     metrics_port: int | None = None  # SOP_METRICS_PORT: /metrics on its own port (no token) instead of beside the API
     # OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; None: no spans are exported
     otlp_endpoint: str | None = None
+    # circuit breakers per target host (sop_engine.breakers): SOP_BREAKER_FAILURES failures in a row within
+    # SOP_BREAKER_WINDOW seconds open one for SOP_BREAKER_COOLDOWN seconds; 0 failures: none opens
+    breaker_failures: int = 5
+    breaker_window: int = 60
+    breaker_cooldown: int = 30
 
     @property
     def database(self) -> str:
@@ -130,4 +142,7 @@ def current() -> Settings:
         metrics=_choice("SOP_METRICS", "on", ("on", "off")) == "on",
         metrics_port=_int("SOP_METRICS_PORT", 0) or None,
         otlp_endpoint=(env("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip() or None,
+        breaker_failures=_at_least("SOP_BREAKER_FAILURES", 5, 0),
+        breaker_window=_at_least("SOP_BREAKER_WINDOW", 60, 1),
+        breaker_cooldown=_at_least("SOP_BREAKER_COOLDOWN", 30, 1),
     )

@@ -180,3 +180,22 @@ class ApiTokenRow(SQLModel, table=True):
     created_by: str | None = None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None  # updated at most once a minute
+
+
+class BreakerRow(SQLModel, table=True):
+    """A target host's circuit breaker (sop_engine.breakers), shared by every process on the database."""
+
+    __tablename__ = "breakers"
+    __table_args__ = (
+        CheckConstraint("state IN ('closed', 'open', 'half_open')", name="ck_breakers_state"),
+    )
+
+    host: str = Field(primary_key=True)  # host:port, lower case
+    state: str = "closed"  # closed, open (until opened_until), half_open (one trial, until trial_until)
+    failures: int = 0  # consecutive failures counted since window_start
+    window_start: datetime | None = None  # the first of those failures
+    opened_until: datetime | None = None
+    trial_until: datetime | None = None  # the trial's lease: past it, another attempt may take the trial
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    opens: int = 0  # how many times it opened, ever
+    updated_at: datetime

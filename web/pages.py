@@ -8,6 +8,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from sop_engine import settings
+from sop_engine.breakers import state_json
 
 from .api import document_json
 from .auth import COOKIE
@@ -68,6 +69,12 @@ async def batch_page(request: Request) -> Response:
     return _page(request, "batch.html", batch=await off_loop(state.batches.summary, batch_id))
 
 
+async def breakers_page(request: Request) -> Response:
+    state = state_of(request)
+    found = [state_json(b) for b in await state.db.breakers()]
+    return _page(request, "breakers.html", breakers=found, limits=state.runner.breakers.limits)
+
+
 def _signed_in(request: Request, token: str) -> Response:
     target = request.query_params.get("next", "/")
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -110,5 +117,6 @@ routes = [
     Route("/runs/{run_id}", run_page),
     Route("/batches", batches_page),
     Route("/batches/{batch_id}", batch_page),
+    Route("/breakers", breakers_page),
     Route("/login", login, methods=["GET", "POST"]),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .batches import Batches
+from .breakers import Breakers, BreakerState
 from .database import READ, CannotOpen, Database, data_dir, default_database_url, make_engine
 from .deliveries import Deliveries, Undelivered
 from .documents import Documents
@@ -13,6 +14,7 @@ from .tokens import TokenInfo, TokenNameTaken, Tokens
 
 __all__ = [
     "READ",
+    "BreakerState",
     "CannotOpen",
     "Claim",
     "RELEASED",
@@ -27,6 +29,6 @@ __all__ = [
 ]
 
 
-class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, Database):
+class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, Breakers, Database):
     """Every method lets sqlalchemy's OperationalError through when the database is locked or gone,
     so that callers can retry."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import batches, openapi, runs, sops  # noqa: F401  (each registers its endpoints)
+from . import batches, breakers, openapi, runs, sops  # noqa: F401  (each registers its endpoints)
 from .endpoints import ENDPOINTS, routes
 from .openapi import document as openapi_document
 from .serialize import document_json, run_json, step_json
