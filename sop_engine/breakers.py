@@ -10,6 +10,7 @@ usual step (a healthy host) costs no database call; anything else is asked of th
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ TARGETED = frozenset({"navigate", "http"})  # the actions that send a request to
 COUNTED = frozenset({ErrorKind.NAVIGATION, ErrorKind.HTTP, ErrorKind.TIMEOUT})  # of those actions' failures
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 STATES = ("closed", "open", "half_open")
+HOST_KEY = re.compile(r"[a-z0-9._\-\[\]:]{1,300}")  # what a breaker's key may be
 
 Clock = Callable[[], datetime]
 
@@ -68,8 +70,12 @@ def host_of(url: str) -> str | None:
         return None
     if not parts.hostname or port is None:
         return None
-    host = parts.hostname.lower()
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        host = parts.hostname.encode("idna").decode("ascii").lower()  # as it goes on the wire: bücher → xn--
+    except UnicodeError:
+        return None
+    key = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return key if HOST_KEY.fullmatch(key) else None
 
 
 class CircuitOpen(StepError):

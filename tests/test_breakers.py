@@ -268,6 +268,8 @@ def test_the_host_key_is_host_and_port():
     assert host_of("file:///etc/passwd") is None
     assert host_of("about:blank") is None
     assert host_of("http://x:99999/") is None
+    assert host_of("http://Bücher.example/") == "xn--bcher-kva.example:80"
+    assert host_of("http://a%00b/") is None
 
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sop_engine.breakers import state_json
+from sop_engine.breakers import HOST_KEY, state_json
 from sop_engine.events import utcnow
 
 from ..access import name_of
@@ -18,7 +18,6 @@ from ..state import state_of
 from .endpoints import endpoint
 
 log = logging.getLogger("sop_engine.web")
-HOST_MAX = 300  # host:port; a longer one names no breaker
 
 
 class BreakerOut(BaseModel):
@@ -57,9 +56,9 @@ async def list_breakers(request: Request) -> Response:
 async def reset_breaker(request: Request) -> Response:
     state = state_of(request)
     host = request.path_params["host"]
-    found = await state.db.reset_breaker(host, utcnow()) if len(host) <= HOST_MAX else None
-    if found is None:
-        raise NotFound(f"no circuit breaker for {host[:HOST_MAX]!r}")
+    found = await state.db.reset_breaker(host, utcnow()) if HOST_KEY.fullmatch(host) else None
+    if found is None:  # a name no breaker can have is not sent to the database (a NUL, a megabyte)
+        raise NotFound(f"no circuit breaker for {host[:300]!r}")
     state.runner.breakers.forget(host)  # this process's runs read it again; the others ask the database
     log.info("circuit breaker for %s closed by %s", host, name_of(request))
     return Json(state_json(found))
