@@ -10,6 +10,7 @@ usual step (a healthy host) costs no database call; anything else is asked of th
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class Limits:
         return Limits(failures, max(self.window, spec.window or 0.0), max(self.cooldown, spec.cooldown or 0.0))
 
 
+@functools.lru_cache(maxsize=4096)  # a run asks it of the same few URLs at every step
 def host_of(url: str) -> str | None:
     """The breaker's key for a URL: `host:port`, lower case, the scheme's port when it gives none; None for a
     URL that names no network host (file:, data:, about:)."""
@@ -237,7 +239,9 @@ class BreakerGauges:
         state = GaugeMetricFamily(
             "sop_breaker_state", "Circuit breaker per target host: 0 closed, 1 open, 2 half-open.", labels=["host"]
         )
-        opens = CounterMetricFamily("sop_breaker_opens", "Times a target host's circuit breaker opened.", labels=["host"])
+        opens = CounterMetricFamily(
+            "sop_breaker_opens", "Times a target host's circuit breaker opened.", labels=["host"]
+        )
         for breaker in found:
             state.add_metric([breaker.host], STATES.index(breaker.state))
             opens.add_metric([breaker.host], breaker.opens)

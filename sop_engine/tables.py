@@ -186,9 +186,7 @@ class BreakerRow(SQLModel, table=True):
     """A target host's circuit breaker (sop_engine.breakers), shared by every process on the database."""
 
     __tablename__ = "breakers"
-    __table_args__ = (
-        CheckConstraint("state IN ('closed', 'open', 'half_open')", name="ck_breakers_state"),
-    )
+    __table_args__ = (CheckConstraint("state IN ('closed', 'open', 'half_open')", name="ck_breakers_state"),)
 
     host: str = Field(primary_key=True)  # host:port, lower case
     state: str = "closed"  # closed, open (until opened_until), half_open (one trial, until trial_until)

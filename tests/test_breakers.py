@@ -3,6 +3,7 @@ test moves on (never a sleep)."""
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from sop_engine.events import Event
 from sop_engine.runner import Runner
 from sop_engine.states import RunStatus
 from sop_engine.store import Store
-from tests.conftest import both_databases, free_port
+from tests.conftest import ROOT, both_databases, free_port
 from tests.loopback import LoopbackServer, Reply, Request, html_reply
 
 
@@ -321,3 +322,22 @@ def test_a_trial_whose_lease_ran_out_may_be_taken_again_and_a_reset_closes(store
     assert (reset.state, reset.failures) == ("closed", 0)
     assert store.reset_breaker("nobody:80", later) is None
     assert [b.host for b in store.breakers()] == ["t:80"]
+
+
+README = ROOT / "docs" / "readme-breaker.md"
+EXAMPLE = next(b for b in re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S) if b.startswith("sop: 1"))
+
+
+async def test_the_readme_example_completes_against_a_healthy_host(run_sop, store):
+    outcome = await run_sop(EXAMPLE.replace('"/demo/', '"$SITE/'))
+    assert outcome.status == RunStatus.COMPLETED, outcome.error
+    assert {row.status for row in store.steps(outcome.run_id)} == {"completed"}
+
+
+async def test_the_readme_example_opens_the_breaker_of_a_failing_host(runner, store, host):
+    outcome = await run(runner, EXAMPLE.replace("/demo/todo.html", host.server.url + "/orders"))
+    rows = steps(store, outcome.run_id)
+    assert rows["home"].status == "completed"  # a 503 page, which counts: the second failure opens it
+    assert rows["status"].error["message"].endswith("answered 503")
+    assert rows["again"].error["message"] == f"circuit open for {host.key} until 2030-01-01 12:05:00 UTC"
+    assert host.requests == ["/orders", "/orders"]
