@@ -341,3 +341,36 @@ async def test_the_readme_example_opens_the_breaker_of_a_failing_host(runner, st
     assert rows["status"].error["message"].endswith("answered 503")
     assert rows["again"].error["message"] == f"circuit open for {host.key} until 2030-01-01 12:05:00 UTC"
     assert host.requests == ["/orders", "/orders"]
+
+
+@both_databases
+def test_processes_racing_count_every_failure_and_only_one_takes_the_trial(store):
+    """Eight stores (as eight processes) at once, started together by a barrier: no failure is lost, and of
+    eight attempts after the cool-down exactly one is the trial."""
+    others = [Store(store.url) for _ in range(8)]
+    try:
+        start = threading.Barrier(len(others))
+
+        def each(call: Any) -> list[Any]:
+            results: list[Any] = [None] * len(others)
+
+            def work(n: int) -> None:
+                start.wait()
+                results[n] = call(others[n], n)
+
+            threads = [threading.Thread(target=work, args=(n,)) for n in range(len(others))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return results
+
+        each(lambda s, n: fail(s, "race:80", NOW + timedelta(milliseconds=n), threshold=8))
+        found = store.breaker("race:80")
+        assert (found.state, found.failures, found.opens) == ("open", 8, 1)
+        later = NOW + timedelta(seconds=31)
+        taken = each(lambda s, n: s.breaker_trial("race:80", later, 20)[1])
+        assert taken.count(True) == 1
+    finally:
+        for other in others:
+            other.close()
