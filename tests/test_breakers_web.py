@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from playwright.async_api import expect
 
 from sop_engine.store import Store
-from tests.conftest import BOB, SECRET_KEY, TOKEN, VIC, both_databases
+from tests.conftest import BOB, SECRET_KEY, TOKEN, VIC, both_databases, sign_in
 from tests.test_metrics import scrape, value
 
 pytestmark = both_databases
@@ -73,3 +74,20 @@ def test_the_page_and_the_metrics_show_an_open_breaker(server, shared):
     with server.client(BOB) as operator:
         operator.post(f"/api/breakers/{host}/reset")
     assert value(scrape(server.url + "/metrics", VIC), "sop_breaker_state", host=host) == 0
+
+
+async def test_an_operator_closes_a_breaker_from_the_page(browser_host, server, shared):
+    host = opened(shared)
+    context = await browser_host.new_context()
+    try:
+        page = await context.new_page()
+        page.set_default_timeout(15000)
+        await sign_in(page, server.url, BOB)
+        await page.click('nav a[href="/breakers"]')
+        row = page.locator(f'tr[data-host="{host}"]')
+        await expect(row.locator(".badge")).to_have_text("open")
+        await row.get_by_role("button", name="Close").click()
+        await expect(page.locator(f'tr[data-host="{host}"] .badge')).to_have_text("closed")
+        assert shared.breaker(host).state == "closed"
+    finally:
+        await context.close()
