@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sop_engine.breakers import Breakers, Limits, host_of
+from sop_engine.breakers import FRESH, Breakers, Limits, host_of
 from sop_engine.document import BreakerSpec, DocumentError, load_sop, resolve_inputs
 from sop_engine.events import Event
 from sop_engine.runner import Runner
@@ -374,3 +374,34 @@ def test_processes_racing_count_every_failure_and_only_one_takes_the_trial(store
     finally:
         for other in others:
             other.close()
+
+
+PING = """
+sop: 1
+id: ping
+defaults: {on_error: continue, timeout: 10s}
+steps:
+  - {id: a, action: http, url: "URL/ping", expect_status: 200}
+"""
+
+
+@both_databases
+async def test_a_breaker_opened_by_one_worker_stops_the_steps_of_another(runner, store, host, clock, browser_host):
+    """Two runners, each on a store of its own on one database (as two worker processes): the second learns of
+    the breaker the first opened from the database, once what it knew of the host is FRESH seconds old."""
+    other_store = Store(store.url)
+    try:
+        other = Runner(other_store, browser_host)
+        other.breakers = Breakers(other_store, clock)
+        host.healthy = True
+        assert (await run(other, PING.replace("URL", host.server.url))).status == RunStatus.COMPLETED
+        host.healthy = False
+        await run(runner, FAILING.replace("URL", host.server.url))
+        assert store.breaker(host.key).state == "open"
+        asked = len(host.requests)
+        clock.advance(FRESH)
+        refused = await run(other, PING.replace("URL", host.server.url))
+        assert steps(other_store, refused.run_id)["a"].error["kind"] == "circuit"
+        assert len(host.requests) == asked
+    finally:
+        other_store.close()
