@@ -121,8 +121,8 @@ class Breakers:
         try:
             result = await attempt()
         except StepError as exc:
-            if exc.kind in COUNTED:
-                await self._failed(host, exc.describe(), limits, trial, ctx)
+            if exc.kind in COUNTED:  # as every text the run writes, with its secrets masked
+                await self._failed(host, ctx.execution.mask(exc.describe()), limits, trial, ctx)
             elif trial:
                 await self._release(host)
             raise
@@ -144,7 +144,11 @@ class Breakers:
         known = self._known.get(host)
         if known is not None and known[0].state == "closed" and now - known[1] < timedelta(seconds=FRESH):
             return False
-        found, trial = await call_store(self.store.breaker_trial, host, now, lease, what=f"reading breaker {host}")
+        # a read first (on SQLite it takes no lock); a write only when the trial may be had
+        found = await call_store(self.store.breaker, host, what=f"reading breaker {host}")
+        trial = False
+        if found is not None and _trial_due(found, now):
+            found, trial = await call_store(self.store.breaker_trial, host, now, lease, what=f"trying {host}")
         self._learn(host, found or BreakerState.closed(host, now), now)
         if found is None or found.state == "closed" or trial:
             return trial
@@ -195,6 +199,12 @@ class Breakers:
             self._known.clear()
         else:
             self._known.pop(host, None)
+
+
+def _trial_due(found: BreakerState, now: datetime) -> bool:
+    if found.state == "open":
+        return found.opened_until is None or found.opened_until <= now
+    return found.state == "half_open" and (found.trial_until is None or found.trial_until <= now)
 
 
 def state_json(found: BreakerState) -> dict[str, Any]:

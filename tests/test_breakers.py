@@ -405,3 +405,23 @@ async def test_a_breaker_opened_by_one_worker_stops_the_steps_of_another(runner,
         assert len(host.requests) == asked
     finally:
         other_store.close()
+
+
+SECRET = """
+sop: 1
+id: secret-url
+inputs:
+  token: {type: string, secret: true, default: "hunter2-very-secret"}
+defaults: {on_error: continue, timeout: 10s}
+steps:
+  - {id: a, action: http, url: "URL/a?token={{ token }}", expect_status: 200, inputs: [token]}
+  - {id: b, action: http, url: "URL/b?token={{ token }}", expect_status: 200, inputs: [token]}
+  - {id: c, action: http, url: "URL/c?token={{ token }}", expect_status: 200, inputs: [token]}
+"""
+
+
+async def test_a_secret_in_a_failing_url_is_masked_in_the_breaker(runner, store, host):
+    await run(runner, SECRET.replace("URL", host.server.url))
+    breaker = store.breaker(host.key)
+    assert breaker.state == "open"
+    assert "hunter2" not in breaker.last_error and "***" in breaker.last_error
