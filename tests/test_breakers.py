@@ -425,3 +425,15 @@ async def test_a_secret_in_a_failing_url_is_masked_in_the_breaker(runner, store,
     breaker = store.breaker(host.key)
     assert breaker.state == "open"
     assert "hunter2" not in breaker.last_error and "***" in breaker.last_error
+
+
+def test_the_server_settings_are_checked(monkeypatch):
+    assert Limits.configured() == Limits(5, 60.0, 30.0)
+    monkeypatch.setenv("SOP_BREAKER_FAILURES", "0")  # off
+    monkeypatch.setenv("SOP_BREAKER_COOLDOWN", "600")
+    assert Limits.configured() == Limits(0, 60.0, 600.0)
+    for name, value in (("SOP_BREAKER_FAILURES", "-1"), ("SOP_BREAKER_WINDOW", "0"), ("SOP_BREAKER_COOLDOWN", "x")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SystemExit, match=name):
+            Limits.configured()
+        monkeypatch.delenv(name)
