@@ -243,7 +243,9 @@ async def attempt_step(
     async for attempt in retrying:
         with attempt:
             async with limit:
-                return await _one_attempt(executor, step, fields, ctx)
+                # through the breaker of the host it goes to, if it goes to one
+                breakers = ctx.execution.runner.breakers
+                return await breakers.guard(step, fields, ctx, lambda: _one_attempt(executor, step, fields, ctx))
     raise AssertionError("unreachable: tenacity reraises the last error")
 
 

@@ -49,6 +49,17 @@ class InputSpec(BaseModel):
         return self.default is _NO_DEFAULT
 
 
+class BreakerSpec(BaseModel):
+    """This SOP's circuit breakers per target host (sop_engine.breakers): stricter than the server's settings
+    only; a looser value is raised (or lowered) to the server's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failures: int | None = Field(None, ge=1, le=1000)  # fewer is stricter
+    window: Duration | None = None  # longer is stricter
+    cooldown: Duration | None = None  # longer is stricter
+
+
 class Defaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -56,6 +67,7 @@ class Defaults(BaseModel):
     retry: RetrySpec = RetrySpec()
     on_error: ErrorPolicy = "fail"
     dialogs: DialogPolicy | None = None  # none: every dialog is dismissed
+    breaker: BreakerSpec | None = None  # none: the server's circuit breakers as they are
 
 
 class Egress(BaseModel):

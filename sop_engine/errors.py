@@ -17,10 +17,18 @@ class ErrorKind(StrEnum):
     ACTION = "action"  # the action itself refused (bad file path, bad script): final
     INTERRUPTED = "interrupted"  # the run was cancelled or timed out while the step ran
     POLICY = "policy"  # the network policy refused a URL, a host or an address: final
+    CIRCUIT = "circuit"  # the target host's circuit breaker is open: another attempt after its cool-down
 
 
 RETRYABLE = frozenset(
-    {ErrorKind.TIMEOUT, ErrorKind.ELEMENT_NOT_FOUND, ErrorKind.NAVIGATION, ErrorKind.BROWSER, ErrorKind.HTTP}
+    {
+        ErrorKind.TIMEOUT,
+        ErrorKind.ELEMENT_NOT_FOUND,
+        ErrorKind.NAVIGATION,
+        ErrorKind.BROWSER,
+        ErrorKind.HTTP,
+        ErrorKind.CIRCUIT,
+    }
 )
 
 

@@ -25,6 +25,13 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r} is not a whole number") from None
 
 
+def _at_least(name: str, default: int, low: int) -> int:
+    value = _int(name, default)
+    if value < low:
+        raise SystemExit(f"{name}={value} is less than {low}")
+    return value
+
+
 def _json_object(name: str) -> dict[str, Any]:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -99,6 +106,11 @@ class Settings:
     webhook_backoff_max_ms: int = 3_600_000
     webhook_timeout_seconds: int = 10
     webhook_poll_ms: int = 1000
+    # circuit breakers per target host (sop_engine.breakers): SOP_BREAKER_FAILURES failures in a row within
+    # SOP_BREAKER_WINDOW seconds open one for SOP_BREAKER_COOLDOWN seconds; 0 failures: none opens
+    breaker_failures: int = 5
+    breaker_window: int = 60
+    breaker_cooldown: int = 30
 
     @property
     def database(self) -> str:
@@ -148,4 +160,7 @@ def current() -> Settings:
         webhook_backoff_max_ms=max(1, _int("SOP_WEBHOOK_BACKOFF_MAX_MS", 3_600_000)),
         webhook_timeout_seconds=max(1, _int("SOP_WEBHOOK_TIMEOUT_SECONDS", 10)),
         webhook_poll_ms=max(10, _int("SOP_WEBHOOK_POLL_MS", 1000)),
+        breaker_failures=_at_least("SOP_BREAKER_FAILURES", 5, 0),
+        breaker_window=_at_least("SOP_BREAKER_WINDOW", 60, 1),
+        breaker_cooldown=_at_least("SOP_BREAKER_COOLDOWN", 30, 1),
     )

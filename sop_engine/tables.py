@@ -282,3 +282,20 @@ class WebhookDeliveryRow(SQLModel, table=True):
     log: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # every attempt
     created_at: datetime
     finished_at: datetime | None = None
+
+
+class BreakerRow(SQLModel, table=True):
+    """A target host's circuit breaker (sop_engine.breakers), shared by every process on the database."""
+
+    __tablename__ = "breakers"
+    __table_args__ = (CheckConstraint("state IN ('closed', 'open', 'half_open')", name="ck_breakers_state"),)
+
+    host: str = Field(primary_key=True)  # host:port, lower case
+    state: str = "closed"  # closed, open (until opened_until), half_open (one trial, until trial_until)
+    failures: int = 0  # consecutive failures counted since window_start
+    window_start: datetime | None = None  # the first of those failures
+    opened_until: datetime | None = None
+    trial_until: datetime | None = None  # the trial's lease: past it, another attempt may take the trial
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    opens: int = 0  # how many times it opened, ever
+    updated_at: datetime

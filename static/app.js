@@ -977,5 +977,17 @@ const SOP = (() => {
     }
   }
 
-  return { api, uploadForm, runForm, runsPage, runPage, batchForm, batchPage, loginPage, schedulesPage };
+  // circuit breakers: an operator closes one by hand
+  function breakersPage() {
+    document.getElementById("breakers").addEventListener("click", async (event) => {
+      const host = event.target.dataset.reset;
+      if (!host) return;
+      const reply = await api("POST", `/api/breakers/${encodeURIComponent(host)}/reset`);
+      const message = document.getElementById("message");
+      message.textContent = reply.ok ? "" : reply.data.error; message.className = reply.ok ? "" : "error";
+      if (reply.ok) location.reload();
+    });
+  }
+
+  return { api, uploadForm, runForm, runsPage, runPage, batchForm, batchPage, loginPage, schedulesPage, breakersPage };
 })();

@@ -110,6 +110,7 @@ def test_which_error_kinds_are_retryable(kind):
         ErrorKind.NAVIGATION,
         ErrorKind.BROWSER,
         ErrorKind.HTTP,
+        ErrorKind.CIRCUIT,  # after the host's cool-down
     }
     error = StepError(kind, "x")
     assert error.retryable is expected

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sop_engine import metrics
+from sop_engine.breakers import BreakerGauges
 from sop_engine.events import EventSink
 from sop_engine.settings import Settings
 
@@ -67,6 +68,7 @@ class QueueGauges:
 
 
 _gauges: QueueGauges | None = None  # registered once in the process's registry
+_breakers: BreakerGauges | None = None  # the same, for the circuit breakers' state
 
 
 def observe(store: Store) -> list[EventSink]:
@@ -79,6 +81,11 @@ def observe(store: Store) -> list[EventSink]:
         _gauges = QueueGauges(store)
         recording.registry.register(_gauges)  # type: ignore[arg-type]
     _gauges.store = store  # an app made again in the same process (tests) reads its own store
+    global _breakers
+    if _breakers is None:
+        _breakers = BreakerGauges(store)
+        recording.registry.register(_breakers)  # type: ignore[arg-type]
+    _breakers.store = store
     return [metrics.RunMetrics(recording, store)]
 
 

@@ -8,6 +8,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from sop_engine import settings
+from sop_engine.breakers import state_json
 from sop_engine.dead_letters import ERROR_KINDS
 from sop_engine.webhooks import EVENTS
 
@@ -98,6 +99,12 @@ async def webhooks_page(request: Request) -> Response:
     return _page(request, "webhooks.html", admin=user is not None and can(user.role, "admin"), events=EVENTS)
 
 
+async def breakers_page(request: Request) -> Response:
+    state = state_of(request)
+    found = [state_json(b) for b in await state.db.breakers()]
+    return _page(request, "breakers.html", breakers=found, limits=state.runner.breakers.limits)
+
+
 def _signed_in(request: Request, token: str) -> Response:
     target = request.query_params.get("next", "/")
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -143,5 +150,6 @@ routes = [
     Route("/batches/{batch_id}", batch_page),
     Route("/schedules", schedules_page),
     Route("/webhooks", webhooks_page),
+    Route("/breakers", breakers_page),
     Route("/login", login, methods=["GET", "POST"]),
 ]

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import telemetry
+from ..breakers import Breakers
 from ..browser import BrowserHost
 from ..control import RunControl
 from ..document import LoadedSop
@@ -38,6 +39,7 @@ class Runner:
         self.policy = policy or NetworkPolicy.for_cli()
         self.trace = trace
         self.store = store
+        self.breakers = Breakers(store)  # this process's view of the target hosts' circuit breakers
         self.browser = browser
         self.sinks = list(sinks)
         self.frames = frames

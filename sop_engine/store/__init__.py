@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .batches import Batches
+from .breakers import Breakers, BreakerState
 from .database import READ, CannotOpen, Database, data_dir, default_database_url, make_engine
 from .dead_letters import DeadLetters
 from .deliveries import Deliveries, Undelivered
@@ -16,6 +17,7 @@ from .webhooks import Due, Webhooks
 
 __all__ = [
     "READ",
+    "BreakerState",
     "CannotOpen",
     "Claim",
     "Firing",
@@ -33,6 +35,8 @@ __all__ = [
 ]
 
 
-class Store(Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, DeadLetters, Schedules, Webhooks, Database):
+class Store(
+    Documents, Runs, Queue, Journal, Batches, Tokens, Deliveries, DeadLetters, Schedules, Webhooks, Breakers, Database
+):
     """Every method lets sqlalchemy's OperationalError through when the database is locked or gone,
     so that callers can retry."""

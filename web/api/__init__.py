@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import batches, dead_letters, openapi, runs, schedules, sops, webhooks  # noqa: F401  (each registers its endpoints)
+from . import batches, breakers, dead_letters, openapi, runs, schedules, sops, webhooks  # noqa: F401  (each registers its endpoints)
 from .endpoints import ENDPOINTS, routes
 from .openapi import document as openapi_document
 from .serialize import document_json, run_json, step_json
