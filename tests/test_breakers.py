@@ -16,7 +16,7 @@ from sop_engine.events import Event
 from sop_engine.runner import Runner
 from sop_engine.states import RunStatus
 from sop_engine.store import Store
-from tests.conftest import ROOT, both_databases, free_port
+from tests.conftest import both_databases, free_port, readme_section
 from tests.loopback import LoopbackServer, Reply, Request, html_reply
 
 
@@ -324,8 +324,8 @@ def test_a_trial_whose_lease_ran_out_may_be_taken_again_and_a_reset_closes(store
     assert [b.host for b in store.breakers()] == ["t:80"]
 
 
-README = ROOT / "docs" / "readme-breaker.md"
-EXAMPLE = next(b for b in re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S) if b.startswith("sop: 1"))
+README = readme_section("### Circuit breakers per target host")
+EXAMPLE = next(b for b in re.findall(r"```yaml\n(.*?)```", README, re.S) if b.startswith("sop: 1"))
 
 
 async def test_the_readme_example_completes_against_a_healthy_host(run_sop, store):

@@ -13,7 +13,17 @@ from typing import Any
 import pytest
 
 from sop_engine.webhooks import next_wait, signature
-from tests.conftest import BOB, VIC, ServerProcess, both_databases, post_sop, start_run, wait_for, wait_run
+from tests.conftest import (
+    BOB,
+    VIC,
+    ServerProcess,
+    both_databases,
+    post_sop,
+    readme_section,
+    start_run,
+    wait_for,
+    wait_run,
+)
 from tests.loopback import LoopbackServer, Reply, Request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,11 +53,11 @@ steps:
 
 
 def readme_verify() -> Any:
-    """The verification snippet of docs/readme-hooks.md, as written there."""
-    text = (ROOT / "docs" / "readme-hooks.md").read_text()
+    """The verification snippet of the README's Webhooks section, as written there."""
+    text = readme_section("### Webhooks")
     [code] = re.findall(r"```python\n(.*?)```", text, re.S)
     scope: dict[str, Any] = {}
-    exec(compile(code, "readme-hooks.md", "exec"), scope)
+    exec(compile(code, "README.md", "exec"), scope)
     return scope["verify"]
 
 
