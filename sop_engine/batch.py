@@ -164,7 +164,11 @@ class Batches:
         return retried
 
     def cancel(self, batch_id: str) -> int:
-        """Cancels the rows still queued; returns how many."""
+        """Cancels the rows still queued; returns how many. The batch is cancelled first, so that its last run
+        cancelled here does not finish it as completed (sop_engine.store.webhooks.finish_batch); its webhooks
+        hear of it once its rows are cancelled."""
+        was = self.store.batch(batch_id)
+        self.store.update_batch(batch_id, tell=False, status="cancelled", finished_at=utcnow())
         cancelled = 0
         for run in self.store.runs_with_status("queued", batch_id):
             try:
@@ -177,7 +181,8 @@ class Batches:
             except TransitionError:  # a worker claimed it meanwhile: it is no longer queued
                 continue
             cancelled += 1
-        self.store.update_batch(batch_id, status="cancelled", finished_at=utcnow())
+        if was is not None and was.status == "running":
+            self.store.batch_ended(batch_id)
         return cancelled
 
     # results ---------------------------------------------------------------------------------

@@ -280,6 +280,22 @@ def test_webhooks_are_managed_by_admins_and_bad_urls_get_422(api, hook_server, r
     assert api.get("/api/runs/nope/deliveries").status_code == 404
 
 
+def test_a_batch_cancelled_before_any_row_ran_is_told_as_cancelled(tmp_path, receiver):
+    server = ServerProcess(tmp_path / "data", concurrency=0, env=FAST).start()  # its rows stay queued
+    try:
+        with server.client() as api:
+            sop_id = post_sop(api, PLAIN_SOP, "hook")
+            add_hook(api, receiver.url, sop_id, events=["batch.finished"])
+            batch_id = api.post("/api/batches", json={"sop_id": sop_id, "rows": [{}, {}]}).json()["id"]
+            assert api.post(f"/api/batches/{batch_id}/cancel").status_code == 200
+            [body] = wait_for(lambda: receiver.bodies("batch.finished"), timeout=30)
+            assert api.get(f"/api/batches/{batch_id}").json()["status"] == "cancelled"
+    finally:
+        server.stop()
+    assert body["batch"]["id"] == batch_id
+    assert (body["batch"]["status"], body["batch"]["counts"]) == ("cancelled", {"cancelled": 2})
+
+
 @both_databases
 def test_deliveries_left_in_the_outbox_are_sent_by_the_next_server(tmp_path, database_url, receiver):
     env = {**FAST, "SOP_WEBHOOK_MAX_ATTEMPTS": "1000", "SOP_WEBHOOK_BACKOFF_MAX_MS": "50"}

@@ -52,13 +52,19 @@ class Batches(Database):
         with self.reading() as s:
             return list(s.exec(select(BatchRow).order_by(BatchRow.created_at.desc()).limit(limit)))
 
-    def update_batch(self, batch_id: str, **values: Any) -> None:
-        """A batch that ends here (completed, cancelled) from running tells its webhooks, in this transaction."""
+    def update_batch(self, batch_id: str, tell: bool = True, **values: Any) -> None:
+        """A batch that ends here (completed, cancelled) from running tells its webhooks, in this transaction,
+        unless `tell` is false (its caller tells them with `batch_ended` once the batch's runs are ended too)."""
         with self.session() as s, s.begin():
             was = s.exec(select(BatchRow.status).where(BatchRow.id == batch_id)).first()
             s.execute(update(BatchRow).where(BatchRow.id == batch_id).values(**values))
-            if was == "running" and values.get("status") in ("completed", "cancelled"):
+            if tell and was == "running" and values.get("status") in ("completed", "cancelled"):
                 notify_batch(s.connection(), batch_id, utcnow())
+
+    def batch_ended(self, batch_id: str) -> None:
+        """Tells the webhooks of a batch that ended (its batch.finished, with its runs' counts now)."""
+        with self.session() as s, s.begin():
+            notify_batch(s.connection(), batch_id, utcnow())
 
     def batch_items(
         self, batch_id: str, status: str | None = None, limit: int | None = None, offset: int = 0
