@@ -15,7 +15,7 @@ from playwright.async_api import expect
 from sop_engine.document import DocumentError, load_sop
 from sop_engine.states import RunStatus
 from tests.booking_site import BookingSite
-from tests.conftest import ROOT, ServerProcess, post_sop, sign_in, start_run, wait_for, wait_run
+from tests.conftest import ROOT, ServerProcess, both_databases, post_sop, sign_in, start_run, wait_for, wait_run
 
 expect.set_options(timeout=15000)
 
@@ -42,6 +42,7 @@ def rows(store: Any, run_id: str) -> dict[str, Any]:
     return {row.key: row for row in store.steps(run_id)}
 
 
+@both_databases
 async def test_readme_example_rolls_back(run_sop, store, booking):
     """A late failure: the charge is refunded, then the seat released (last completed first), on the site."""
     outcome = await run_sop(BOOKING, {"base": booking.url, "card": "4111111111111111"})
@@ -266,12 +267,13 @@ def test_a_completed_run_offers_no_rollback(api, booking):
     assert list(booking.held()) == ["A1"]
 
 
-def test_a_rollback_interrupted_by_a_crash_goes_on_after_recovery(tmp_path, booking):
+@both_databases
+def test_a_rollback_interrupted_by_a_crash_goes_on_after_recovery(tmp_path, booking, database_url):
     """The server is killed while the seat's release (the last compensation) is in flight: after a restart the
     rollback goes on; the refund, which completed before the kill, is not made again."""
     booking.hold_release.clear()
     text = BOOKING.replace("id: booking-rollback", "id: SOP_ID")
-    server = ServerProcess(tmp_path / "data").start()
+    server = ServerProcess(tmp_path / "data", database_url=database_url).start()
     try:
         with server.client() as api:
             run_id = start_run(api, post_sop(api, text), {"base": booking.url, "card": "4111"})
@@ -281,7 +283,7 @@ def test_a_rollback_interrupted_by_a_crash_goes_on_after_recovery(tmp_path, book
         server.stop(kill=True)
         booking.release_seen.clear()
         booking.hold_release.set()
-        server = ServerProcess(tmp_path / "data").start()
+        server = ServerProcess(tmp_path / "data", database_url=database_url).start()
         with server.client() as api:
             run = wait_run(api, run_id, "failed", timeout=60)
     finally:
