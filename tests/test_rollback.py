@@ -15,7 +15,7 @@ from playwright.async_api import expect
 from sop_engine.document import DocumentError, load_sop
 from sop_engine.states import RunStatus
 from tests.booking_site import BookingSite
-from tests.conftest import ROOT, ServerProcess, both_databases, post_sop, sign_in, start_run, wait_for, wait_run
+from tests.conftest import ROOT, VIC, ServerProcess, both_databases, post_sop, sign_in, start_run, wait_for, wait_run
 
 expect.set_options(timeout=15000)
 
@@ -200,7 +200,7 @@ def test_a_huge_compensate_list_is_refused_quickly():
 # the server: escalate, the rollback control, a crash in the middle -----------------------------------------
 
 
-def test_escalate_then_the_rollback_control(api, booking):
+def test_escalate_then_the_rollback_control(server, api, booking):
     text = BOOKING.replace("on_error: rollback", "on_error: escalate").replace("id: booking-rollback", "id: SOP_ID")
     run_id = start_run(api, post_sop(api, text), {"base": booking.url, "card": "4111"})
     run = wait_run(api, run_id, "paused", timeout=60)
@@ -210,6 +210,9 @@ def test_escalate_then_the_rollback_control(api, booking):
     confirm = next(s for s in run["steps"] if s["key"] == "confirm")
     assert confirm["controls"] == ["skip", "retry"]
     assert list(booking.held()) == ["A1"]  # nothing undone yet
+    with server.client(VIC) as viewer:  # a viewer sees the run, controls none of it
+        assert viewer.get(f"/api/runs/{run_id}").json()["controls"] == []
+        assert viewer.post(f"/api/runs/{run_id}/rollback").status_code == 403
     reply = api.post(f"/api/runs/{run_id}/rollback")
     assert reply.status_code == 200, reply.text
     run = wait_run(api, run_id, "failed", timeout=60)
