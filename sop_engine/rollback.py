@@ -6,7 +6,8 @@ A compensation of the step instance `<key>` is the step instance `undo.<key>.<co
 `undo`, its iterations `undo[0].…`), so the two never meet.
 
 The run's `rollback` column says where a rollback is: `requested` (by a person, not begun), `running` (its
-step instances are written: an execution after a crash goes on with those not ended), `done` (with its counts).
+step instances are written: an execution after a crash goes on with those not ended), `done` (with its counts),
+or `cancelled` (the run was cancelled before its rollback ended).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .states import StepStatus
 from .steps import Step
 
 PREFIX = "undo."
-REQUESTED, RUNNING, DONE = "requested", "running", "done"
+REQUESTED, RUNNING, DONE, CANCELLED = "requested", "running", "done", "cancelled"
 INSTANCES_MAX = 10_000  # compensations one rollback may run (a long loop of steps that each have some)
 
 MISPLACED = {  # fields a compensation may not have, and why
@@ -105,6 +106,13 @@ def summary(counts: Mapping[str, int]) -> str:
     if counts.get("skipped"):
         text += f", {counts['skipped']} skipped"
     return text
+
+
+def stopped_rollback(rollback: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The run's rollback record once the run is cancelled: one requested or running says it was cancelled."""
+    if not rollback or rollback.get("state") not in (REQUESTED, RUNNING):
+        return dict(rollback) if rollback else None
+    return {**rollback, "state": CANCELLED}
 
 
 def rolled_back(rollback: Mapping[str, Any] | None) -> bool:

@@ -301,6 +301,20 @@ def test_a_rollback_interrupted_by_a_crash_goes_on_after_recovery(tmp_path, book
     assert release["status"] == "completed" and release["attempts"] == 2
 
 
+def test_a_run_cancelled_as_it_rolls_back_says_so(api, booking):
+    booking.hold_release.clear()
+    text = BOOKING.replace("id: booking-rollback", "id: SOP_ID")
+    run_id = start_run(api, post_sop(api, text), {"base": booking.url, "card": "4111"})
+    assert booking.release_seen.wait(60)  # the last compensation is in flight
+    assert api.post(f"/api/runs/{run_id}/cancel").status_code == 200
+    booking.hold_release.set()
+    run = wait_run(api, run_id, "cancelled")
+    assert run["rollback"]["state"] == "cancelled" and run["controls"] == []
+    release = next(s for s in run["steps"] if s["key"] == "undo.reservation.release")
+    assert release["status"] == "cancelled"
+    assert list(booking.charge_statuses().values()) == ["refunded"]  # what ran before the cancel stays done
+
+
 # the page, in real Chromium -------------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from sop_engine.controls import (
 from sop_engine.document import LoadedSop
 from sop_engine.events import utcnow
 from sop_engine.liveness import orphaned
-from sop_engine.rollback import REQUESTED
+from sop_engine.rollback import REQUESTED, stopped_rollback
 from sop_engine.states import RUN_TERMINAL, RunStatus
 from sop_engine.steps import Input
 
@@ -176,11 +176,11 @@ class Controls:
             if ended.status != RunStatus.CANCELLED:
                 raise Refused(f"the run was {ended.status} before the cancel reached it")
         else:  # through the gate, which ends its steps in flight too (in another process, at its next write)
+            ended = {"status": "cancelled", "error": f"cancelled by {who}", "worker": None, "finished_at": utcnow()}
+            if run.rollback:
+                ended["rollback"] = stopped_rollback(run.rollback)
             await self.pool.record(
-                run_id,
-                "run.updated",
-                {"status": "cancelled", "error": f"cancelled by {who}"},
-                run={"status": "cancelled", "error": f"cancelled by {who}", "worker": None, "finished_at": utcnow()},
+                run_id, "run.updated", {"status": "cancelled", "error": f"cancelled by {who}"}, run=ended
             )
         await self._audit(run_id, who, "cancel")
 

@@ -33,6 +33,7 @@ from ..liveness import HEARTBEAT
 from ..logs import WHERE
 from ..masking import Masker
 from ..policy import PolicyError
+from ..rollback import stopped_rollback
 from ..states import ClaimLost, RunStatus, StepStatus, TransitionError
 from ..store import Store, data_dir
 from ..tables import CheckpointRow, RunRow, StepRunRow
@@ -414,6 +415,8 @@ class Execution(Flow, Leaf, People, Restart, Undo):
         values = self._traced()
         if self.rollback_end is not None:  # how its rollback went, with the run's end
             values["rollback"] = self.rollback_end
+        elif status == RunStatus.CANCELLED and self.rollback_due() is not None:  # cancelled as it rolled back
+            values["rollback"] = stopped_rollback(self.rollback_state)
         await self._set_run(
             status, outputs=outputs, error=error, finished_at=utcnow(), waiting=None, worker=None, **values
         )
