@@ -5,7 +5,12 @@ control through the API and on the page; documents that misuse `compensate`."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +19,7 @@ from playwright.async_api import expect
 
 from sop_engine.document import DocumentError, load_sop
 from sop_engine.states import RunStatus
+from sop_engine.store import Store
 from tests.booking_site import BookingSite
 from tests.conftest import ROOT, VIC, ServerProcess, both_databases, post_sop, sign_in, start_run, wait_for, wait_run
 
@@ -313,6 +319,44 @@ def test_a_run_cancelled_as_it_rolls_back_says_so(api, booking):
     release = next(s for s in run["steps"] if s["key"] == "undo.reservation.release")
     assert release["status"] == "cancelled"
     assert list(booking.charge_statuses().values()) == ["refunded"]  # what ran before the cancel stays done
+
+
+def test_a_headless_rollback_killed_goes_on_with_resume(tmp_path, booking):
+    """`sop-engine run`, killed while a compensation is in flight; `sop-engine run --resume` finishes the
+    rollback without making the compensations that completed again."""
+    booking.hold_release.clear()
+    (tmp_path / "booking.yaml").write_text(BOOKING)
+    env = {**os.environ, "SOP_DATA_DIR": str(tmp_path / "data"), "NO_COLOR": "1"}
+    env.pop("SOP_DATABASE_URL", None)
+    command = [sys.executable, "-m", "sop_engine", "run"]
+    given = ["--input", f"base={booking.url}", "--input", "card=4111"]
+    process = subprocess.Popen(
+        [*command, "booking.yaml", *given], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    store = None
+    try:
+        assert booking.release_seen.wait(60)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        booking.hold_release.set()
+        store = Store(f"sqlite:///{tmp_path / 'data' / 'sop.db'}")
+        run_id = store.runs()[0][0].id
+        assert store.run(run_id).rollback["state"] == "running"
+        result = subprocess.run(
+            [*command, "--resume", run_id, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90
+        )
+        report = json.loads(result.stdout)
+        assert report["status"] == "failed", result.stderr
+        assert report["error"].endswith("; rolled back: 4 compensations completed, 0 failed")
+        assert store.run(run_id).rollback["state"] == "done"
+    finally:
+        if store is not None:
+            store.close()
+        if process.poll() is None:
+            process.kill()
+    charge, reservation = next(iter(booking.charge_statuses())), next(iter(booking.reservations))
+    assert booking.calls == [f"refund {charge}", f"release {reservation}", f"release {reservation}"]
+    assert booking.held() == {} and booking.charge_statuses() == {charge: "refunded"}
 
 
 # the page, in real Chromium -------------------------------------------------------------------------------
