@@ -155,6 +155,43 @@ async def test_escalate_headless_fails_saying_so(run_sop, booking):
     assert list(booking.held()) == ["A1"]  # nothing undone: nobody chose to
 
 
+PARALLEL = """
+sop: 1
+id: parallel
+inputs: {base: {type: string}}
+max_parallel: 2
+steps:
+  - id: first
+    action: set
+    values: {made: one}
+    compensate: [{id: note, action: log, message: "undo {{ made }}", inputs: [made]}]
+  - id: held
+    action: http
+    method: POST
+    url: "{{ base }}/api/release"
+    params: {reservation: none}
+    inputs: [base]
+    depends_on: [first]
+    compensate: [{id: note, action: log, message: never}]
+  - {id: bad, action: http, url: "{{ base }}/api/confirm", expect_status: 200, inputs: [base], depends_on: [first],
+     on_error: rollback}
+"""
+
+
+async def test_a_rollback_beside_a_step_in_flight_undoes_only_what_completed(run_sop, store, booking):
+    """With parallel steps: the one still in flight when its sibling fails is stopped, and not compensated (it
+    did not complete); the one that completed is."""
+    booking.hold_release.clear()  # `held` waits on the site until the test ends
+    outcome = await run_sop(PARALLEL, {"base": booking.url})
+    assert outcome.status == RunStatus.FAILED
+    assert outcome.error.startswith("step bad failed: ")
+    assert outcome.error.endswith("; rolled back: 1 compensation completed, 0 failed")
+    steps = rows(store, outcome.run_id)
+    assert [k for k in steps if k.startswith("undo.")] == ["undo.first.note"]
+    assert steps["undo.first.note"].inputs == {"made": "one"}
+    assert steps["held"].status in ("failed", "pending")  # stopped in flight (or before it began): never completed
+
+
 # documents that misuse compensate -------------------------------------------------------------------------
 
 
