@@ -112,7 +112,8 @@ class Sop(BaseModel):
     @property
     def needs_browser(self) -> bool:
         """Some step drives or reads a page: Chromium is started before the first step, beside the rest."""
-        return any(uses_browser(step) for step in self.walk())
+        steps = self.walk()
+        return any(uses_browser(step) for step in steps) or any(uses_browser(c) for s in steps for c in s.compensate)
 
     def walk(self) -> list[Step]:
         """Every step of the document, depth first, in document order."""
