@@ -22,6 +22,7 @@ from .steps import Step
 
 PREFIX = "undo."
 REQUESTED, RUNNING, DONE, CANCELLED = "requested", "running", "done", "cancelled"
+ESCALATED = " (escalated: retry it, skip it, roll back or cancel)"  # said after a failed step's error (escalate)
 INSTANCES_MAX = 10_000  # compensations one rollback may run (a long loop of steps that each have some)
 
 MISPLACED = {  # fields a compensation may not have, and why

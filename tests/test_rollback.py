@@ -18,6 +18,7 @@ import pytest
 from playwright.async_api import expect
 
 from sop_engine.document import DocumentError, load_sop
+from sop_engine.rollback import ESCALATED
 from sop_engine.states import RunStatus
 from sop_engine.store import Store
 from tests.booking_site import BookingSite
@@ -356,6 +357,30 @@ def test_a_run_cancelled_as_it_rolls_back_says_so(api, booking):
     release = next(s for s in run["steps"] if s["key"] == "undo.reservation.release")
     assert release["status"] == "cancelled"
     assert list(booking.charge_statuses().values()) == ["refunded"]  # what ran before the cancel stays done
+
+
+def test_a_run_paused_on_a_failure_before_a_restart_rolls_back(tmp_path, booking):
+    """Escalated, then the server restarts: the run waits on the decision with no execution; the rollback control
+    queues it with its rollback requested, and the next execution runs the compensations."""
+    text = BOOKING.replace("on_error: rollback", "on_error: escalate").replace("id: booking-rollback", "id: SOP_ID")
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        with server.client() as api:
+            run_id = start_run(api, post_sop(api, text), {"base": booking.url, "card": "4111"})
+            first = wait_run(api, run_id, "paused", timeout=60)["waiting"]["reason"]
+        server.stop(kill=True)
+        server = ServerProcess(tmp_path / "data").start()
+        with server.client() as api:
+            run = wait_run(api, run_id, "paused")
+            assert run["controls"] == ["cancel", "rollback"]
+            assert api.post(f"/api/runs/{run_id}/rollback").status_code == 200
+            run = wait_run(api, run_id, "failed", timeout=60)
+    finally:
+        server.stop(kill=True)
+    assert run["error"] == f"{first.removesuffix(ESCALATED)}; rolled back: 4 compensations completed, 0 failed"
+    assert run["rollback"]["state"] == "done" and run["rollback"]["by"]
+    assert booking.held() == {} and list(booking.charge_statuses().values()) == ["refunded"]
+    assert next(s for s in run["steps"] if s["key"] == "confirm")["status"] == "failed"  # not run again
 
 
 def test_a_headless_rollback_killed_goes_on_with_resume(tmp_path, booking):

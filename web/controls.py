@@ -28,7 +28,7 @@ from sop_engine.controls import (
 from sop_engine.document import LoadedSop
 from sop_engine.events import utcnow
 from sop_engine.liveness import orphaned
-from sop_engine.rollback import REQUESTED, stopped_rollback
+from sop_engine.rollback import ESCALATED, REQUESTED, stopped_rollback
 from sop_engine.states import RUN_TERMINAL, RunStatus
 from sop_engine.steps import Input
 
@@ -201,7 +201,7 @@ class Controls:
         failed = (decision or {}).get("key") or next(
             (r.key for r in await self.store.steps(run_id) if r.status == "failed"), None
         )
-        error = (decision or {}).get("reason") or run.error or "the run failed"
+        error = ((decision or {}).get("reason") or run.error or "the run failed").removesuffix(ESCALATED)
         await self.pool.cancel(run_id, hand_back=True)  # paused in this process: its worker lets go first
         self.pool.wake()
         requested = {"state": REQUESTED, "step": failed, "error": error, "by": who}

@@ -34,6 +34,7 @@ from ..loops import (
 )
 from ..masking import MASK
 from ..retries import RetryPolicy
+from ..rollback import ESCALATED
 from ..states import StepStatus
 from ..steps import Condition, DialogAnswer, If, Loop, Probe, Step, as_written, uses_browser
 from ..taint import secret_parts, secret_texts
@@ -236,7 +237,7 @@ class Leaf:
         if policy == "rollback":
             raise RollingBack(key, self.mask(message))
         if policy in ("pause", "escalate") and self.control is not None:
-            said = message + (" (escalated: retry it, skip it, roll back or cancel)" if policy == "escalate" else "")
+            said = message + (ESCALATED if policy == "escalate" else "")
             answer = await self.pause(Waiting(self.mask(said), key, "failed"))
             if answer["action"] == "rollback":
                 raise RollingBack(key, self.mask(message))
