@@ -21,6 +21,11 @@ def check_document(sop: Sop) -> list[Problem]:
     ids = [s.id for s in sop.walk()]
     problems = check_unique_ids(ids)
     all_ids = set(ids)
+    for step in sop.walk():
+        for compensation in step.compensate:  # what it reads, it declares (sop_engine.rollback says what it sees)
+            found: list[Problem] = []
+            _check_templates(compensation, found)
+            problems += [Problem(f"step '{step.id}', compensation {p.where}", p.message) for p in found]
     _check_scope(sop.steps, set(sop.inputs), set(sop.inputs), all_ids, problems, frozenset())
     top = set(sop.inputs).union(*(step_outputs(s) for s in sop.steps))
     for name in sop.outputs:

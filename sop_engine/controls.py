@@ -7,6 +7,8 @@ controls allowed now), by the server's controls (which refuse the others with 40
 | resume     | a paused run not waiting on a decision or a form     | goes on                                     |
 | step       | a paused run not waiting on a decision or a form     | runs one step, then pauses                  |
 | cancel     | a queued, running or paused run                      | ends it; steps in flight become `cancelled` |
+| rollback   | a paused run that waits on a failed step's decision, | runs the compensations of the steps that    |
+|            | or a failed run not rolled back yet                  | completed, last first; the run ends failed  |
 | skip       | a pending or blocked step of a run still going, or a | marks it `skipped` (outputs read as none);  |
 |            | failed step of a run that ended or waits on it       | the run goes on from there, never runs it   |
 | retry      | a failed step of a run that ended or waits on it     | runs it again, and what it blocked          |
@@ -15,6 +17,9 @@ controls allowed now), by the server's controls (which refuse the others with 40
 | breakpoint | a pending step of a run still going                  | pauses before it (on or off)                |
 | submit     | the step a paused run waits on for a form (input,    | answers it; the run goes on                 |
 |            | approval)                                            |                                             |
+
+A run that was rolled back (or is being) offers no rollback again, and no step control but a breakpoint on
+a step still to come: what it did was undone; a new run does it again.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from typing import Any
 
 from .graph import build_graph, sibling_lists
 from .loops import parse_key
+from .rollback import is_undo, rolled_back
 from .states import RUN_TERMINAL, RunStatus, StepStatus
 from .steps import Step
 
-RUN_CONTROLS = ("pause", "resume", "step", "cancel")
+RUN_CONTROLS = ("pause", "resume", "step", "cancel", "rollback")
 STEP_CONTROLS = ("skip", "retry", "rerun", "breakpoint", "submit")
 DECISIONS = ("failed", "input", "approval")  # waits that only a step's control or a form can answer
 PERSON = "skipped by "  # how the reason of a step a person skipped begins
@@ -39,17 +45,23 @@ def skipped_by_person(status: str, reason: str | None) -> bool:
     return status == StepStatus.SKIPPED and bool(reason) and reason.startswith(PERSON)  # type: ignore[union-attr]
 
 
-def run_controls(status: str, waiting: Mapping[str, Any] | None) -> list[str]:
-    """The run's controls allowed now."""
+def run_controls(
+    status: str, waiting: Mapping[str, Any] | None, rollback: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The run's controls allowed now. `rollback`: the run's record of its rollback (sop_engine.rollback)."""
     run = RunStatus(status)
     if run == RunStatus.RUNNING:
         return ["pause", "cancel"]
     if run == RunStatus.PAUSED:
+        if waiting and waiting.get("kind") == "failed" and not rolled_back(rollback):
+            return ["cancel", "rollback"]
         if waiting and waiting.get("kind") in DECISIONS:
             return ["cancel"]
         return ["resume", "step", "cancel"]
     if run == RunStatus.QUEUED:
         return ["cancel"]
+    if run == RunStatus.FAILED and not rolled_back(rollback):
+        return ["rollback"]
     return []
 
 
@@ -58,9 +70,19 @@ def waits_on(waiting: Mapping[str, Any] | None, key: str) -> bool:
     return bool(waiting) and waiting.get("kind") == "failed" and waiting.get("key") == key  # type: ignore[union-attr]
 
 
-def step_controls(step_status: str, key: str, run_status: str, waiting: Mapping[str, Any] | None) -> list[str]:
-    """A step's controls allowed now."""
+def step_controls(
+    step_status: str,
+    key: str,
+    run_status: str,
+    waiting: Mapping[str, Any] | None,
+    rollback: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """A step's controls allowed now. A compensation (undo.…) has none; a run rolled back, only breakpoints."""
     step, run = StepStatus(step_status), RunStatus(run_status)
+    if is_undo(key):
+        return []
+    if rolled_back(rollback):
+        return ["breakpoint"] if step == StepStatus.PENDING and run not in RUN_TERMINAL else []
     ended = run in (RunStatus.FAILED, RunStatus.COMPLETED)
     found: list[str] = []
     if step == StepStatus.FAILED and (ended or waits_on(waiting, key)):
@@ -85,6 +107,7 @@ def why_not(control: str, step_status: str | None, key: str | None, run_status: 
             "resume": "a paused run that waits for no decision",
             "step": "a paused run that waits for no decision",
             "cancel": "a queued, running or paused run",
+            "rollback": "a paused run that waits on a failed step's decision, or a failed run not rolled back yet",
         }
         return f"the run is {run_status}; {control} needs {allowed[control]}"
     allowed = {

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import rollback
 from .browser_options import BrowserOptions
 from .checks import check_document, check_parsed_steps
 from .decoding import Undecodable, decode
@@ -123,7 +124,8 @@ class Sop(BaseModel):
     @property
     def needs_browser(self) -> bool:
         """Some step drives or reads a page: Chromium is started before the first step, beside the rest."""
-        return any(uses_browser(step) for step in self.walk())
+        steps = self.walk()
+        return any(uses_browser(step) for step in steps) or any(uses_browser(c) for s in steps for c in s.compensate)
 
     def walk(self) -> list[Step]:
         """Every step of the document, depth first, in document order."""
@@ -186,7 +188,39 @@ def _parse_step(raw: Any, path: str, problems: list[Problem]) -> Step | None:
             raw_children = [_inherit(step, c) for c in raw_children]
             parsed = [_parse_step(c, f"{path}.{children}[{i}]", problems) for i, c in enumerate(raw_children)]
             setattr(step, name, [p for p in parsed if p is not None])
+    if step.compensate:
+        step.compensate = _parse_compensations(step, path, problems)
     return step
+
+
+def _parse_compensations(step: Step, path: str, problems: list[Problem]) -> list[Step]:
+    """A step's `compensate`: plain steps run one after the other in a rollback (sop_engine.rollback); they act
+    on the step's tab unless they name theirs. No loop, branch, compensation or error policy of their own:
+    a compensation that fails is recorded and the rollback goes on."""
+    where = f"{_where_step({'id': step.id}, path)}, field 'compensate'"
+    found: list[Step] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(step.compensate):
+        at = f"{path}.compensate[{i}]"
+        if isinstance(raw, dict):
+            for name, said in rollback.MISPLACED.items():
+                if name in raw:
+                    problems.append(Problem(f"{_where_step(raw, at)}, field '{name}'", said))
+                    raw = None
+                    break
+        if raw is None:
+            continue
+        parsed = _parse_step(_inherit(step, raw), at, problems)
+        if parsed is None:
+            continue
+        if parsed.children():
+            problems.append(Problem(_where_step(raw, at), f"a compensation is a plain step, not a {parsed.action}"))
+        elif parsed.id in seen:
+            problems.append(Problem(where, f"id '{parsed.id}' is used twice in this step's compensations"))
+        else:
+            seen.add(parsed.id)
+            found.append(parsed)
+    return found
 
 
 def _inherit(container: Step, raw: Any) -> Any:

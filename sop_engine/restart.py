@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .loops import parse_key
+from .rollback import is_undo
 from .states import StepStatus
 from .steps import Step
 
@@ -32,8 +33,14 @@ def plan_restart(
 ) -> list[Move]:
     """`status`: each step instance's recorded status; `siblings`: step id -> the list it belongs to
     (graph.sibling_lists); `person_skipped`: keys a person skipped."""
+    # a compensation in flight runs again (sop_engine.rollback); none is blocked or replayed
+    moves = [
+        Move(k, StepStatus.PENDING, "interrupted: runs again")
+        for k, s in status.items()
+        if is_undo(k) and s == StepStatus.RUNNING
+    ]
+    status = {k: s for k, s in status.items() if not is_undo(k)}
     now = dict(status)
-    moves: list[Move] = []
 
     def move(key: str, new: StepStatus, reason: str | None, held: bool = False) -> None:
         now[key] = new

@@ -20,7 +20,7 @@ class RunStatus(StrEnum):
     RUNNING = "running"  # a worker is executing it
     PAUSED = "paused"  # waiting for a person
     COMPLETED = "completed"  # every step ended and none failed the run
-    FAILED = "failed"  # a step failed under on_error=fail, or the run timed out
+    FAILED = "failed"  # a step failed under on_error=fail (or rollback, once undone), or the run timed out
     CANCELLED = "cancelled"  # stopped on request
 
 

@@ -92,6 +92,8 @@ class RunRow(SQLModel, table=True):
     cost: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # what it cost (sop_engine.cost)
     trace: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # its Playwright trace, or why none
     trace_context: str | None = None  # W3C traceparent of the request that created it: its spans continue that trace
+    # where its rollback is (sop_engine.rollback): requested, running, or done with its counts
+    rollback: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class StepRunRow(SQLModel, table=True):

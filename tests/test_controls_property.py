@@ -32,11 +32,13 @@ GATES = {"gate", "wait"}  # steps that wait on the loopback endpoint until the t
 
 def table_run_controls(status: str, waiting: dict[str, Any] | None) -> list[str]:
     decision = (waiting or {}).get("kind") in ("failed", "input", "approval")  # a form, or a failed step
+    failed_step = (waiting or {}).get("kind") == "failed"
     allowed = {
         "pause": status == "running",
         "resume": status == "paused" and not decision,
         "step": status == "paused" and not decision,
         "cancel": status in ("queued", "running", "paused"),
+        "rollback": (status == "paused" and failed_step) or status == "failed",  # none of these runs rolls back
     }
     return [c for c, ok in allowed.items() if ok]
 

@@ -28,7 +28,7 @@ from tests.conftest import both_databases
 OLD = Path(__file__).resolve().parent / "fixtures_db" / "sop-0.1.0.db"
 TABLES = ("sop_documents", "batches", "batch_items", "runs", "step_runs", "run_events", "audit", "checkpoints")
 
-LATER = {"created_by", "cost", "trace", "trace_context"}  # columns added since the release
+LATER = {"created_by", "cost", "trace", "trace_context", "rollback"}  # columns added since the release
 
 
 @pytest.fixture
@@ -60,12 +60,13 @@ def columns_of(path: Path, table: str) -> set[str]:
 
 def test_the_head_is_the_newest_revision():
     # HEAD is what a store opening a database at head checks without Alembic: it must be Alembic's head
-    assert scripts().get_heads() == [HEAD] == ["0007_breaker"]
+    assert scripts().get_heads() == [HEAD] == ["0008_rollback"]
     chain = [HEAD]
     while (down := scripts().get_revision(chain[-1]).down_revision) is not None:
         chain.append(down)
     assert chain == [
         HEAD,
+        "0007_breaker",
         "0006_hooks",
         "0005_sched",
         "0004_dead",

@@ -222,7 +222,16 @@ def test_breakpoint_in_the_document_and_toggled_by_api(api):
 def test_refused_controls_change_nothing(api):
     run_id = start_run(api, post_sop(api, STEPS))
     run = wait_run(api, run_id, "completed")
-    for path in ("pause", "resume", "step", "cancel", "steps/one/retry", "steps/one/skip", "steps/one/submit"):
+    for path in (
+        "pause",
+        "resume",
+        "step",
+        "cancel",
+        "rollback",
+        "steps/one/retry",
+        "steps/one/skip",
+        "steps/one/submit",
+    ):
         reply = api.post(f"/api/runs/{run_id}/{path}")
         assert reply.status_code == 409, path
         assert reply.json()["error"]

@@ -13,7 +13,7 @@ from tests.conftest import VIC, post_sop, sign_in, start_run, wait_run
 
 expect.set_options(timeout=15000)  # a state the page reaches: on a busy machine a run may take seconds
 
-RUN_LABELS = {"pause": "Pause", "resume": "Resume", "step": "Step", "cancel": "Cancel"}
+RUN_LABELS = {"pause": "Pause", "resume": "Resume", "step": "Step", "cancel": "Cancel", "rollback": "Roll back"}
 STEP_LABELS = {"skip": "skip", "retry": "retry", "rerun": "rerun", "breakpoint": "●"}
 
 STEPS = """

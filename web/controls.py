@@ -28,6 +28,7 @@ from sop_engine.controls import (
 from sop_engine.document import LoadedSop
 from sop_engine.events import utcnow
 from sop_engine.liveness import orphaned
+from sop_engine.rollback import ESCALATED, REQUESTED, stopped_rollback
 from sop_engine.states import RUN_TERMINAL, RunStatus
 from sop_engine.steps import Input
 
@@ -124,9 +125,9 @@ class Controls:
         """Refuses (409) a control that the engine's table does not allow now (sop_engine.controls)."""
         waiting = live.control.waiting.as_dict() if live and live.control.waiting else run.waiting
         if row is None:  # as web.api.serialize.run_controls_for lists them to whoever may control the run
-            allowed = run_controls(run.status, run.waiting)
+            allowed = run_controls(run.status, run.waiting, run.rollback)
         else:
-            allowed = step_controls(row.status, row.key, run.status, waiting)
+            allowed = step_controls(row.status, row.key, run.status, waiting, run.rollback)
             if run.status == RunStatus.RUNNING and live is None:
                 allowed = []  # another process executes it: only cancel reaches it there
         if control not in allowed:
@@ -175,13 +176,36 @@ class Controls:
             if ended.status != RunStatus.CANCELLED:
                 raise Refused(f"the run was {ended.status} before the cancel reached it")
         else:  # through the gate, which ends its steps in flight too (in another process, at its next write)
+            ended = {"status": "cancelled", "error": f"cancelled by {who}", "worker": None, "finished_at": utcnow()}
+            if run.rollback:
+                ended["rollback"] = stopped_rollback(run.rollback)
             await self.pool.record(
-                run_id,
-                "run.updated",
-                {"status": "cancelled", "error": f"cancelled by {who}"},
-                run={"status": "cancelled", "error": f"cancelled by {who}", "worker": None, "finished_at": utcnow()},
+                run_id, "run.updated", {"status": "cancelled", "error": f"cancelled by {who}"}, run=ended
             )
         await self._audit(run_id, who, "cancel")
+
+    @_control
+    async def rollback(self, run_id: str, who: str) -> None:
+        """Runs the compensations of the steps that completed, last first (sop_engine.rollback); the run ends
+        failed with its first error. A run paused here on a failed step's decision rolls back at once; one
+        that ended failed, or waits since before a restart, goes back to the queue with its rollback
+        requested, and the next execution runs it."""
+        run = await self._run(run_id)
+        live, waiting = self._waiting(run_id)
+        self._check("rollback", run, live)
+        if live is not None and waiting is not None and waiting.kind == "failed":
+            self._answer(live, "rollback")
+            await self._audit(run_id, who, "rollback", waiting.key)
+            return
+        decision = run.waiting if run.status == RunStatus.PAUSED else None
+        failed = (decision or {}).get("key") or next(
+            (r.key for r in await self.store.steps(run_id) if r.status == "failed"), None
+        )
+        error = ((decision or {}).get("reason") or run.error or "the run failed").removesuffix(ESCALATED)
+        await self.pool.cancel(run_id, hand_back=True)  # paused in this process: its worker lets go first
+        self.pool.wake()
+        requested = {"state": REQUESTED, "step": failed, "error": error, "by": who}
+        await self._audit(run_id, who, "rollback", failed, run={**self._requeue(), "rollback": requested})
 
     # step controls ---------------------------------------------------------------------------
 

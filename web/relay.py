@@ -65,7 +65,7 @@ class ControlRequest(BaseModel):
 
     id: str = Field(pattern=ID)
     sender: str = Field(min_length=1, max_length=300)  # its answers go to reply_channel(sender)
-    control: Literal["pause", "resume", "cancel", "skip", "retry", "rerun", "breakpoint", "submit"]
+    control: Literal["pause", "resume", "cancel", "rollback", "skip", "retry", "rerun", "breakpoint", "submit"]
     run_id: str = Field(min_length=1, max_length=64)
     who: str = Field(min_length=1, max_length=300)
     key: str | None = Field(None, min_length=1, max_length=2000)

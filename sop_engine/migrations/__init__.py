@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 BASELINE = "0001_baseline"  # the tables of the release before migrations
-HEAD = "0007_breaker"  # the newest revision: a database at it opens without loading Alembic
+HEAD = "0008_rollback"  # the newest revision: a database at it opens without loading Alembic
 HERE = Path(__file__).resolve().parent
 JOB_TABLE = "procrastinate_jobs"
 LOCK_KEY = 0x50E_3A1E  # the PostgreSQL advisory lock that one process at a time migrates under

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import shutil
 import tempfile
@@ -32,6 +33,7 @@ from ..liveness import HEARTBEAT
 from ..logs import WHERE
 from ..masking import Masker
 from ..policy import PolicyError
+from ..rollback import stopped_rollback
 from ..states import ClaimLost, RunStatus, StepStatus, TransitionError
 from ..store import Store, data_dir
 from ..tables import CheckpointRow, RunRow, StepRunRow
@@ -41,9 +43,10 @@ from ..trace_files import TraceMode, dropped, keep_trace, kept
 from .flow import Flow
 from .frames import LiveFrames
 from .leaf import Leaf
-from .outcome import RunFailed, RunOutcome, RunPaused
+from .outcome import RollingBack, RunFailed, RunOutcome, RunPaused
 from .people import People
 from .restart import Restart
+from .undo import Undo
 
 if TYPE_CHECKING:
     from .lifecycle import Runner
@@ -64,7 +67,7 @@ class StoredRun:
         return cls(store.run(run_id), store.steps(run_id), store.checkpoint(run_id))
 
 
-class Execution(Flow, Leaf, People, Restart):
+class Execution(Flow, Leaf, People, Restart, Undo):
     """One run of one document: its variables, browser context and step statuses. It picks up where an
     earlier execution of the same run stopped: completed steps give back their stored outputs."""
 
@@ -135,6 +138,14 @@ class Execution(Flow, Leaf, People, Restart):
         self.journal = Journal(self.store, run_id, runner.sinks, holder=worker)
         self._committing: asyncio.Future[None] | None = None  # a step's result being committed (commit_behind)
         self._http: httpx.AsyncClient | None = None
+        # for a rollback (runner/undo.py): the order the steps completed in, what each saw, where the rollback is
+        done = [r for r in rows if r.status == StepStatus.COMPLETED and r.finished_at is not None]
+        done.sort(key=lambda r: r.finished_at)  # type: ignore[arg-type,return-value]
+        self.completed_count = itertools.count(1)
+        self.completion: dict[str, int] = {r.key: next(self.completed_count) for r in done}
+        self.recorded_inputs: dict[str, dict[str, Any]] = {r.key: r.inputs or {} for r in rows}
+        self.rollback_state: dict[str, Any] | None = run.rollback if run else None
+        self.rollback_end: dict[str, Any] | None = None  # how this execution's rollback went, for the run's end
 
     @classmethod
     async def prepare(
@@ -303,9 +314,7 @@ class Execution(Flow, Leaf, People, Restart):
                 raise RunFailed(self._start_error)
             top: ChainMap[str, Any] = ChainMap({}, self.inputs)
             produced = top.maps[0]  # a run that fails keeps what the steps that completed produced
-            async with asyncio.timeout(self.sop.timeout):
-                produced = await self.run_scope(self.sop.steps, top, "", None)
-                await self.settled()  # the last step's result, committed behind, is durable: the run ends
+            produced = await self._steps(top)
             ended = status
         except RunFailed as exc:
             ended = status = RunStatus.FAILED
@@ -341,6 +350,20 @@ class Execution(Flow, Leaf, People, Restart):
         await self._finish(status, outputs, error)
         return RunOutcome(self.run_id, status, self.mask(outputs), self.mask(error))
 
+    async def _steps(self, top: ChainMap[str, Any]) -> dict[str, Any]:
+        """The document's steps, within the run's timeout; then, if one failed under on_error=rollback (or a
+        person chose to roll back), the rollback, outside it (the compensations have their own timeouts)."""
+        rolling = self.rollback_due()  # a rollback requested, or interrupted: it goes on, no step runs
+        if rolling is None:
+            async with asyncio.timeout(self.sop.timeout):
+                try:
+                    produced = await self.run_scope(self.sop.steps, top, "", None)
+                    await self.settled()  # the last step's result, committed behind, is durable: the run ends
+                    return produced
+                except RollingBack as exc:
+                    rolling = exc
+        await self.roll_back(rolling)  # raises RunFailed, with the first error and how the rollback went
+
     async def _lost(self, why: str) -> RunOutcome:
         run = await call_store(self.store.run, self.run_id, what=f"reading run {self.run_id}")
         status = RunStatus(run.status) if run else RunStatus.CANCELLED
@@ -362,7 +385,7 @@ class Execution(Flow, Leaf, People, Restart):
         await self._finish(RunStatus.CANCELLED, {}, "cancelled")
 
     async def _set_run(self, status: RunStatus, **values: Any) -> None:
-        shown = ("error", "outputs", "waiting", "trace")
+        shown = ("error", "outputs", "waiting", "trace", "rollback")
         data = {"status": status.value, **{k: v for k, v in values.items() if k in shown}}
         if self.batch_id:
             data["batch_id"] = self.batch_id
@@ -389,8 +412,13 @@ class Execution(Flow, Leaf, People, Restart):
                     {"key": key, "status": "failed", "error": lost},
                     step=(key, {"status": "failed", "error": lost, "finished_at": utcnow()}),
                 )
+        values = self._traced()
+        if self.rollback_end is not None:  # how its rollback went, with the run's end
+            values["rollback"] = self.rollback_end
+        elif status == RunStatus.CANCELLED and self.rollback_due() is not None:  # cancelled as it rolled back
+            values["rollback"] = stopped_rollback(self.rollback_state)
         await self._set_run(
-            status, outputs=outputs, error=error, finished_at=utcnow(), waiting=None, worker=None, **self._traced()
+            status, outputs=outputs, error=error, finished_at=utcnow(), waiting=None, worker=None, **values
         )
 
     def _traced(self) -> dict[str, Any]:

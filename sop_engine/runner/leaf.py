@@ -34,10 +34,11 @@ from ..loops import (
 )
 from ..masking import MASK
 from ..retries import RetryPolicy
+from ..rollback import ESCALATED
 from ..states import StepStatus
 from ..steps import Condition, DialogAnswer, If, Loop, Probe, Step, as_written, uses_browser
 from ..taint import secret_parts, secret_texts
-from .outcome import LOST, RunFailed, RunPaused
+from .outcome import LOST, RollingBack, RunFailed, RunPaused
 
 
 class Leaf:
@@ -158,6 +159,7 @@ class Leaf:
         """`durable`: committed before the step acts (a non-idempotent step must be known to have started).
         `action` is told in the event, for those who watch (metrics, spans, logs)."""
         attempt = attempt or self.attempts.setdefault(key, 1)
+        self.recorded_inputs[key] = variables  # what its compensations see (runner/undo.py)
         self.cost.step_started(key, sampled=action not in ("loop", "if"))
         shown = self._shown_inputs(variables)
         values = {
@@ -188,6 +190,8 @@ class Leaf:
         """`fields`: the step's rendered fields as they may be shown (_shown_fields), told in the event."""
         duration_ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
         real, outputs = outputs, self._shown(outputs)
+        self.stored_outputs[key] = real  # what its compensations see, in completion order (runner/undo.py)
+        self.completion[key] = next(self.completed_count)
         values: dict[str, Any] = {"status": "completed", "finished_at": utcnow(), "outputs": outputs}
         if self.mask(outputs) != real:  # a secret shows in them: keep the real ones sealed, for a resume
             values["sealed_outputs"] = self.runner.vault.seal(real)
@@ -212,8 +216,9 @@ class Leaf:
         )
 
     async def _fail(self, step: Step, key: str, exc: StepError, artifacts: list[str], fields: Any = None) -> StepStatus:
-        """Records the failure, then applies on_error: fail ends the run, continue goes on, pause asks a person
-        (who retries or skips the step: RETRY comes back as PENDING)."""
+        """Records the failure, then applies on_error: fail ends the run, continue goes on, rollback ends the
+        steps and undoes those that completed (runner/undo.py), pause (escalate) asks a person (who retries or
+        skips the step: RETRY comes back as PENDING; or rolls back)."""
         exc = clean_error(exc)
         error = exc.as_dict()
         values = {"status": "failed", "finished_at": utcnow(), "error": error, "artifacts": artifacts}
@@ -229,16 +234,21 @@ class Leaf:
             self._stepped()
             return StepStatus.FAILED
         message = f"step {key} failed: {exc.describe()}"
-        if policy == "pause" and self.control is not None:
-            answer = await self.pause(Waiting(self.mask(message), key, "failed"))
+        if policy == "rollback":
+            raise RollingBack(key, self.mask(message))
+        if policy in ("pause", "escalate") and self.control is not None:
+            said = message + (ESCALATED if policy == "escalate" else "")
+            answer = await self.pause(Waiting(self.mask(said), key, "failed"))
+            if answer["action"] == "rollback":
+                raise RollingBack(key, self.mask(message))
             if answer["action"] == "skip":
                 self.person_skipped.add(key)
                 await self.step_event(key, "skipped", reason="skipped by a person after it failed")
                 return StepStatus.SKIPPED
             await self.step_event(key, "pending", reason="retried by a person")
             return StepStatus.PENDING
-        if policy == "pause":
-            message += " (on_error: pause waits for a person in the server; a headless run fails instead)"
+        if policy in ("pause", "escalate"):
+            message += f" (on_error: {policy} waits for a person in the server; a headless run fails instead)"
         raise RunFailed(self.mask(message))
 
     async def run_leaf(self, step: Step, env: ChainMap[str, Any], key: str, variables: dict[str, Any]) -> StepStatus:

@@ -11,11 +11,21 @@ from ..masking import MASK, Masker
 from ..restart import INTERRUPTED
 from ..states import RunStatus
 
-__all__ = ["INTERRUPTED", "LOST", "FrameSink", "RunFailed", "RunOutcome", "RunPaused"]
+__all__ = ["INTERRUPTED", "LOST", "FrameSink", "RollingBack", "RunFailed", "RunOutcome", "RunPaused"]
 
 
 class RunFailed(Exception):
     """Ends the run: a step failed under on_error=fail."""
+
+
+class RollingBack(RunFailed):
+    """Ends the steps' part of the run: a step failed under on_error=rollback, or a person chose to roll back.
+    The compensations run next (runner/undo.py), then the run fails with `message`."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
 
 
 class RunPaused(Exception):

@@ -8,7 +8,7 @@ from ..control import Waiting
 from ..errors import ErrorKind, StepError
 from ..states import RunStatus
 from ..steps import Step
-from .outcome import INTERRUPTED, RunPaused
+from .outcome import INTERRUPTED, RollingBack, RunPaused
 
 
 class People:
@@ -66,6 +66,8 @@ class People:
         if self.control is None:
             raise RunPaused(waiting)
         answer = await self.pause(waiting)
+        if answer["action"] == "rollback":
+            raise RollingBack(key, self.mask(waiting.reason))
         if answer["action"] == "skip":
             return False
         await self.step_event(key, "pending", reason="retried by a person after an interruption")

@@ -14,7 +14,9 @@ from ..locators import Target
 
 STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-ErrorPolicy = Literal["fail", "continue", "pause"]
+# escalate is pause by another name (the README's); rollback runs the compensations of the steps that completed
+ErrorPolicy = Literal["fail", "continue", "pause", "escalate", "rollback"]
+COMPENSATIONS_MAX = 20  # steps in one step's `compensate`
 
 
 class Strict(BaseModel):
@@ -111,6 +113,8 @@ class Step(Strict):
     resume_from: str | None = None
     dialogs: DialogPolicy | None = None  # how dialogs on the step's tab are answered while it runs
     opens_tab: str | None = Field(None, pattern=NAME_PATTERN)  # the tab the action opens gets this name
+    # steps that undo this one in a rollback (sop_engine.rollback); parsed by the document like any steps
+    compensate: list[Any] = Field([], max_length=COMPENSATIONS_MAX)
 
     @field_validator("outputs", mode="before")
     @classmethod

@@ -189,23 +189,25 @@ async def step_control(request: Request) -> Response:
 @endpoint(
     "POST",
     "/runs/{run_id}/{action}",
-    "A run control: pause, resume, step, cancel",
+    "A run control: pause, resume, step, cancel, rollback",
     RunOut,
-    path_enums={"action": ("pause", "resume", "step", "cancel")},
+    path_enums={"action": ("pause", "resume", "step", "cancel", "rollback")},
     role="operator",
 )
 async def run_control(request: Request) -> Response:
     state = state_of(request)
     run = await _run(request)
     action = request.path_params["action"]
-    if action not in ("pause", "resume", "step", "cancel"):
-        raise NotFound(f"no run control {action}: use pause, resume, step or cancel")
+    if action not in ("pause", "resume", "step", "cancel", "rollback"):
+        raise NotFound(f"no run control {action}: use pause, resume, step, cancel or rollback")
     require_control(request, f"run {run.id}", getattr(run, "created_by", None))
     who = name_of(request)
     if action == "pause":
         await state.controls.pause(run.id, who)
     elif action == "cancel":
         await state.controls.cancel(run.id, who)
+    elif action == "rollback":
+        await state.controls.rollback(run.id, who)
     else:
         await state.controls.resume(run.id, who, action)
     return Json(await _view(request, await state.db.run(run.id), steps=False))

@@ -74,7 +74,7 @@ class Viewer:
 def run_controls_for(run: RunRow, viewer: Viewer | None) -> list[str]:
     if viewer is None or not viewer.may_control:
         return []
-    found = run_controls(run.status, run.waiting)
+    found = run_controls(run.status, run.waiting, run.rollback)
     if run.status == RunStatus.RUNNING and not viewer.live:  # another process executes it: it can be cancelled
         found = [c for c in found if c != "pause"]
     return found
@@ -83,7 +83,7 @@ def run_controls_for(run: RunRow, viewer: Viewer | None) -> list[str]:
 def step_json(row: StepRunRow, run: RunRow | None = None, viewer: Viewer | None = None) -> dict[str, Any]:
     allowed = []
     if run is not None and viewer is not None and viewer.may_control:
-        allowed = step_controls(row.status, row.key, run.status, run.waiting)
+        allowed = step_controls(row.status, row.key, run.status, run.waiting, run.rollback)
     return {
         "key": row.key,
         "step_id": row.step_id,
@@ -151,6 +151,7 @@ def run_json(
         "worker": run.worker,
         "cost": run.cost,
         "trace": trace_json(run),
+        "rollback": run.rollback,
         "controls": run_controls_for(run, viewer),
         "restored": restored or [],
     }
@@ -229,6 +230,7 @@ class RunOut(_Out):
     worker: str | None = None
     cost: dict[str, Any] | None = None  # what the run cost (sop_engine.cost)
     trace: dict[str, Any] | None = None  # its Playwright trace: where to get it, or why there is none
+    rollback: dict[str, Any] | None = None  # its rollback: requested, running, or done with its counts
     steps: list[StepOut] | None = None
 
 
