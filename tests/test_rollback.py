@@ -22,18 +22,26 @@ from sop_engine.rollback import ESCALATED
 from sop_engine.states import RunStatus
 from sop_engine.store import Store
 from tests.booking_site import BookingSite
-from tests.conftest import ROOT, VIC, ServerProcess, both_databases, post_sop, sign_in, start_run, wait_for, wait_run
+from tests.conftest import (
+    VIC,
+    ServerProcess,
+    both_databases,
+    post_sop,
+    readme_section,
+    sign_in,
+    start_run,
+    wait_for,
+    wait_run,
+)
 
 expect.set_options(timeout=15000)
 
 
 def readme_example() -> str:
-    """The README's rollback example (docs/readme-rollback.md until the README has it)."""
-    for path in (ROOT / "README.md", ROOT / "docs" / "readme-rollback.md"):
-        found = re.search(r"```yaml rollback\n(.*?)```", path.read_text(), re.S)
-        if found:
-            return found.group(1)
-    raise AssertionError("no rollback example")
+    """The README's rollback example (fenced `yaml rollback`: it ends failed on purpose, against the booking site)."""
+    return re.search(
+        r"```yaml rollback\n(.*?)```", readme_section("### Rollback: compensations that undo what a run did"), re.S
+    ).group(1)
 
 
 BOOKING = readme_example()
