@@ -989,5 +989,5 @@ const SOP = (() => {
     });
   }
 
-  return { api, uploadForm, runForm, runsPage, runPage, batchForm, batchPage, loginPage, schedulesPage, breakersPage };
+  return { api, el, uploadForm, runForm, runsPage, runPage, batchForm, batchPage, loginPage, schedulesPage, breakersPage };
 })();

@@ -2,19 +2,7 @@
 "use strict";
 
 const SOPHooks = (() => {
-  const { api } = SOP;
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (name === "text") node.textContent = value;
-      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-      else node.setAttribute(name, value === true ? "" : value);
-    }
-    for (const child of children) if (child !== null && child !== undefined) node.append(child);
-    return node;
-  }
+  const { api, el } = SOP;
 
   function moment(iso) { return iso ? new Date(iso).toLocaleString() : ""; }
 
