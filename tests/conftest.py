@@ -397,6 +397,17 @@ def start_run(api: Any, sop_id: str, inputs: dict[str, Any] | None = None, **ext
     return response.json()["id"]
 
 
+@pytest.fixture
+async def page(browser_host: BrowserHost, server: ServerProcess) -> AsyncIterator[Any]:
+    """A page of the server in real Chromium, signed in as the admin."""
+    context = await browser_host.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    page.set_default_timeout(30000)
+    await sign_in(page, server.url)
+    yield page
+    await context.close()
+
+
 async def sign_in(page: Any, base_url: str, token: str = TOKEN) -> None:
     """Opens the sign-in URL the server prints; the page takes the token out of the URL and posts it."""
     async with page.expect_navigation(url=f"{base_url}/"):

@@ -28,7 +28,6 @@ from tests.conftest import (
     both_databases,
     post_sop,
     readme_section,
-    sign_in,
     start_run,
     wait_for,
     wait_run,
@@ -430,16 +429,6 @@ def test_a_headless_rollback_killed_goes_on_with_resume(tmp_path, booking):
 
 
 # the page, in real Chromium -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def page(browser_host, server):
-    context = await browser_host.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    page.set_default_timeout(15000)
-    await sign_in(page, server.url)
-    yield page
-    await context.close()
 
 
 async def test_the_page_offers_rollback_on_an_escalated_failure(page, server, api, booking):

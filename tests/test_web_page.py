@@ -8,7 +8,7 @@ import threading
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.conftest import post_sop, sign_in, wait_for
+from tests.conftest import post_sop, wait_for
 from tests.loopback import LoopbackServer, Reply, Request
 
 expect.set_options(timeout=15000)  # a state the page reaches: on a busy machine a run may take seconds
@@ -52,16 +52,6 @@ def hold():
     held = Hold()
     yield held
     held.close()
-
-
-@pytest.fixture
-async def page(browser_host, server):
-    context = await browser_host.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    page.set_default_timeout(15000)
-    await sign_in(page, server.url)
-    yield page
-    await context.close()
 
 
 def badge(page: Page, key: str):

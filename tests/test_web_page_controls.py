@@ -34,16 +34,6 @@ steps:
 """
 
 
-@pytest.fixture
-async def page(browser_host, server):
-    context = await browser_host.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    page.set_default_timeout(15000)
-    await sign_in(page, server.url)
-    yield page
-    await context.close()
-
-
 async def settled(api: Any, wanted: str) -> str:
     """A run that stays in the state asked for: paused at a breakpoint, completed, failed or cancelled."""
     if wanted == "failed":

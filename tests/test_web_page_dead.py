@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.conftest import post_sop, sign_in, start_run, wait_run
+from tests.conftest import post_sop, start_run, wait_run
 from tests.dead_site import HOSTILE_SOP, serve_dead_site
 
 expect.set_options(timeout=30000)  # a state the page reaches: on a busy machine a run may take seconds
@@ -17,16 +17,6 @@ expect.set_options(timeout=30000)  # a state the page reaches: on a busy machine
 @pytest.fixture
 def dead_site():
     yield from serve_dead_site()
-
-
-@pytest.fixture
-async def page(browser_host, server):
-    context = await browser_host.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    page.set_default_timeout(30000)
-    await sign_in(page, server.url)
-    yield page
-    await context.close()
 
 
 def failed(api, sop_id: str, n: int) -> list[str]:

@@ -8,14 +8,13 @@ import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
 from playwright.async_api import Page, expect
 
 from sop_engine.document import load_sop
 from sop_engine.runner import Runner
 from sop_engine.scheduler import Scheduler
 from sop_engine.states import RunStatus
-from tests.conftest import post_sop, readme_section, sign_in
+from tests.conftest import post_sop, readme_section
 
 expect.set_options(timeout=15000)
 
@@ -27,16 +26,6 @@ inputs:
 steps:
   - {id: a, action: set, inputs: [who], values: {seen: "{{ who }}"}}
 """
-
-
-@pytest.fixture
-async def page(browser_host, server):
-    context = await browser_host.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    page.set_default_timeout(15000)
-    await sign_in(page, server.url)
-    yield page
-    await context.close()
 
 
 async def test_the_page_adds_a_schedule_and_shows_its_next_times(page: Page, server, api):
