@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -318,6 +321,39 @@ def test_deliveries_left_in_the_outbox_are_sent_by_the_next_server(tmp_path, dat
         second.stop()
     assert delivery["status"] == "delivered" and delivery["log"][-1]["code"] == 200
     assert [a["code"] for a in delivery["log"][:-1]] == [500] * (len(delivery["log"]) - 1)
+    assert readme_verify()(hook["secret"], headers_of(receiver.got[-1]), receiver.got[-1].body, set())
+
+
+def test_a_command_line_run_is_told_by_the_next_server_on_its_database(tmp_path, receiver):
+    data = tmp_path / "data"
+    first = ServerProcess(data, env=FAST).start()
+    try:
+        with first.client() as api:
+            hook = add_hook(api, receiver.url)
+    finally:
+        first.stop()
+    sop = tmp_path / "say.yaml"
+    sop.write_text(PLAIN_SOP.replace("SOP_ID", "told-later"))
+    env = {**os.environ, "SOP_DATA_DIR": str(data)}
+    env.pop("SOP_DATABASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "sop_engine", "run", str(sop), "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    assert not receiver.got  # no process sends from the outbox yet
+    second = ServerProcess(data, env=FAST).start()
+    try:
+        with second.client() as api:
+            [delivery] = deliveries(api, run_id)
+    finally:
+        second.stop()
+    assert (delivery["event"], delivery["status"]) == ("run.completed", "delivered")
     assert readme_verify()(hook["secret"], headers_of(receiver.got[-1]), receiver.got[-1].body, set())
 
 
