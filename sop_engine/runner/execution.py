@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-from playwright.async_api import Page
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import settings
@@ -46,6 +44,9 @@ from .people import People
 from .restart import Restart
 
 if TYPE_CHECKING:
+    import httpx
+    from playwright.async_api import Page
+
     from .lifecycle import Runner
 
 log = logging.getLogger("sop_engine.runner")

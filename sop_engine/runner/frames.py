@@ -16,11 +16,11 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from playwright.async_api import Locator, Page
-
 from ..attempts import MASK_COLOR
 
 if TYPE_CHECKING:
+    from playwright.async_api import Locator, Page
+
     from .outcome import FrameSink
 
 FRAME_EVERY = 1.0  # seconds between the starts of two pictures of one run: a picture costs the page tens of ms
