@@ -1,6 +1,6 @@
 """What a run loads: a run with no browser step, started from the command line, loads neither Playwright nor
-httpx, fsspec or cryptography (their executors, its files and its vault load when a run first needs them); the
-executors' table names every action each family's module runs."""
+httpx, fsspec, cryptography or Jinja2 (its executors, files, vault and templates load them when a run first needs
+them); the executors' table names every action each family's module runs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from sop_engine import actions
 from sop_engine.steps import STEP_MODELS
 
-LATE = ("playwright", "httpx", "fsspec", "cryptography")
+LATE = ("playwright", "httpx", "fsspec", "cryptography", "jinja2")
 
 # runs the command as `python -m web` does, then says which of LATE it loaded (the command's own exit skips atexit)
 PROBE = """
@@ -48,7 +48,7 @@ def loaded_by_run(document: str, tmp_path: Path) -> dict:
     return lines[-1]
 
 
-def test_a_run_without_a_browser_step_loads_no_browser_http_or_file_store_library(tmp_path: Path):
+def test_a_run_without_a_browser_step_or_template_loads_none_of_the_late_libraries(tmp_path: Path):
     document = """
 sop: 1
 id: no-browser
