@@ -25,6 +25,20 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r} is not a whole number") from None
 
 
+def _seconds(name: str, default: float, least: float) -> float:
+    """A number of seconds: 0 (none), or at least `least`."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value == 0 or least <= value <= 86_400):  # nan, negative, too small or too large
+        raise SystemExit(f"{name}={raw!r} is not 0 or a number of seconds from {least:g} to 86400")
+    return value
+
+
 def _json_object(name: str) -> dict[str, Any]:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -89,6 +103,9 @@ class Settings:
     metrics_port: int | None = None  # SOP_METRICS_PORT: /metrics on its own port (no token) instead of beside the API
     # OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; None: no spans are exported
     otlp_endpoint: str | None = None
+    # SOP_FRAME_SECONDS: the least time between the starts of two live pictures of a watched run (each holds its
+    # page up for tens of milliseconds and takes a core's worth of JPEG encoding); 0: no live pictures
+    frame_seconds: float = 1.0
 
     @property
     def database(self) -> str:
@@ -130,4 +147,5 @@ def current() -> Settings:
         metrics=_choice("SOP_METRICS", "on", ("on", "off")) == "on",
         metrics_port=_int("SOP_METRICS_PORT", 0) or None,
         otlp_endpoint=(env("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip() or None,
+        frame_seconds=_seconds("SOP_FRAME_SECONDS", 1.0, 0.1),
     )

@@ -94,7 +94,8 @@ class Execution(Flow, Leaf, People, Restart):
         # secrets as the page may show them, kept here only, to cover them in pictures
         self._clear: dict[str, None] = dict.fromkeys(t for n in self.secret_names for t in secret_texts(inputs.get(n)))
         self._filled: dict[str, set[str]] = {}  # tab -> [target, frame] (JSON) of fields filled with a secret
-        self.live = LiveFrames(runner.frames, run_id)  # pictures for whoever watches, beside the steps
+        # pictures for whoever watches, beside the steps, at most every SOP_FRAME_SECONDS
+        self.live = LiveFrames(runner.frames, run_id, settings.current().frame_seconds)
         rows, run = stored.steps, stored.run
         self.status: dict[str, StepStatus] = {r.key: StepStatus(r.status) for r in rows}
         vault = runner.vault
