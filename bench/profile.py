@@ -63,9 +63,9 @@ def table(raw: Path, steps: int) -> list[tuple[str, float, float]]:
     return [(name, 1000 * n / RATE / steps, n / total) for name, n in counts.most_common()]
 
 
-def spy(mode: str, out: Path, target: list[str]) -> subprocess.Popen[bytes]:
+def spy(mode: str, out: Path, target: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     command = [PY_SPY, "record", "-r", str(RATE), "-f", "raw", "-o", str(out), f"--{mode}", *target]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def profile_cli(url: str, n: int, mode: str, work: Path) -> Path:
@@ -74,7 +74,7 @@ def profile_cli(url: str, n: int, mode: str, work: Path) -> Path:
     env.pop("SOP_DATABASE_URL", None)
     subprocess.run(variant.command, env=env, capture_output=True, check=True)  # the database made first
     raw = work / f"cli-{mode}.raw"
-    process = spy(mode, raw, ["--", *variant.command])
+    process = spy(mode, raw, ["--", *variant.command], env)  # the run's own data folder, as above
     process.wait()
     return raw
 
