@@ -1,6 +1,6 @@
 """What a run loads: a run with no browser step, started from the command line, loads neither Playwright nor
 httpx, fsspec, cryptography or Jinja2 (its executors, files, vault and templates load them when a run first needs
-them); the executors' table names every action each family's module runs."""
+them), nor, printing JSON, rich; the executors' table names every action each family's module runs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from sop_engine import actions
 from sop_engine.steps import STEP_MODELS
 
-LATE = ("playwright", "httpx", "fsspec", "cryptography", "jinja2")
+LATE = ("playwright", "httpx", "fsspec", "cryptography", "jinja2", "rich")
 
 # runs the command as `python -m web` does, then says which of LATE it loaded (the command's own exit skips atexit)
 PROBE = """
