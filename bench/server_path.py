@@ -63,9 +63,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(data: Path, token: str, more_env: dict[str, str] | None = None) -> Iterator[str]:
+def serving(
+    data: Path, token: str, more_env: dict[str, str] | None = None, started: list[subprocess.Popen[bytes]] | None = None
+) -> Iterator[str]:
     """`python -m web serve --concurrency 1` on a free loopback port, its own data folder and an admin token,
-    with `more_env` set; yields its base URL once `/healthz` answers."""
+    with `more_env` set; yields its base URL once `/healthz` answers (`started`: gets the process, for a
+    profiler to attach to)."""
     data.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     env = {**os.environ, "SOP_DATA_DIR": str(data), "SOP_API_TOKEN": token, "SOP_DRAIN_SECONDS": "0"}
@@ -77,6 +80,8 @@ def serving(data: Path, token: str, more_env: dict[str, str] | None = None) -> I
     log = data / "server.log"
     with open(log, "ab") as output:
         process = subprocess.Popen(command, cwd=flows.BENCH.parent, env=env, stdout=output, stderr=subprocess.STDOUT)
+    if started is not None:
+        started.append(process)
     try:
         deadline = time.monotonic() + 60
         while True:

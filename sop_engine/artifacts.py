@@ -6,13 +6,11 @@ here blocks (a disk, a network): async code calls them through `asyncio.to_threa
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
-
-from fsspec.core import url_to_fs
-from fsspec.implementations.local import LocalFileSystem
 
 from . import settings
 
@@ -51,10 +49,29 @@ class Artifacts:
     """The runs' files in one store: written, read back within a bound, streamed, deleted a run at a time."""
 
     def __init__(self, url: str, options: dict[str, Any] | None = None) -> None:
-        self.fs, self.root = url_to_fs(url, **(options or {}))
-        self.root = self.root.rstrip("/")
-        self.local = isinstance(self.fs, LocalFileSystem)
+        self.url, self.options = url, options or {}
         self.shown = shown_url(url)
+
+    @functools.cached_property
+    def _opened(self) -> tuple[Any, str, bool]:
+        # fsspec (25 ms of imports) loads when a file is first written or read, not with every run
+        from fsspec.core import url_to_fs
+        from fsspec.implementations.local import LocalFileSystem
+
+        fs, root = url_to_fs(self.url, **self.options)
+        return fs, root.rstrip("/"), isinstance(fs, LocalFileSystem)
+
+    @property
+    def fs(self) -> Any:
+        return self._opened[0]
+
+    @property
+    def root(self) -> str:
+        return self._opened[1]
+
+    @property
+    def local(self) -> bool:
+        return self._opened[2]
 
     @classmethod
     def configured(cls) -> Artifacts:

@@ -9,13 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 import tenacity
-from playwright.async_api import Locator, Page
 from pydantic import ValidationError
 
 from .actions import EXECUTORS
-from .actions.pages import opening_tab
 from .artifacts import Artifacts
 from .control import Waiting
 from .durations import format_duration
@@ -29,6 +26,9 @@ from .steps import HUMAN_ACTIONS, Step
 from .text import clean
 
 if TYPE_CHECKING:
+    import httpx
+    from playwright.async_api import Locator, Page
+
     from .runner import Execution
 
 # seconds an executor may run past its timeout: Playwright's own timeout error, and what the executor reads to
@@ -255,7 +255,9 @@ async def _one_attempt(executor: Any, step: Step, fields: dict[str, Any], ctx: S
     try:
         # Playwright gets the step's timeout; this one catches whatever does not honour it
         async with asyncio.timeout(deadline):
-            acting = executor(step, fields, ctx) if step.opens_tab is None else opening_tab(executor, step, fields, ctx)
+            acting = (
+                executor(step, fields, ctx) if step.opens_tab is None else _opening_tab(executor, step, fields, ctx)
+            )
             # in a task of its own: Playwright reads the caller's stack on every call (the name of each
             # frame's function, from its locals), and the runner's is deep; a task's stack starts here
             return clean(await asyncio.ensure_future(acting))  # what the page gave back, as valid text
@@ -276,3 +278,9 @@ async def _one_attempt(executor: Any, step: Step, fields: dict[str, Any], ctx: S
         if any(mark in text for mark in BROWSER_GONE):
             raise StepError(ErrorKind.BROWSER, f"{step.action}: the browser went away ({text})") from None
         raise StepError(ErrorKind.ACTION, f"{step.action} failed: {type(exc).__name__}: {text}") from None
+
+
+def _opening_tab(executor: Any, step: Step, fields: dict[str, Any], ctx: Any) -> Awaitable[dict[str, Any]]:
+    from .actions.pages import opening_tab  # with the browser's actions: Playwright loads when a run needs it
+
+    return opening_tab(executor, step, fields, ctx)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from typing import Any
-
-from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
+from typing import TYPE_CHECKING, Any
 
 from . import metrics, settings
+
+if TYPE_CHECKING:  # Playwright loads when a run first needs a browser (start), not with the command line
+    from playwright.async_api import Browser, BrowserContext, Playwright
 
 _ON_PATH = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 QUIET_FLAGS = (
@@ -69,6 +70,8 @@ class BrowserHost:
 
     async def _launch(self) -> None:
         if self._playwright is None:
+            from playwright.async_api import async_playwright
+
             self._playwright = await async_playwright().start()
         if self._browser is None or not self._browser.is_connected():
             options = launch_options(self.headed)

@@ -7,9 +7,7 @@ import asyncio
 import contextlib
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from playwright.async_api import BrowserContext, Page
+from typing import TYPE_CHECKING, Any
 
 from .browser import BrowserHost
 from .cost import CostMeter
@@ -20,6 +18,9 @@ from .policy import NetworkPolicy, PolicyError
 from .policy.guard import BrowserGuard
 from .steps import Step, uses_browser
 from .vault import Vault
+
+if TYPE_CHECKING:
+    from playwright.async_api import BrowserContext, Page
 
 STORAGE_EVERY = 1.0  # seconds between checkpoints of cookies and local storage on the same pages
 TRACE_STOP_SECONDS = 60.0  # a trace not written by then (a hung browser) is not kept

@@ -12,19 +12,40 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 
 from .cost import Figures
 from .problems import Problem
 from .states import RunStatus
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from .events import Event
     from .runner import RunOutcome
     from .store import Store
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _Console:
+    """A rich Console made at its first use: a run that prints only JSON never loads rich (20 ms)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+out = _Console(highlight=False, soft_wrap=True)
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 _MARKS = {"completed": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]↷[/]", "blocked": "[magenta]⊘[/]"}
@@ -146,7 +167,7 @@ async def show_batch_progress(batches: Any, batch_id: str, total: int, done: asy
         TextColumn("{task.completed}/{task.total}"),
         TextColumn("{task.fields[counts]}"),
         TimeElapsedColumn(),
-        console=out,
+        console=out.console,
         transient=False,
     ) as bar:
         task = bar.add_task("rows", total=total, counts="")

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from weakref import WeakSet
 
-from playwright.async_api import Dialog, Page
-
 from .steps import DialogAnswer
+
+if TYPE_CHECKING:
+    from playwright.async_api import Dialog, Page
 
 DISMISS = DialogAnswer(accept=False)
 MAX_MESSAGE = 2000  # characters of a dialog's message kept

@@ -7,7 +7,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import ValidationInfo, ValidatorFunctionWrapHandler, WrapValidator
 
-from .expressions.compiler import is_template
+from .expressions.marks import is_template
 
 RENDERED = "rendered"  # the validation context of a step's fields after rendering: no template is left
 

@@ -32,6 +32,20 @@ def _at_least(name: str, default: int, low: int) -> int:
     return value
 
 
+def _seconds(name: str, default: float, least: float) -> float:
+    """A number of seconds: 0 (none), or at least `least`."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value == 0 or least <= value <= 86_400):  # nan, negative, too small or too large
+        raise SystemExit(f"{name}={raw!r} is not 0 or a number of seconds from {least:g} to 86400")
+    return value
+
+
 def _json_object(name: str) -> dict[str, Any]:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -111,6 +125,9 @@ class Settings:
     breaker_failures: int = 5
     breaker_window: int = 60
     breaker_cooldown: int = 30
+    # SOP_FRAME_SECONDS: the least time between the starts of two live pictures of a watched run (each holds its
+    # page up for tens of milliseconds and takes a core's worth of JPEG encoding); 0: no live pictures
+    frame_seconds: float = 1.0
 
     @property
     def database(self) -> str:
@@ -120,9 +137,16 @@ class Settings:
         return f"sqlite:///{self.data_dir / 'sop.db'}"
 
 
+def template_limits() -> tuple[int, int]:
+    """SOP_TEMPLATE_MAX_OUTPUT and SOP_TEMPLATE_MAX_RANGE alone: every render reads them, and current() reads
+    every variable (a tenth of a millisecond a render under load, measured with py-spy on a todo-200 run)."""
+    return _int("SOP_TEMPLATE_MAX_OUTPUT", 1 * MIB), _int("SOP_TEMPLATE_MAX_RANGE", 100_000)
+
+
 def current() -> Settings:
     env = os.environ.get
     data_dir = Path(env("SOP_DATA_DIR", "data"))
+    template_max_output, template_max_range = template_limits()
     return Settings(
         data_dir=data_dir,
         database_url=env("SOP_DATABASE_URL") or None,
@@ -138,8 +162,8 @@ def current() -> Settings:
         max_body_bytes=_int("SOP_MAX_BODY_BYTES", 5 * MIB),
         yaml_max_depth=_int("SOP_YAML_MAX_DEPTH", 64),
         yaml_max_nodes=_int("SOP_YAML_MAX_NODES", 10_000),
-        template_max_output=_int("SOP_TEMPLATE_MAX_OUTPUT", 1 * MIB),
-        template_max_range=_int("SOP_TEMPLATE_MAX_RANGE", 100_000),
+        template_max_output=template_max_output,
+        template_max_range=template_max_range,
         batch_max_rows=_int("SOP_BATCH_MAX_ROWS", 10_000),
         write_retry_seconds=_int("SOP_WRITE_RETRY_SECONDS", 60),
         download_max_bytes=_int("SOP_DOWNLOAD_MAX_BYTES", 100 * MIB),
@@ -163,4 +187,5 @@ def current() -> Settings:
         breaker_failures=_at_least("SOP_BREAKER_FAILURES", 5, 0),
         breaker_window=_at_least("SOP_BREAKER_WINDOW", 60, 1),
         breaker_cooldown=_at_least("SOP_BREAKER_COOLDOWN", 30, 1),
+        frame_seconds=_seconds("SOP_FRAME_SECONDS", 1.0, 0.1),
     )

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
-
-import httpx
-from playwright.async_api import Page
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..artifacts import Artifacts
 from ..control import Waiting
 from ..policy import NetworkPolicy
+
+if TYPE_CHECKING:
+    import httpx
+    from playwright.async_api import Page
 
 
 class ActionContext(Protocol):

@@ -3,15 +3,16 @@ Every executor finds its element here, so a way to name one (a locator, a frame)
 
 from __future__ import annotations
 
-from typing import Any
-
-from playwright.async_api import Frame, FrameLocator, Locator, Page
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorKind, StepError
 from ..locators import LocatorSpec, describe, frames_of
 from .context import ActionContext
 
-Scope = Page | Frame | FrameLocator | Locator
+if TYPE_CHECKING:  # the runner's flow imports this module: Playwright loads with the first browser step
+    from playwright.async_api import Frame, FrameLocator, Locator, Page
+
+    Scope = Page | Frame | FrameLocator | Locator
 
 
 def element(scope: Scope, target: Any) -> Locator:

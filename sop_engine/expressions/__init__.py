@@ -10,12 +10,12 @@ compiled."""
 
 from __future__ import annotations
 
-from .compiler import is_light, is_template
 from .deadline import OutOfTime, within_deadline
 from .errors import ExpressionError
 from .json_values import to_json_value
+from .marks import is_template
 from .names import names_in, names_in_condition
-from .rendering import evaluate_condition, render
+from .rendering import evaluate_condition, is_light, render
 
 # The limits (TEMPLATE_MAX_SECONDS in rendering, TEMPLATE_MAX_BITS in operators, TEMPLATE_MAX_BUILT in budget)
 # are not re-exported: each is read from its own module at each use, so that is where a test patches it.

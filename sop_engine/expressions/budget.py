@@ -15,9 +15,7 @@ class Budget:
     """One render's limits and what it has built so far; sizes of containers already measured, by id."""
 
     def __init__(self) -> None:
-        limits = settings.current()
-        self.max_output = limits.template_max_output
-        self.max_range = limits.template_max_range
+        self.max_output, self.max_range = settings.template_limits()
         self.built = 0
         self.sizes: dict[int, tuple[Any, int]] = {}  # the value is kept so its id is not reused
 

@@ -8,10 +8,10 @@ from typing import Any
 from jinja2 import TemplateError, nodes
 
 from .errors import ExpressionError, first_line, shown
+from .marks import CACHED_SOURCE
 from .sandbox import LONE, env
 
 _ONLY_READS = (nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Getattr, nodes.Getitem, nodes.Const)
-CACHED_SOURCE = 2_000  # longer templates are compiled each time: a cache of large ones would hold much memory
 _REFUSED_TAGS = {
     nodes.Macro: "macro",
     nodes.CallBlock: "call",
@@ -39,10 +39,6 @@ def parse(source: str) -> tuple[nodes.Template, bool]:
     return tree, watched
 
 
-def is_template(text: str) -> bool:
-    return "{{" in text or "{%" in text
-
-
 def _compile(source: str) -> tuple[Any, bool]:
     """The compiled template and whether it is watched; a lone `{{ expr }}` compiles to an expression."""
     lone = LONE.match(source)
@@ -60,27 +56,3 @@ _compile_cached = lru_cache(maxsize=2048)(_compile)
 
 def compiled(source: str) -> tuple[Any, bool]:
     return _compile_cached(source) if len(source) <= CACHED_SOURCE else _compile(source)
-
-
-def is_light(value: Any, condition: bool = False) -> bool:
-    """True when rendering `value` only reads names (`{{ x }}`, `{{ a.b }}`): cheap enough for an event loop.
-    A template with a loop, filter, call, operator or test may take up to TEMPLATE_MAX_SECONDS, and is
-    rendered in a thread by async callers. `condition`: a bare string is an expression, as in conditions.
-    A template that does not parse counts as light: rendering it fails at once."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            source = item if is_template(item) else ("{{ " + item + " }}" if condition else None)
-            if source is None:
-                continue
-            try:
-                if compiled(source)[1]:
-                    return False
-            except ExpressionError:
-                continue
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-    return True

@@ -5,14 +5,16 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateError, meta
-
-from .compiler import CACHED_SOURCE, is_template, parse
 from .errors import ExpressionError, first_line, shown
-from .sandbox import BUILTINS
+from .marks import CACHED_SOURCE, is_template
 
 
 def _find_names(source: str, bare: bool) -> frozenset[str]:
+    from jinja2 import TemplateError, meta  # Jinja2 loads with the first template read
+
+    from .compiler import parse
+    from .sandbox import BUILTINS
+
     text = "{{ " + source + " }}" if bare else source
     try:
         found = meta.find_undeclared_variables(parse(text)[0])

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import Undefined
-
-from .budget import Budget, drop_budget, fresh_budget
-from .compiler import compiled, is_template
+from .budget import drop_budget, fresh_budget
 from .deadline import within_deadline
 from .errors import ExpressionError, first_line, shown
 from .json_values import to_json_value
-from .sandbox import LONE
+from .marks import is_template
+
+if TYPE_CHECKING:
+    from .budget import Budget
 
 TEMPLATE_MAX_SECONDS = 1.0  # a template that does more than read names is stopped after this long (read at each render)
 
@@ -34,6 +34,11 @@ def _render_text(template: Any, variables: dict[str, Any], budget: Budget) -> st
 
 
 def _render_one(source: str, variables: dict[str, Any]) -> Any:
+    from jinja2 import Undefined  # Jinja2 loads with the first template rendered
+
+    from .compiler import compiled
+    from .sandbox import LONE
+
     template, watched = compiled(source)
     budget = fresh_budget()
     try:
@@ -75,3 +80,29 @@ def evaluate_condition(condition: str | bool, variables: dict[str, Any]) -> bool
     if isinstance(result, str):
         return result.strip().lower() not in ("", "false", "0", "no", "none", "null")
     return bool(result)
+
+
+def is_light(value: Any, condition: bool = False) -> bool:
+    """True when rendering `value` only reads names (`{{ x }}`, `{{ a.b }}`): cheap enough for an event loop.
+    A template with a loop, filter, call, operator or test may take up to TEMPLATE_MAX_SECONDS, and is
+    rendered in a thread by async callers. `condition`: a bare string is an expression, as in conditions.
+    A template that does not parse counts as light: rendering it fails at once."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            source = item if is_template(item) else ("{{ " + item + " }}" if condition else None)
+            if source is None:
+                continue
+            from .compiler import compiled
+
+            try:
+                if compiled(source)[1]:
+                    return False
+            except ExpressionError:
+                continue
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return True

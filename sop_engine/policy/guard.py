@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary, WeakSet
-
-from playwright.async_api import BrowserContext, Frame, Page, Route, WebSocketRoute
 
 from .network import NetworkPolicy, PolicyError
 from .proxy import EgressProxy, upstream_of
+
+if TYPE_CHECKING:
+    from playwright.async_api import BrowserContext, Frame, Page, Route, WebSocketRoute
 
 CLEAN_UP_SECONDS = 10.0
 _guards: WeakKeyDictionary[Page, BrowserGuard] = WeakKeyDictionary()

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-from playwright.async_api import Page
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import settings
@@ -49,6 +47,9 @@ from .restart import Restart
 from .undo import Undo
 
 if TYPE_CHECKING:
+    import httpx
+    from playwright.async_api import Page
+
     from .lifecycle import Runner
 
 log = logging.getLogger("sop_engine.runner")
@@ -96,7 +97,9 @@ class Execution(Flow, Leaf, People, Restart, Undo):
         # secrets as the page may show them, kept here only, to cover them in pictures
         self._clear: dict[str, None] = dict.fromkeys(t for n in self.secret_names for t in secret_texts(inputs.get(n)))
         self._filled: dict[str, set[str]] = {}  # tab -> [target, frame] (JSON) of fields filled with a secret
-        self.live = LiveFrames(runner.frames, run_id)  # pictures for whoever watches, beside the steps
+        options = settings.current()  # read once a run
+        # pictures for whoever watches, beside the steps, at most every SOP_FRAME_SECONDS
+        self.live = LiveFrames(runner.frames, run_id, options.frame_seconds)
         rows, run = stored.steps, stored.run
         self.status: dict[str, StepStatus] = {r.key: StepStatus(r.status) for r in rows}
         vault = runner.vault
@@ -129,7 +132,7 @@ class Execution(Flow, Leaf, People, Restart, Undo):
         self.cost = CostMeter(run.cost if run else None)  # what this execution costs, on top of the earlier ones
         self.browser = BrowserSession(runner.browser, vault, checkpoint, self.policy, made.options, dialogs, self.cost)
         # a Playwright trace: the command line's --trace, else the document's `trace`, else the server's SOP_TRACE
-        self.trace_mode = TraceMode(runner.trace or self.sop.trace or settings.current().trace)
+        self.trace_mode = TraceMode(runner.trace or self.sop.trace or options.trace)
         self.browser.tracing = self.trace_mode != TraceMode.OFF
         self._trace: dict[str, Any] | None = None  # what became of this execution's trace, for runs.trace
         # steps a person skipped: they stay skipped, even in a `resume_from` range that is replayed

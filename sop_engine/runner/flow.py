@@ -6,11 +6,7 @@ import asyncio
 import json
 from collections import ChainMap
 from collections.abc import Mapping
-from typing import Any
-
-from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Locator
-from playwright.async_api import TimeoutError as PlaywrightTimeout
+from typing import TYPE_CHECKING, Any
 
 from ..actions.targets import build, selector_of
 from ..attempts import check_json, off_the_loop, render_fields
@@ -34,6 +30,9 @@ from ..progress import instances_per_iteration
 from ..states import StepStatus
 from ..steps import Condition, If, Loop, Probe, Step, as_written
 from .outcome import RunFailed
+
+if TYPE_CHECKING:
+    from playwright.async_api import Locator
 
 ITEM_LABEL_MAX = 80  # characters of a loop item told with its iteration's steps, for the page
 
@@ -204,6 +203,9 @@ class Flow:
         count = await locator.count()
         if count == 0 and not loop.optional:
             timeout = loop.timeout or self.sop.defaults.timeout
+            from playwright.async_api import Error as PlaywrightError  # loaded: this loop reads a page
+            from playwright.async_api import TimeoutError as PlaywrightTimeout
+
             try:
                 await locator.first.wait_for(state="attached", timeout=timeout * 1000)
             except PlaywrightTimeout:

@@ -1,8 +1,9 @@
 """Live frames: a JPEG of the page after browser steps, for whoever watches the run, taken beside the steps.
 
 A step asks for a frame and goes on; the picture is taken in the background, one at a time, at most every
-FRAME_EVERY seconds. A step that ends while one is being taken (or too soon after) leaves a request that the
-next picture answers, labelled with the latest step: what a watcher sees last is always the latest state.
+`every` seconds (SOP_FRAME_SECONDS; 0: none). A step that ends while one is being taken (or too soon after)
+leaves a request that the next picture answers, labelled with the latest step: what a watcher sees last is
+always the latest state.
 
 Secrets stay covered although the next step acts while a picture is taken. A picture covers what the run knew
 was secret when it started (the fields filled with a secret, the texts of secrets). A step that is about to
@@ -16,21 +17,20 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from playwright.async_api import Locator, Page
-
 from ..attempts import MASK_COLOR
 
 if TYPE_CHECKING:
+    from playwright.async_api import Locator, Page
+
     from .outcome import FrameSink
 
-FRAME_EVERY = 1.0  # seconds between the starts of two pictures of one run: a picture costs the page tens of ms
 FRAME_TIMEOUT = 2.0  # seconds a picture may take; one that takes longer is dropped
 
 
 class LiveFrames:
     """The frames of one run."""
 
-    def __init__(self, sink: FrameSink | None, run_id: str, every: float = FRAME_EVERY) -> None:
+    def __init__(self, sink: FrameSink | None, run_id: str, every: float) -> None:
         self.sink = sink
         self.run_id = run_id
         self.every = every
@@ -44,7 +44,7 @@ class LiveFrames:
         self._hurry = asyncio.Event()
 
     def watched(self) -> bool:
-        return self.sink is not None and not self._closed and self.sink.watching(self.run_id)
+        return self.sink is not None and self.every > 0 and not self._closed and self.sink.watching(self.run_id)
 
     def want(self, key: str, page: Page, mask: Callable[[], list[Locator]]) -> None:
         """After the browser step `key`: a picture of `page`, covering what `mask()` gives when it is taken."""

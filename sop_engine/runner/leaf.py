@@ -8,9 +8,7 @@ import contextlib
 import json
 from collections import ChainMap
 from collections.abc import Mapping
-from typing import Any
-
-from playwright.async_api import Locator, Page
+from typing import TYPE_CHECKING, Any
 
 from ..actions.targets import build, target_of
 from ..attempts import (
@@ -39,6 +37,9 @@ from ..states import StepStatus
 from ..steps import Condition, DialogAnswer, If, Loop, Probe, Step, as_written, uses_browser
 from ..taint import secret_parts, secret_texts
 from .outcome import LOST, RollingBack, RunFailed, RunPaused
+
+if TYPE_CHECKING:
+    from playwright.async_api import Locator, Page
 
 
 class Leaf:

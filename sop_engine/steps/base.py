@@ -20,8 +20,9 @@ COMPENSATIONS_MAX = 20  # steps in one step's `compensate`
 
 
 class Strict(BaseModel):
-    # a number where text is wanted is its text: `value: 555`, or `message: "{{ index }}"` once rendered
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, coerce_numbers_to_str=True)
+    # a number where text is wanted is its text: `value: 555`, or `message: "{{ index }}"` once rendered;
+    # defer_build: each step model is built once, into the document's model, not first on its own (35 ms)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, coerce_numbers_to_str=True, defer_build=True)
 
 
 class RetrySpec(Strict):
