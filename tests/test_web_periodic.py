@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.conftest import SECRET_KEY, ServerProcess, post_sop, wait_for
 from tests.test_web_schedules import (
@@ -23,7 +24,7 @@ from tests.test_web_schedules import (
     recorded,
 )
 from web.jobs import conninfo
-from web.scheduling import QUEUE, TASK
+from web.scheduling import APPLICATION, QUEUE, TASK
 
 SAMPLE = re.compile(r'^sop_schedule_firings_total\{by="(\w+)"\} ([0-9.e+]+)$', re.M)
 
@@ -144,3 +145,38 @@ def test_a_server_with_tick_seconds_zero_runs_no_schedules_worker(tmp_path: Path
     finally:
         never.stop()
         ticking.stop()
+
+
+def allow_connections(url: str, allowed: bool) -> None:
+    name = make_url(url).database
+    with psycopg.connect(conninfo(url.rsplit("/", 1)[0] + "/postgres"), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+
+
+def test_a_schedules_worker_that_stopped_is_started_again(tmp_path: Path, url: str):
+    data = tmp_path / "data"
+    server = ServerProcess(data, concurrency=0, env={"SOP_SCHEDULE_GRACE_SECONDS": GRACE}, database_url=url).start()
+    try:
+        with server.client() as client:
+            sop_id = post_sop(client, BEAT, "cut")
+            schedule = new_schedule(client, sop_id, **EVERY_SECOND)
+            wait_for(lambda: len(firings(client, schedule["id"])) >= 2, timeout=60)
+            # its connections cut and no new one allowed: Procrastinate's worker stops (its listener cannot
+            # reconnect); the server's store keeps the connections it has
+            with psycopg.connect(conninfo(url), autocommit=True) as conn:
+                allow_connections(url, False)
+                cut = conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE application_name = '{APPLICATION}' AND datname = current_database()"
+                ).fetchall()
+            assert cut
+            try:
+                wait_for(lambda: "the schedules worker stopped" in server.log.read_text(), timeout=60)
+            finally:
+                allow_connections(url, True)
+            count = len(firings(client, schedule["id"]))
+            wait_for(lambda: len(firings(client, schedule["id"])) >= count + 3, timeout=60)
+        assert "loop" not in counted(server)
+    finally:
+        server.stop()
+    assert_every_second_once(recorded(data, url, schedule["id"]))

@@ -40,6 +40,7 @@ QUEUE = "schedules"
 CRON = "* * * * * *"  # every second (croniter's sixth field: seconds)
 RESTART = 5.0  # seconds before a stopped schedules worker is started again
 STOPPING = 10.0  # seconds the worker gets, on shutdown, to finish its tick and unregister
+APPLICATION = "sop-schedules"  # its connections' name in pg_stat_activity
 LATE = 60  # seconds: a periodic job older than this is logged as a late wake-up (it still ticks now)
 
 
@@ -103,7 +104,10 @@ class PeriodicTicks:
     def __init__(self, database_url: str, loop: ScheduleLoop, name: str) -> None:
         self.loop = loop
         self.name = name
-        self.app = App(connector=PsycopgConnector(conninfo=conninfo(database_url), min_size=1, max_size=3))
+        connector = PsycopgConnector(
+            conninfo=conninfo(database_url), min_size=1, max_size=3, kwargs={"application_name": APPLICATION}
+        )
+        self.app = App(connector=connector)
         task = self.app.task(name=TASK, queue=QUEUE, pass_context=False)(self._job)
         self.app.periodic(cron=CRON, periodic_id=QUEUE, queueing_lock=TASK)(task)
         self._task: asyncio.Task[None] | None = None
@@ -143,7 +147,7 @@ class PeriodicTicks:
                     )
                     log.warning("the schedules worker stopped: starting it again in %.0f s", RESTART)
                 except Exception as exc:
-                    first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), repr(exc))
                     log.warning("the schedules worker stopped (%s): starting it again in %.0f s", first, RESTART)
                 await asyncio.sleep(RESTART)
         finally:
