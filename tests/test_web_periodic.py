@@ -2,7 +2,8 @@
 processes: every firing is counted under `by="procrastinate"` in the servers' metrics (none by the loop),
 Procrastinate's periodic deferrer recorded the task's seconds, each tick of a window fires exactly once (its
 `fire_at`), with two servers and across a restart; SOP_SCHEDULE_TICK_SECONDS=0 starts no schedules worker;
-a stopped server leaves no Procrastinate worker registered and nothing in its log."""
+a stopped server leaves no Procrastinate worker registered and nothing in its log; one that stopped in an
+outage is started again. On SQLite the loop still ticks."""
 
 from __future__ import annotations
 
@@ -180,3 +181,17 @@ def test_a_schedules_worker_that_stopped_is_started_again(tmp_path: Path, url: s
     finally:
         server.stop()
     assert_every_second_once(recorded(data, url, schedule["id"]))
+
+
+def test_on_sqlite_the_servers_loop_still_drives_the_tick(tmp_path: Path):
+    server = ServerProcess(tmp_path / "data", concurrency=0).start()
+    try:
+        with server.client() as client:
+            sop_id = post_sop(client, BEAT, "sqlite")
+            schedule = new_schedule(client, sop_id, **EVERY_SECOND)
+            wait_for(lambda: len(firings(client, schedule["id"])) >= 3, timeout=60)
+        found = counted(server)
+        assert found.get("loop", 0) >= 3 and "procrastinate" not in found
+    finally:
+        server.stop()
+    assert_quiet_stop(server)
