@@ -81,6 +81,13 @@ class Recording:
             buckets=WAIT_BUCKETS,
             registry=registry,
         )
+        self.schedule_firings = Counter(
+            "sop_schedule_firings",
+            "Schedule ticks this process recorded, by what drove its tick: procrastinate (the job queue's "
+            "periodic task, on PostgreSQL) or loop (the server's own loop, on SQLite).",
+            ["by"],
+            registry=registry,
+        )
         self.sop_of: OrderedDict[str, str] = OrderedDict()  # run id -> its SOP, for the runs counter
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled children, looked up once each
 

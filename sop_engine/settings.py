@@ -110,7 +110,9 @@ class Settings:
     metrics_port: int | None = None  # SOP_METRICS_PORT: /metrics on its own port (no token) instead of beside the API
     # OTEL_EXPORTER_OTLP_ENDPOINT: where spans go over OTLP/HTTP; None: no spans are exported
     otlp_endpoint: str | None = None
-    schedule_tick_seconds: int = 1  # SOP_SCHEDULE_TICK_SECONDS: how often a server looks for due schedules; 0: never
+    # SOP_SCHEDULE_TICK_SECONDS: how often a server looks for due schedules on SQLite (on PostgreSQL the job
+    # queue's periodic task ticks every second); 0: this server never fires them
+    schedule_tick_seconds: int = 1
     schedule_grace_seconds: int = 60  # SOP_SCHEDULE_GRACE_SECONDS: a tick older than this was missed (catch-up)
     schedule_keep_days: int = 30  # SOP_SCHEDULE_KEEP_DAYS: how long a schedule's firings are kept
     # webhooks (sop_engine.webhooks): attempts of one delivery, the first wait between them (doubling, with
