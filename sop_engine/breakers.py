@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from . import settings
 from .errors import ErrorKind, StepError
 from .events import call_store, utcnow
+from .steps import uses_browser
 from .store import BreakerState
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 FRESH = 5.0  # seconds a process trusts a closed breaker it read, before it reads it again
 TARGETED = frozenset({"navigate", "http"})  # the actions that send a request to a host of their own
 COUNTED = frozenset({ErrorKind.NAVIGATION, ErrorKind.HTTP, ErrorKind.TIMEOUT})  # of those actions' failures
+# a step on a page already loaded (click, fill, extract…) counts only a navigation that failed (a link to a
+# host that is down); its timeouts are element waits, which say nothing of the host
+ON_PAGE_COUNTED = frozenset({ErrorKind.NAVIGATION})
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 STATES = ("closed", "open", "half_open")
 HOST_KEY = re.compile(r"[a-z0-9._\-\[\]:]{1,300}")  # what a breaker's key may be
@@ -108,15 +112,36 @@ class Breakers:
         except Exception:  # the step itself says what is wrong with its URL
             return None
 
+    @staticmethod
+    def page_host(step: Step, ctx: StepContext) -> str | None:
+        """The host of the page a browser step acts on (its tab's address), for a step that sends no request
+        of its own; None before the tab has a page."""
+        if step.action in TARGETED or not uses_browser(step):
+            return None
+        url = ctx.execution.tab_url(ctx.tab)
+        return host_of(url) if url else None
+
     async def guard(
         self, step: Step, fields: dict[str, Any], ctx: StepContext, attempt: Callable[[], Awaitable[dict[str, Any]]]
     ) -> dict[str, Any]:
         """Runs one attempt of the step through its host's breaker: refused at once (CircuitOpen) while it is
-        open; its outcome counted against the host."""
+        open; its outcome counted against the host. A step on a page of that host (a click, a fill…) is refused
+        too while the breaker is open, but it is never the trial, and only a failed navigation of its counts."""
         host = self.target(step, fields, ctx)
+        on_page = host is None
+        if on_page:
+            host = self.page_host(step, ctx)
         limits = self.limits.tightened(ctx.execution.sop.defaults.breaker) if host else self.limits
         if host is None or limits.failures == 0:
             return await attempt()
+        if on_page:
+            await self._refuse_while_open(host)
+            try:
+                return await attempt()
+            except StepError as exc:
+                if exc.kind in ON_PAGE_COUNTED:
+                    await self._failed(host, ctx.execution.mask(exc.describe()), limits, False, ctx)
+                raise
         trial = await self._enter(host, ctx.timeout + 10.0)
         try:
             result = await attempt()
@@ -155,6 +180,18 @@ class Breakers:
         if found.state == "half_open":
             raise CircuitOpen(host, found.trial_until, trial=True)
         raise CircuitOpen(host, found.opened_until)
+
+    async def _refuse_while_open(self, host: str) -> None:
+        """CircuitOpen while the host's breaker is open and its cool-down runs; a step on a page never takes the
+        trial, and after the cool-down it goes on (its page is loaded already)."""
+        now = self.clock()
+        known = self._known.get(host)
+        if known is not None and known[0].state == "closed" and now - known[1] < timedelta(seconds=FRESH):
+            return
+        found = await call_store(self.store.breaker, host, what=f"reading breaker {host}")
+        self._learn(host, found or BreakerState.closed(host, now), now)
+        if found is not None and found.state == "open" and not _trial_due(found, now):
+            raise CircuitOpen(host, found.opened_until)
 
     async def _failed(self, host: str, error: str, limits: Limits, trial: bool, ctx: StepContext) -> None:
         now = self.clock()

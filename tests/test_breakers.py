@@ -249,6 +249,33 @@ async def test_element_waits_and_assertions_do_not_count(runner, store, host):
     assert breaker is None or (breaker.state, breaker.failures) == ("closed", 0)
 
 
+ON_PAGE = """
+sop: 1
+id: on-page
+defaults: {on_error: continue, timeout: 5s}
+steps:
+  - {id: open, action: navigate, url: "URL/page"}
+  - {id: a, action: http, url: "URL/a", expect_status: 200}
+  - {id: b, action: http, url: "URL/b", expect_status: 200}
+  - {id: c, action: http, url: "URL/c", expect_status: 200}
+  - {id: read, action: extract, selector: h1, outputs: {title: text}}
+"""
+
+
+async def test_a_step_on_a_page_of_a_host_whose_breaker_is_open_fails_at_once(runner, store):
+    def answer(request: Request) -> Reply:  # its page loads; its API is down
+        return html_reply("<h1>up</h1>") if request.path == "/page" else html_reply("<h1>down</h1>", 503)
+
+    with LoopbackServer(answer) as server:
+        outcome = await run(runner, ON_PAGE.replace("URL", server.url))
+        key = server.url.removeprefix("http://")
+    rows = steps(store, outcome.run_id)
+    assert rows["open"].status == "completed"
+    assert store.breaker(key).state == "open"  # a, b and c: three failures
+    assert rows["read"].error["kind"] == "circuit"  # the page is loaded, but its host is failing
+    assert rows["read"].error["message"].startswith(f"circuit open for {key} until ")
+
+
 def test_a_document_may_tighten_the_limits_but_not_loosen_them():
     server = Limits(failures=5, window=60.0, cooldown=30.0)
     assert server.tightened(None) == server
