@@ -856,7 +856,8 @@ const SOP = (() => {
       if (connected) await refresh(); else await ready;  // after a lost connection: what changed meanwhile
       connected = true;
       await catchUp();
-      socket.emit("subscribe", { run_id: runId, since: logged });
+      // once the server has us among the run's watchers (its live pictures are taken for them), the page says so
+      socket.emit("subscribe", { run_id: runId, since: logged }, () => { document.body.dataset.watching = "true"; });
     });
     for (const name of ["run.updated", "step.updated", "log"]) socket.on(name, ingest);
     socket.on("progress", (p) => {

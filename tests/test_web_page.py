@@ -75,10 +75,28 @@ async def test_example_sops_are_listed_and_a_run_completes_live(page: Page, serv
         await expect(badge(page, key)).to_have_text("completed")
     await expect(page.locator("#outputs")).to_contain_text('"left": 3')
     await expect(page.locator("#progress-text")).to_contain_text("9 of 9 steps")
-    await expect(page.locator("#frame")).to_be_visible()
     assert await page.evaluate("window.sameDocument") is True  # updated live, never reloaded
     await page.reload()  # a finished run's page, opened afresh, still says how far it got
     await expect(page.locator("#progress-text")).to_contain_text("9 of 9 steps")
+
+
+WATCHED = """
+sop: 1
+id: SOP_ID
+steps:
+  - {id: one, action: http, url: "HOLD_URL", timeout: 60s}
+  - {id: open, action: navigate, url: "/demo/todo.html"}
+"""
+
+
+async def test_a_watched_run_shows_its_page_after_its_browser_steps(page: Page, server, api, hold):
+    sop_id = post_sop(api, WATCHED.replace("HOLD_URL", hold.url))
+    await start_from_sop_page(page, server, sop_id)
+    await expect(page.locator("body[data-watching=true]")).to_have_count(1)  # before any browser step
+    hold.release()
+    await expect(page.locator("#run-status")).to_have_text("completed")
+    await expect(page.locator("#frame")).to_be_visible()
+    assert await page.locator("#frame").get_attribute("data-key") == "open"
 
 
 async def test_pause_step_resume_and_skip_buttons(page: Page, server, api, hold):
