@@ -45,9 +45,13 @@ const DeadLetters = (() => {
     return section;
   }
 
+  let asked = 0;  // the latest request for groups: an older answer that arrives after it is dropped
+
   async function loadGroups() {
     const query = new URLSearchParams(filters()).toString();
+    const mine = ++asked;
     const reply = await SOP.api("GET", `/api/dead-letters${query ? "?" + query : ""}`);
+    if (mine !== asked) return;  // the filters changed meanwhile: a newer answer is coming
     const target = document.getElementById("groups");
     const summary = document.getElementById("dead-summary");
     if (!reply.ok) { summary.textContent = (reply.data && reply.data.error) || "refused"; summary.className = "error"; target.replaceChildren(); return; }
