@@ -92,6 +92,10 @@ def notify_run(conn: Any, run_id: str, status: RunStatus, at: datetime) -> None:
 def finish_batch(conn: Any, batch_id: str, at: datetime) -> None:
     """The batch completed, if it was running and none of its runs is left to go (a conditional update: of
     two runs ending at once, one finishes it), with its batch.finished deliveries."""
+    # the batch's row locked first (PostgreSQL; SQLite's writers take turns already): of two of its last runs
+    # ending at once, the second waits here for the first to commit, and then sees it ended, so one of them
+    # finishes the batch rather than neither
+    conn.execute(select(BATCHES.c.id).where(BATCHES.c.id == batch_id).with_for_update())
     going = exists().where(RUNS.c.batch_id == batch_id, RUNS.c.status.in_(LEFT))
     done = conn.execute(
         update(BATCHES)
